@@ -1,0 +1,38 @@
+// CpuBackend: the reference implementation of every Backend op.
+//
+// Plain loops with F32 accumulation, vectorised where it pays (GEMV over BF16/F16 weights),
+// OpenBLAS sgemm for F32 and batched GEMM, OpenMP across rows. Each op lives in its own file in
+// kernels/cpu/ and is declared in kernels/cpu/cpu_ops.h.
+#ifndef TESSERA_KERNELS_CPU_CPU_BACKEND_H_
+#define TESSERA_KERNELS_CPU_CPU_BACKEND_H_
+
+#include "absl/strings/string_view.h"
+#include "kernels/backend.h"
+
+namespace tessera {
+
+class CpuBackend final : public Backend {
+ public:
+  BackendKind kind() const override { return BackendKind::kCpu; }
+  absl::string_view name() const override { return "cpu"; }
+  absl::Status Synchronize() override { return absl::OkStatus(); }
+
+ protected:
+  absl::Status DoEmbedding(const EmbeddingArgs& a) override;
+  absl::Status DoRmsNorm(const RmsNormArgs& a) override;
+  absl::Status DoGemm(const GemmArgs& a) override;
+  absl::Status DoRope(const RopeArgs& a) override;
+  absl::Status DoKvWrite(const KvWriteArgs& a) override;
+  absl::Status DoAttention(const AttentionArgs& a) override;
+  absl::Status DoMergeAttention(const MergeAttentionArgs& a) override;
+  absl::Status DoSiluMul(const SiluMulArgs& a) override;
+  absl::Status DoAdd(const AddArgs& a) override;
+  absl::Status DoCast(const CastArgs& a) override;
+  absl::Status DoArgMax(const ArgMaxArgs& a) override;
+  absl::Status DoTopK(const TopKArgs& a) override;
+  absl::Status DoSoftmaxStats(const SoftmaxStatsArgs& a) override;
+};
+
+}  // namespace tessera
+
+#endif  // TESSERA_KERNELS_CPU_CPU_BACKEND_H_

@@ -1,0 +1,52 @@
+// Elementwise ops: SiLU-multiply, add, dtype cast.
+#include <cmath>
+
+#include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/simd.h"
+
+namespace tessera {
+
+absl::Status CpuBackend::DoSiluMul(const SiluMulArgs& a) {
+  const int64_t count = a.gate.numel();
+  const float* gate = a.gate.as<const float>();
+  const float* up = a.up.as<const float>();
+  float* out = a.out.as<float>();
+#pragma omp parallel for schedule(static) if (count > 65536)
+  for (int64_t i = 0; i < count; ++i) {
+    const float g = gate[i];
+    out[i] = g / (1.0f + std::exp(-g)) * up[i];
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::DoAdd(const AddArgs& a) {
+  const int64_t count = a.a.numel();
+  const float* x = a.a.as<const float>();
+  const float* y = a.b.as<const float>();
+  float* out = a.out.as<float>();
+  for (int64_t i = 0; i < count; ++i) out[i] = x[i] + y[i];
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::DoCast(const CastArgs& a) {
+  const int64_t count = a.in.numel();
+  for (int64_t i = 0; i < count; ++i) {
+    const float v = cpu::LoadScalar(a.in.data, a.in.dtype, i);
+    switch (a.out.dtype) {
+      case DType::kF32:
+        a.out.as<float>()[i] = v;
+        break;
+      case DType::kBF16:
+        a.out.as<uint16_t>()[i] = FloatToBf16(v);
+        break;
+      case DType::kF16:
+        a.out.as<uint16_t>()[i] = FloatToF16(v);
+        break;
+      case DType::kI32:
+        return absl::InvalidArgumentError("Cast: I32 output");
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace tessera

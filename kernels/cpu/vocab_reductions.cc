@@ -1,0 +1,61 @@
+// Reductions over a (shard of the) vocabulary: argmax, top-k, and softmax statistics from which
+// log-probabilities and entropy follow and which combine across shards.
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+#include "kernels/cpu/cpu_backend.h"
+
+namespace tessera {
+
+absl::Status CpuBackend::DoArgMax(const ArgMaxArgs& a) {
+  const int64_t n = a.logits.dim(0), v = a.logits.dim(1);
+  for (int64_t i = 0; i < n; ++i) {
+    const float* row = a.logits.as<const float>() + i * v;
+    int64_t best = 0;
+    for (int64_t j = 1; j < v; ++j) {
+      if (row[j] > row[best]) best = j;  // strict: the first maximum wins, as torch.argmax
+    }
+    a.values.as<float>()[i] = row[best];
+    a.indices.as<int32_t>()[i] = static_cast<int32_t>(best + a.index_offset);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::DoTopK(const TopKArgs& a) {
+  const int64_t n = a.logits.dim(0), v = a.logits.dim(1), k = a.values.dim(1);
+  std::vector<int32_t> order(v);
+  for (int64_t i = 0; i < n; ++i) {
+    const float* row = a.logits.as<const float>() + i * v;
+    std::iota(order.begin(), order.end(), 0);
+    std::partial_sort(order.begin(), order.begin() + k, order.end(), [row](int32_t x, int32_t y) {
+      return row[x] > row[y] || (row[x] == row[y] && x < y);
+    });
+    for (int64_t r = 0; r < k; ++r) {
+      a.values.as<float>()[i * k + r] = row[order[r]];
+      a.indices.as<int32_t>()[i * k + r] = static_cast<int32_t>(order[r] + a.index_offset);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::DoSoftmaxStats(const SoftmaxStatsArgs& a) {
+  const int64_t n = a.logits.dim(0), v = a.logits.dim(1);
+  for (int64_t i = 0; i < n; ++i) {
+    const float* row = a.logits.as<const float>() + i * v;
+    const float m = *std::max_element(row, row + v);
+    double s = 0.0, sx = 0.0;
+    for (int64_t j = 0; j < v; ++j) {
+      const double e = std::exp(static_cast<double>(row[j]) - m);
+      s += e;
+      sx += e * row[j];
+    }
+    a.max.as<float>()[i] = m;
+    a.sum_exp.as<float>()[i] = static_cast<float>(s);
+    a.sum_exp_logit.as<float>()[i] = static_cast<float>(sx);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace tessera

@@ -1,0 +1,146 @@
+// Argument structs of the Backend ops, shared verbatim by the CPU and CUDA backends.
+//
+// Conventions for every op:
+// - Shapes are row-major; "n" is the number of token rows in a ragged batch (tokens of several
+//   sequences laid end to end), "dim" the model width, "kv_heads" the KV heads held by this rank.
+// - Activations are F32. Weights (GemmArgs::w, EmbeddingArgs::table, RmsNormArgs::weight) may be
+//   F32, F16 or BF16; every op accumulates in F32.
+// - Inputs and outputs may alias only where a comment says so.
+// - Ops are validated by kernels/op_validation.h before any backend sees them.
+#ifndef TESSERA_KERNELS_OP_ARGS_H_
+#define TESSERA_KERNELS_OP_ARGS_H_
+
+#include <cstdint>
+
+#include "kernels/tensor_view.h"
+
+namespace tessera {
+
+// out[i, :] = table[ids[i] - vocab_start, :] when ids[i] is in [vocab_start, vocab_start + rows),
+// else zeros (a vocabulary-parallel shard holds rows [vocab_start, vocab_start + rows) only).
+struct EmbeddingArgs {
+  TensorView ids;    // [n] I32
+  TensorView table;  // [rows, dim] F32 | F16 | BF16
+  TensorView out;    // [n, dim] F32
+  int64_t vocab_start = 0;
+};
+
+// out = in / sqrt(mean(in^2) + eps) * weight, per row. `out` may alias `in`.
+struct RmsNormArgs {
+  TensorView in;      // [n, dim] F32
+  TensorView weight;  // [dim] F32 | F16 | BF16
+  TensorView out;     // [n, dim] F32
+  float eps = 1e-5f;
+};
+
+// y = x * w^T (+ y when accumulate), w in the Hugging Face [out_features, in_features] layout.
+struct GemmArgs {
+  TensorView x;  // [m, k] F32
+  TensorView w;  // [n, k] F32 | F16 | BF16
+  TensorView y;  // [m, n] F32; must not alias x
+  bool accumulate = false;
+};
+
+// Rotary position embedding in the Hugging Face "rotate half" convention, in place:
+// for i < head_dim/2, angle = positions[t] * inv_freq[i],
+//   x'[i]            = (x[i] cos - x[i + head_dim/2] sin) * attention_scaling
+//   x'[i+head_dim/2] = (x[i + head_dim/2] cos + x[i] sin) * attention_scaling
+struct RopeArgs {
+  TensorView x;          // [n, heads, head_dim] F32, rotated in place
+  TensorView positions;  // [n] I32
+  TensorView inv_freq;   // [head_dim / 2] F32
+  float attention_scaling = 1.0f;
+};
+
+// k_cache[slots[i], positions[i]] = k[i] (likewise v).
+struct KvWriteArgs {
+  TensorView k;          // [n, kv_heads, head_dim] F32
+  TensorView v;          // [n, kv_heads, head_dim] F32
+  TensorView k_cache;    // [n_slots, max_seq, kv_heads, head_dim] F32
+  TensorView v_cache;    // [n_slots, max_seq, kv_heads, head_dim] F32
+  TensorView slots;      // [n] I32
+  TensorView positions;  // [n] I32, each < max_seq
+};
+
+// Which keys a query may see. Attention variants are data, not callbacks; only causal exists yet.
+struct AttentionVariant {
+  enum class Kind : uint8_t { kCausal };
+  Kind kind = Kind::kCausal;
+};
+
+// Scaled dot-product attention of each query row over its own sequence's cache:
+// token i (head h) attends to k_cache[slots[i], 0..positions[i]] of KV head h / (heads/kv_heads)
+// (grouped-query attention), softmax(q k^T * scale) v. The caller writes the token's own K/V
+// first (KvWrite), so prefill and decode are the same op on a ragged batch.
+struct AttentionArgs {
+  TensorView q;          // [n, heads, head_dim] F32
+  TensorView k_cache;    // [n_slots, max_seq, kv_heads, head_dim] F32
+  TensorView v_cache;    // [n_slots, max_seq, kv_heads, head_dim] F32
+  TensorView slots;      // [n] I32
+  TensorView positions;  // [n] I32
+  TensorView out;        // [n, heads, head_dim] F32
+  TensorView lse;        // optional [n, heads] F32: log-sum-exp of the scaled scores
+  float scale = 1.0f;
+  AttentionVariant variant;
+};
+
+// Combines two partial attention results over disjoint key sets (split-KV decode):
+// out = (exp(lse_a) out_a + exp(lse_b) out_b) / (exp(lse_a) + exp(lse_b)); lse_out = log(that sum).
+struct MergeAttentionArgs {
+  TensorView out_a;    // [n, heads, head_dim] F32
+  TensorView lse_a;    // [n, heads] F32
+  TensorView out_b;    // [n, heads, head_dim] F32
+  TensorView lse_b;    // [n, heads] F32
+  TensorView out;      // [n, heads, head_dim] F32; may alias out_a
+  TensorView lse_out;  // [n, heads] F32; may alias lse_a
+};
+
+// out = silu(gate) * up, silu(x) = x / (1 + exp(-x)). `out` may alias gate.
+struct SiluMulArgs {
+  TensorView gate;  // [n, hidden] F32
+  TensorView up;    // [n, hidden] F32
+  TensorView out;   // [n, hidden] F32
+};
+
+// out = a + b elementwise. `out` may alias a or b.
+struct AddArgs {
+  TensorView a;    // F32
+  TensorView b;    // F32, same shape
+  TensorView out;  // F32, same shape
+};
+
+// Elementwise conversion between F32, F16 and BF16 (round to nearest even).
+struct CastArgs {
+  TensorView in;
+  TensorView out;  // same element count
+};
+
+// Per row: the largest logit and its index + index_offset (first index on ties, as torch.argmax).
+struct ArgMaxArgs {
+  TensorView logits;   // [n, v] F32
+  TensorView values;   // [n] F32
+  TensorView indices;  // [n] I32
+  int64_t index_offset = 0;
+};
+
+// Per row: the k largest logits in descending order (lower index first on ties).
+struct TopKArgs {
+  TensorView logits;   // [n, v] F32
+  TensorView values;   // [n, k] F32
+  TensorView indices;  // [n, k] I32
+  int64_t index_offset = 0;
+};
+
+// Per row statistics from which log-softmax and entropy follow, and which combine across
+// vocabulary shards: max m, S = sum exp(x - m), Sx = sum exp(x - m) * x.
+// log p(x_i) = x_i - m - log S;  entropy = m + log S - Sx / S.
+struct SoftmaxStatsArgs {
+  TensorView logits;         // [n, v] F32
+  TensorView max;            // [n] F32
+  TensorView sum_exp;        // [n] F32
+  TensorView sum_exp_logit;  // [n] F32
+};
+
+}  // namespace tessera
+
+#endif  // TESSERA_KERNELS_OP_ARGS_H_

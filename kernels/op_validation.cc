@@ -1,0 +1,200 @@
+#include "kernels/op_validation.h"
+
+#include <initializer_list>
+#include "absl/strings/string_view.h"
+
+#include "absl/strings/str_cat.h"
+#include "kernels/status_macros.h"
+
+namespace tessera {
+namespace {
+
+constexpr int64_t kAny = -1;
+
+bool IsFloat(DType t) { return t == DType::kF32 || t == DType::kF16 || t == DType::kBF16; }
+
+// Checks that `v` is present, has `rank` dims matching `dims` (kAny matches anything) and, when
+// `weight_types` is false, dtype `dtype`; with `weight_types`, any of F32/F16/BF16.
+absl::Status Check(absl::string_view op, absl::string_view arg, const TensorView& v, DType dtype,
+                   std::initializer_list<int64_t> dims, bool weight_types = false) {
+  auto where = [&] { return absl::StrCat(op, ": ", arg, " "); };
+  if (v.data == nullptr && v.numel() != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(where(), "has no buffer"));
+  }
+  if (weight_types ? !IsFloat(v.dtype) : v.dtype != dtype) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        where(), "has dtype ", DTypeName(v.dtype), ", expected ",
+        weight_types ? "F32, F16 or BF16" : std::string(DTypeName(dtype))));
+  }
+  bool ok = v.rank == static_cast<int>(dims.size());
+  int i = 0;
+  for (int64_t d : dims) {
+    if (ok && d != kAny && v.shape[i] != d) ok = false;
+    ++i;
+  }
+  if (!ok) {
+    std::string want = "[";
+    i = 0;
+    for (int64_t d : dims) absl::StrAppend(&want, i++ ? ", " : "", d == kAny ? "*" : absl::StrCat(d));
+    return absl::InvalidArgumentError(
+        absl::StrCat(where(), "has shape ", v.DebugString(), ", expected ", want, "]"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckSameShape(absl::string_view op, const TensorView& a, const TensorView& b) {
+  if (a.numel() != b.numel() || a.rank != b.rank) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": shapes differ: ", a.DebugString(),
+                                                   " vs ", b.DebugString()));
+  }
+  for (int i = 0; i < a.rank; ++i) {
+    if (a.shape[i] != b.shape[i]) {
+      return absl::InvalidArgumentError(absl::StrCat(op, ": shapes differ: ", a.DebugString(),
+                                                     " vs ", b.DebugString()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckCache(absl::string_view op, const TensorView& k_cache, const TensorView& v_cache) {
+  RETURN_IF_ERROR(Check(op, "k_cache", k_cache, DType::kF32, {kAny, kAny, kAny, kAny}));
+  RETURN_IF_ERROR(Check(op, "v_cache", v_cache, DType::kF32,
+                        {k_cache.dim(0), k_cache.dim(1), k_cache.dim(2), k_cache.dim(3)}));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status Validate(const EmbeddingArgs& a) {
+  constexpr absl::string_view op = "Embedding";
+  RETURN_IF_ERROR(Check(op, "ids", a.ids, DType::kI32, {kAny}));
+  RETURN_IF_ERROR(Check(op, "table", a.table, DType::kF32, {kAny, kAny}, true));
+  return Check(op, "out", a.out, DType::kF32, {a.ids.dim(0), a.table.dim(1)});
+}
+
+absl::Status Validate(const RmsNormArgs& a) {
+  constexpr absl::string_view op = "RmsNorm";
+  RETURN_IF_ERROR(Check(op, "in", a.in, DType::kF32, {kAny, kAny}));
+  RETURN_IF_ERROR(Check(op, "weight", a.weight, DType::kF32, {a.in.dim(1)}, true));
+  if (!(a.eps > 0)) return absl::InvalidArgumentError("RmsNorm: eps must be positive");
+  return Check(op, "out", a.out, DType::kF32, {a.in.dim(0), a.in.dim(1)});
+}
+
+absl::Status Validate(const GemmArgs& a) {
+  constexpr absl::string_view op = "Gemm";
+  RETURN_IF_ERROR(Check(op, "x", a.x, DType::kF32, {kAny, kAny}));
+  RETURN_IF_ERROR(Check(op, "w", a.w, DType::kF32, {kAny, a.x.dim(1)}, true));
+  RETURN_IF_ERROR(Check(op, "y", a.y, DType::kF32, {a.x.dim(0), a.w.dim(0)}));
+  if (a.x.data == a.y.data && a.x.numel() > 0) {
+    return absl::InvalidArgumentError("Gemm: y must not alias x");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Validate(const RopeArgs& a) {
+  constexpr absl::string_view op = "Rope";
+  RETURN_IF_ERROR(Check(op, "x", a.x, DType::kF32, {kAny, kAny, kAny}));
+  if (a.x.dim(2) % 2 != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Rope: head_dim must be even, got ", a.x.dim(2)));
+  }
+  RETURN_IF_ERROR(Check(op, "positions", a.positions, DType::kI32, {a.x.dim(0)}));
+  return Check(op, "inv_freq", a.inv_freq, DType::kF32, {a.x.dim(2) / 2});
+}
+
+absl::Status Validate(const KvWriteArgs& a) {
+  constexpr absl::string_view op = "KvWrite";
+  RETURN_IF_ERROR(CheckCache(op, a.k_cache, a.v_cache));
+  int64_t n = a.k.dim(0);
+  RETURN_IF_ERROR(Check(op, "k", a.k, DType::kF32, {kAny, a.k_cache.dim(2), a.k_cache.dim(3)}));
+  RETURN_IF_ERROR(Check(op, "v", a.v, DType::kF32, {n, a.k_cache.dim(2), a.k_cache.dim(3)}));
+  RETURN_IF_ERROR(Check(op, "slots", a.slots, DType::kI32, {n}));
+  return Check(op, "positions", a.positions, DType::kI32, {n});
+}
+
+absl::Status Validate(const AttentionArgs& a) {
+  constexpr absl::string_view op = "Attention";
+  RETURN_IF_ERROR(CheckCache(op, a.k_cache, a.v_cache));
+  RETURN_IF_ERROR(Check(op, "q", a.q, DType::kF32, {kAny, kAny, a.k_cache.dim(3)}));
+  int64_t n = a.q.dim(0), heads = a.q.dim(1), kv_heads = a.k_cache.dim(2);
+  if (kv_heads == 0 || heads % kv_heads != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Attention: ", heads, " query heads are not a multiple of ", kv_heads, " KV heads"));
+  }
+  RETURN_IF_ERROR(Check(op, "slots", a.slots, DType::kI32, {n}));
+  RETURN_IF_ERROR(Check(op, "positions", a.positions, DType::kI32, {n}));
+  RETURN_IF_ERROR(Check(op, "out", a.out, DType::kF32, {n, heads, a.q.dim(2)}));
+  if (!a.lse.empty()) RETURN_IF_ERROR(Check(op, "lse", a.lse, DType::kF32, {n, heads}));
+  return absl::OkStatus();
+}
+
+absl::Status Validate(const MergeAttentionArgs& a) {
+  constexpr absl::string_view op = "MergeAttention";
+  RETURN_IF_ERROR(Check(op, "out_a", a.out_a, DType::kF32, {kAny, kAny, kAny}));
+  int64_t n = a.out_a.dim(0), heads = a.out_a.dim(1), hd = a.out_a.dim(2);
+  RETURN_IF_ERROR(Check(op, "out_b", a.out_b, DType::kF32, {n, heads, hd}));
+  RETURN_IF_ERROR(Check(op, "out", a.out, DType::kF32, {n, heads, hd}));
+  RETURN_IF_ERROR(Check(op, "lse_a", a.lse_a, DType::kF32, {n, heads}));
+  RETURN_IF_ERROR(Check(op, "lse_b", a.lse_b, DType::kF32, {n, heads}));
+  return Check(op, "lse_out", a.lse_out, DType::kF32, {n, heads});
+}
+
+absl::Status Validate(const SiluMulArgs& a) {
+  constexpr absl::string_view op = "SiluMul";
+  RETURN_IF_ERROR(Check(op, "gate", a.gate, DType::kF32, {kAny, kAny}));
+  RETURN_IF_ERROR(Check(op, "up", a.up, DType::kF32, {a.gate.dim(0), a.gate.dim(1)}));
+  return Check(op, "out", a.out, DType::kF32, {a.gate.dim(0), a.gate.dim(1)});
+}
+
+absl::Status Validate(const AddArgs& a) {
+  if (a.a.dtype != DType::kF32 || a.b.dtype != DType::kF32 || a.out.dtype != DType::kF32) {
+    return absl::InvalidArgumentError("Add: all operands must be F32");
+  }
+  RETURN_IF_ERROR(CheckSameShape("Add", a.a, a.b));
+  return CheckSameShape("Add", a.a, a.out);
+}
+
+absl::Status Validate(const CastArgs& a) {
+  if (!IsFloat(a.in.dtype) || !IsFloat(a.out.dtype)) {
+    return absl::InvalidArgumentError(absl::StrCat("Cast: converts between F32, F16 and BF16, got ",
+                                                   DTypeName(a.in.dtype), " -> ",
+                                                   DTypeName(a.out.dtype)));
+  }
+  if (a.in.numel() != a.out.numel()) {
+    return absl::InvalidArgumentError(absl::StrCat("Cast: element counts differ: ",
+                                                   a.in.DebugString(), " vs ", a.out.DebugString()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Validate(const ArgMaxArgs& a) {
+  constexpr absl::string_view op = "ArgMax";
+  RETURN_IF_ERROR(Check(op, "logits", a.logits, DType::kF32, {kAny, kAny}));
+  if (a.logits.dim(1) == 0) return absl::InvalidArgumentError("ArgMax: empty vocabulary");
+  RETURN_IF_ERROR(Check(op, "values", a.values, DType::kF32, {a.logits.dim(0)}));
+  return Check(op, "indices", a.indices, DType::kI32, {a.logits.dim(0)});
+}
+
+absl::Status Validate(const TopKArgs& a) {
+  constexpr absl::string_view op = "TopK";
+  RETURN_IF_ERROR(Check(op, "logits", a.logits, DType::kF32, {kAny, kAny}));
+  RETURN_IF_ERROR(Check(op, "values", a.values, DType::kF32, {a.logits.dim(0), kAny}));
+  int64_t k = a.values.dim(1);
+  if (k < 1 || k > a.logits.dim(1)) {
+    return absl::InvalidArgumentError(absl::StrCat("TopK: k=", k, " must be in [1, ",
+                                                   a.logits.dim(1), "]"));
+  }
+  return Check(op, "indices", a.indices, DType::kI32, {a.logits.dim(0), k});
+}
+
+absl::Status Validate(const SoftmaxStatsArgs& a) {
+  constexpr absl::string_view op = "SoftmaxStats";
+  RETURN_IF_ERROR(Check(op, "logits", a.logits, DType::kF32, {kAny, kAny}));
+  if (a.logits.dim(1) == 0) return absl::InvalidArgumentError("SoftmaxStats: empty vocabulary");
+  int64_t n = a.logits.dim(0);
+  RETURN_IF_ERROR(Check(op, "max", a.max, DType::kF32, {n}));
+  RETURN_IF_ERROR(Check(op, "sum_exp", a.sum_exp, DType::kF32, {n}));
+  return Check(op, "sum_exp_logit", a.sum_exp_logit, DType::kF32, {n});
+}
+
+}  // namespace tessera

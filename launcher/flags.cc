@@ -1,0 +1,60 @@
+#include "launcher/flags.h"
+
+#include <set>
+
+#include "absl/flags/flag.h"
+
+ABSL_FLAG(std::string, model, "", "Model directory (config.json, *.safetensors, tokenizer.model)");
+ABSL_FLAG(std::string, backend, "cpu", "Compute backend: cpu or cuda");
+ABSL_FLAG(std::string, prompt, "", "Prompt text (generate)");
+ABSL_FLAG(std::string, prompts, "",
+          "JSONL file, one {\"prompt\": ...} object per line (generate); optional per-line "
+          "fields: id, max_new_tokens, temperature, top_k, top_p, seed, stop");
+ABSL_FLAG(std::string, output, "", "Where --prompts results go (JSONL); default stdout");
+ABSL_FLAG(int32_t, max_new_tokens, 64, "Tokens to generate at most per prompt");
+ABSL_FLAG(float, temperature, 0.0f, "Sampling temperature; 0 is greedy");
+ABSL_FLAG(int32_t, top_k, 0, "Keep only the k most likely tokens (0: off)");
+ABSL_FLAG(float, top_p, 1.0f, "Nucleus sampling mass in (0, 1] (1: off)");
+ABSL_FLAG(uint64_t, seed, 0, "Random seed; the draws depend only on (seed, prompt index, step)");
+ABSL_FLAG(std::vector<std::string>, stop, {}, "Comma-separated stop strings");
+ABSL_FLAG(bool, ignore_eos, false, "Keep generating past end-of-sequence tokens");
+ABSL_FLAG(int32_t, max_batch, 16, "Sequences decoded together at most");
+ABSL_FLAG(int32_t, max_seq_len, 0,
+          "KV cache length per sequence; 0: prompt + max_new_tokens, capped at the model's context");
+ABSL_FLAG(int32_t, prompt_tokens, 128, "Prompt length for bench");
+ABSL_FLAG(int32_t, decode_tokens, 32, "Decode steps timed by bench");
+ABSL_FLAG(int32_t, batch, 1, "Sequences per step for bench");
+ABSL_FLAG(int32_t, threads, 0, "CPU threads (0: OpenMP's default, one per core)");
+
+namespace tessera {
+namespace {
+
+std::set<std::string>& GivenFlags() {
+  static std::set<std::string> given;
+  return given;
+}
+
+}  // namespace
+
+bool FlagWasGiven(const std::string& name) { return GivenFlags().count(name) > 0; }
+
+std::vector<std::string> NormalizeFlagNames(const std::vector<std::string>& args) {
+  std::vector<std::string> out;
+  out.reserve(args.size());
+  for (const std::string& arg : args) {
+    if (arg.size() > 2 && arg.compare(0, 2, "--") == 0) {
+      std::string fixed = arg;
+      const size_t end = std::min(fixed.find('='), fixed.size());
+      for (size_t i = 2; i < end; ++i) {
+        if (fixed[i] == '-') fixed[i] = '_';
+      }
+      GivenFlags().insert(fixed.substr(2, end - 2));
+      out.push_back(fixed);
+    } else {
+      out.push_back(arg);
+    }
+  }
+  return out;
+}
+
+}  // namespace tessera

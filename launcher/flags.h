@@ -1,0 +1,43 @@
+// Command-line flags of the `tessera` binary, shared by its subcommands.
+//
+// Flags are spelled with dashes on the command line (--max-new-tokens) as users expect;
+// NormalizeFlagNames() maps them to the underscore names absl defines (--max_new_tokens).
+#ifndef TESSERA_LAUNCHER_FLAGS_H_
+#define TESSERA_LAUNCHER_FLAGS_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/flags/declare.h"
+
+ABSL_DECLARE_FLAG(std::string, model);
+ABSL_DECLARE_FLAG(std::string, backend);
+ABSL_DECLARE_FLAG(std::string, prompt);
+ABSL_DECLARE_FLAG(std::string, prompts);
+ABSL_DECLARE_FLAG(std::string, output);
+ABSL_DECLARE_FLAG(int32_t, max_new_tokens);
+ABSL_DECLARE_FLAG(float, temperature);
+ABSL_DECLARE_FLAG(int32_t, top_k);
+ABSL_DECLARE_FLAG(float, top_p);
+ABSL_DECLARE_FLAG(uint64_t, seed);
+ABSL_DECLARE_FLAG(std::vector<std::string>, stop);
+ABSL_DECLARE_FLAG(bool, ignore_eos);
+ABSL_DECLARE_FLAG(int32_t, max_batch);
+ABSL_DECLARE_FLAG(int32_t, max_seq_len);
+ABSL_DECLARE_FLAG(int32_t, prompt_tokens);
+ABSL_DECLARE_FLAG(int32_t, decode_tokens);
+ABSL_DECLARE_FLAG(int32_t, batch);
+ABSL_DECLARE_FLAG(int32_t, threads);
+
+namespace tessera {
+
+// Rewrites "--max-new-tokens=4" to "--max_new_tokens=4" (flag names only, never values) and
+// records which flags were given, for FlagWasGiven().
+std::vector<std::string> NormalizeFlagNames(const std::vector<std::string>& args);
+
+// Whether --`name` (underscore spelling) appeared on the command line, even with an empty value.
+bool FlagWasGiven(const std::string& name);
+
+}  // namespace tessera
+
+#endif  // TESSERA_LAUNCHER_FLAGS_H_

@@ -1,0 +1,212 @@
+#include "runtime/generator.h"
+
+#include <algorithm>
+#include <chrono>
+#include <deque>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/status_macros.h"
+#include "runtime/utf8.h"
+
+namespace tessera {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Prompt tokens kept as decoding context, so the first generated piece keeps its leading space.
+constexpr size_t kDecodeContext = 4;
+
+double MsSince(Clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
+
+struct Sequence {
+  size_t request = 0;
+  int32_t slot = 0;
+  int32_t length = 0;             // tokens already in the cache
+  std::vector<int32_t> pending;   // tokens to feed in the next step
+  std::vector<int32_t> context;   // trailing prompt ids for decoding
+  size_t emitted = 0;             // bytes of result.text already streamed
+  bool finished = false;
+  GenerationResult result;
+};
+
+}  // namespace
+
+const char* FinishReasonName(FinishReason reason) {
+  switch (reason) {
+    case FinishReason::kEos:
+      return "eos";
+    case FinishReason::kStop:
+      return "stop";
+    case FinishReason::kLength:
+      return "length";
+  }
+  return "?";
+}
+
+Generator::Generator(LlamaModel* model, const Tokenizer* tokenizer, GeneratorOptions options)
+    : model_(model), tokenizer_(tokenizer), options_(options) {}
+
+absl::Status Generator::Validate(const std::vector<GenerationRequest>& requests) const {
+  const ModelConfig& c = model_->config();
+  if (options_.max_batch < 1) return absl::InvalidArgumentError("max_batch must be >= 1");
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const GenerationRequest& r = requests[i];
+    const std::string where = absl::StrCat("request ", i, ": ");
+    if (r.prompt_ids.empty()) return absl::InvalidArgumentError(where + "the prompt is empty");
+    if (static_cast<int64_t>(r.prompt_ids.size()) >= c.max_position_embeddings) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, "the prompt has ", r.prompt_ids.size(),
+          " tokens; the model's context (max_position_embeddings) is ", c.max_position_embeddings,
+          " and generation needs at least one more position"));
+    }
+    if (options_.max_seq_len > 0 && static_cast<int64_t>(r.prompt_ids.size()) >= options_.max_seq_len) {
+      return absl::InvalidArgumentError(absl::StrCat(where, "the prompt has ", r.prompt_ids.size(),
+                                                     " tokens but max_seq_len is ",
+                                                     options_.max_seq_len));
+    }
+    for (int32_t id : r.prompt_ids) {
+      if (id < 0 || id >= c.vocab_size) {
+        return absl::InvalidArgumentError(absl::StrCat(where, "token id ", id,
+                                                       " is outside the vocabulary [0, ",
+                                                       c.vocab_size, ")"));
+      }
+    }
+    if (r.max_new_tokens < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, "max_new_tokens must be >= 1, got ", r.max_new_tokens));
+    }
+    if (!r.stop.empty() && tokenizer_ == nullptr) {
+      return absl::InvalidArgumentError(where + "stop strings need a tokenizer.model");
+    }
+    for (const std::string& s : r.stop) {
+      if (s.empty()) return absl::InvalidArgumentError(where + "a stop string is empty");
+    }
+    absl::Status sampling = ValidateSamplingParams(r.sampling);
+    if (!sampling.ok()) return absl::InvalidArgumentError(where + std::string(sampling.message()));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<GenerationResult>> Generator::Generate(
+    const std::vector<GenerationRequest>& requests, const TextCallback& on_text) {
+  RETURN_IF_ERROR(Validate(requests));
+  if (requests.empty()) return std::vector<GenerationResult>();
+  const ModelConfig& c = model_->config();
+  const Clock::time_point start = Clock::now();
+
+  int64_t max_seq = options_.max_seq_len;
+  if (max_seq == 0) {
+    for (const GenerationRequest& r : requests) {
+      max_seq = std::max<int64_t>(max_seq, r.prompt_ids.size() + r.max_new_tokens);
+    }
+  }
+  max_seq = std::min(max_seq, c.max_position_embeddings);
+  const int64_t n_slots = std::min<int64_t>(options_.max_batch, requests.size());
+  KvCache cache(c, n_slots, max_seq);
+
+  std::vector<GenerationResult> results(requests.size());
+  std::deque<size_t> queue;
+  for (size_t i = 0; i < requests.size(); ++i) queue.push_back(i);
+  std::vector<int32_t> free_slots;
+  for (int32_t s = static_cast<int32_t>(n_slots) - 1; s >= 0; --s) free_slots.push_back(s);
+  std::vector<Sequence> running;
+  Tensor logits;
+
+  // Streams the part of the text that can no longer change: complete UTF-8, no trailing
+  // replacement character (a byte-fallback sequence still being built), and not a possible
+  // beginning of a stop string.
+  auto stream = [&](Sequence& s, bool final) {
+    if (!on_text) return;
+    const std::string& text = s.result.text;
+    size_t ready = text.size();
+    if (!final) {
+      ready = CompleteUtf8Prefix(text);
+      static const std::string kReplacement = "\xEF\xBF\xBD";
+      if (ready >= 3 && text.compare(ready - 3, 3, kReplacement) == 0) ready -= 3;
+      size_t hold = 0;
+      for (const std::string& stop : requests[s.request].stop) hold = std::max(hold, stop.size() - 1);
+      ready = ready > hold ? ready - hold : 0;
+      ready = CompleteUtf8Prefix(absl::string_view(text).substr(0, ready));
+    }
+    if (ready > s.emitted) {
+      on_text(s.request, absl::string_view(text).substr(s.emitted, ready - s.emitted));
+      s.emitted = ready;
+    }
+  };
+
+  while (!queue.empty() || !running.empty()) {
+    while (!queue.empty() && !free_slots.empty()) {
+      Sequence s;
+      s.request = queue.front();
+      queue.pop_front();
+      s.slot = free_slots.back();
+      free_slots.pop_back();
+      const GenerationRequest& r = requests[s.request];
+      s.pending = r.prompt_ids;
+      const size_t keep = std::min(kDecodeContext, r.prompt_ids.size());
+      s.context.assign(r.prompt_ids.end() - keep, r.prompt_ids.end());
+      s.result.prompt_tokens = static_cast<int32_t>(r.prompt_ids.size());
+      running.push_back(std::move(s));
+    }
+    ForwardBatch batch;
+    for (const Sequence& s : running) {
+      for (size_t j = 0; j < s.pending.size(); ++j) {
+        batch.tokens.push_back(s.pending[j]);
+        batch.positions.push_back(s.length + static_cast<int32_t>(j));
+        batch.slots.push_back(s.slot);
+      }
+      batch.logit_rows.push_back(static_cast<int32_t>(batch.tokens.size()) - 1);
+    }
+    RETURN_IF_ERROR(model_->Forward(batch, cache, &logits));
+
+    for (size_t i = 0; i < running.size(); ++i) {
+      Sequence& s = running[i];
+      const GenerationRequest& r = requests[s.request];
+      GenerationResult& out = s.result;
+      const absl::Span<const float> row(logits.data<float>() + i * c.vocab_size, c.vocab_size);
+      const int32_t token = SampleToken(row, r.sampling, s.request, out.token_ids.size());
+      s.length += static_cast<int32_t>(s.pending.size());
+      s.pending = {token};
+      out.token_ids.push_back(token);
+      if (out.token_ids.size() == 1) out.time_to_first_token_ms = MsSince(start);
+
+      const bool is_eos = std::find(c.eos_token_ids.begin(), c.eos_token_ids.end(), token) !=
+                          c.eos_token_ids.end();
+      if (is_eos && !r.ignore_eos) {
+        s.finished = true;
+        out.finish_reason = FinishReason::kEos;
+      }
+      if (tokenizer_ != nullptr) {
+        const size_t n_text = out.token_ids.size() - (s.finished ? 1 : 0);
+        out.text = tokenizer_->DecodeAfter(s.context, absl::MakeSpan(out.token_ids.data(), n_text));
+        size_t cut = std::string::npos;
+        for (const std::string& stop : r.stop) cut = std::min(cut, out.text.find(stop));
+        if (cut != std::string::npos) {
+          out.text.resize(cut);
+          s.finished = true;
+          out.finish_reason = FinishReason::kStop;
+        }
+      }
+      if (!s.finished && (static_cast<int32_t>(out.token_ids.size()) >= r.max_new_tokens ||
+                          s.length + 1 > max_seq)) {
+        s.finished = true;
+        out.finish_reason = FinishReason::kLength;
+      }
+      stream(s, s.finished);
+      if (s.finished) out.total_ms = MsSince(start);
+    }
+    for (Sequence& s : running) {
+      if (!s.finished) continue;
+      free_slots.push_back(s.slot);
+      results[s.request] = std::move(s.result);
+    }
+    running.erase(std::remove_if(running.begin(), running.end(),
+                                 [](const Sequence& s) { return s.finished; }),
+                  running.end());
+  }
+  return results;
+}
+
+}  // namespace tessera

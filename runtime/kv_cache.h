@@ -1,0 +1,36 @@
+// KvCache: per-layer key and value caches for a fixed number of sequence slots.
+//
+// Layout per layer: (n_slots, max_seq, n_kv_heads, head_dim), F32. A sequence owns one slot for
+// its lifetime; the token at position p of that sequence lives at [slot, p]. The runtime writes
+// entries through Backend::KvWrite and reads them in Backend::Attention.
+#ifndef TESSERA_RUNTIME_KV_CACHE_H_
+#define TESSERA_RUNTIME_KV_CACHE_H_
+
+#include <vector>
+
+#include "runtime/model_config.h"
+#include "runtime/tensor.h"
+
+namespace tessera {
+
+class KvCache {
+ public:
+  KvCache(const ModelConfig& config, int64_t n_slots, int64_t max_seq);
+
+  TensorView k(int64_t layer) const { return k_[layer].view(); }
+  TensorView v(int64_t layer) const { return v_[layer].view(); }
+  int64_t n_slots() const { return n_slots_; }
+  int64_t max_seq() const { return max_seq_; }
+  size_t bytes() const;
+
+  // Bytes per cached token across all layers (keys and values).
+  static size_t BytesPerToken(const ModelConfig& config);
+
+ private:
+  int64_t n_slots_, max_seq_;
+  std::vector<Tensor> k_, v_;
+};
+
+}  // namespace tessera
+
+#endif  // TESSERA_RUNTIME_KV_CACHE_H_

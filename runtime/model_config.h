@@ -1,0 +1,57 @@
+// ModelConfig: the Llama hyper-parameters of a Hugging Face checkpoint directory, read from
+// config.json (and generation_config.json for BOS/EOS when present).
+//
+// Supported: LlamaForCausalLM / model_type "llama" as transformers defines it (Llama-2,
+// CodeLlama, Llama-3/3.1): RMSNorm, rotary embeddings with rope_scaling types linear, dynamic and
+// llama3, grouped-query attention, SwiGLU, tied or untied embeddings, optional head_dim.
+// Everything else (another architecture, quantization_config, attention or MLP biases, another
+// activation, another rope type) is refused with InvalidArgument naming the file and field.
+#ifndef TESSERA_RUNTIME_MODEL_CONFIG_H_
+#define TESSERA_RUNTIME_MODEL_CONFIG_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace tessera {
+
+struct RopeScaling {
+  enum class Type { kNone, kLinear, kDynamic, kLlama3 };
+  Type type = Type::kNone;
+  double factor = 1.0;
+  // llama3 only.
+  double low_freq_factor = 1.0;
+  double high_freq_factor = 4.0;
+  int64_t original_max_position_embeddings = 8192;
+};
+
+struct ModelConfig {
+  int64_t hidden_size = 0;        // dim
+  int64_t intermediate_size = 0;  // hidden_dim of the MLP
+  int64_t num_hidden_layers = 0;
+  int64_t num_attention_heads = 0;
+  int64_t num_key_value_heads = 0;
+  int64_t head_dim = 0;
+  int64_t vocab_size = 0;
+  int64_t max_position_embeddings = 0;
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 10000.0;
+  RopeScaling rope_scaling;
+  bool tie_word_embeddings = false;
+  int32_t bos_token_id = 1;
+  std::vector<int32_t> eos_token_ids;  // generation stops on any of them
+  std::string torch_dtype;             // informational ("bfloat16", ...)
+};
+
+// Parses `json_text` (the contents of config.json; `source` names it in messages).
+absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text,
+                                             const std::string& source);
+
+// Reads DIR/config.json, then BOS/EOS overrides from DIR/generation_config.json if present.
+absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& model_dir);
+
+}  // namespace tessera
+
+#endif  // TESSERA_RUNTIME_MODEL_CONFIG_H_

@@ -1,0 +1,197 @@
+#include "runtime/safetensors.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/status_macros.h"
+#include "nlohmann/json.hpp"
+
+namespace tessera {
+namespace {
+
+using nlohmann::json;
+
+// A header larger than this is not a safetensors header (the Rust reference caps it at 100 MB).
+constexpr uint64_t kMaxHeaderBytes = 100ull << 20;
+
+absl::Status Corrupt(const std::string& path, absl::string_view what) {
+  return absl::DataLossError(absl::StrCat(path, ": ", what));
+}
+
+absl::StatusOr<TensorEntry> ParseEntry(const std::string& path, const std::string& name,
+                                       const json& e, const char* data, uint64_t data_bytes) {
+  auto bad = [&](absl::string_view what) {
+    return Corrupt(path, absl::StrCat("tensor \"", name, "\": ", what));
+  };
+  if (!e.is_object() || !e.contains("dtype") || !e.contains("shape") ||
+      !e.contains("data_offsets")) {
+    return bad("header entry needs dtype, shape and data_offsets");
+  }
+  if (!e["dtype"].is_string()) return bad("dtype is not a string");
+  auto dtype = ParseDType(e["dtype"].get<std::string>());
+  if (!dtype.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": tensor \"", name, "\": ", dtype.status().message()));
+  }
+  TensorEntry t;
+  t.dtype = *dtype;
+  t.file = path;
+  uint64_t numel = 1;
+  if (!e["shape"].is_array() || e["shape"].size() > TensorView::kMaxRank) {
+    return bad("shape must be a list of at most 4 dimensions");
+  }
+  for (const json& d : e["shape"]) {
+    if (!d.is_number_unsigned()) return bad("shape holds a non-integer or negative dimension");
+    uint64_t v = d.get<uint64_t>();
+    if (v != 0 && numel > (1ull << 50) / v) return bad("shape is impossibly large");
+    numel *= v;
+    t.shape.push_back(static_cast<int64_t>(v));
+  }
+  const json& off = e["data_offsets"];
+  if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() ||
+      !off[1].is_number_unsigned()) {
+    return bad("data_offsets must be two non-negative integers");
+  }
+  uint64_t begin = off[0].get<uint64_t>(), end = off[1].get<uint64_t>();
+  if (begin > end || end > data_bytes) {
+    return bad(absl::StrCat("data_offsets [", begin, ", ", end, "] fall outside the ", data_bytes,
+                            " data bytes of the file (truncated or corrupt file?)"));
+  }
+  if (end - begin != numel * DTypeSize(t.dtype)) {
+    return bad(absl::StrCat("data_offsets span ", end - begin, " bytes but shape and dtype need ",
+                            numel * DTypeSize(t.dtype)));
+  }
+  t.data = data + begin;
+  t.bytes = end - begin;
+  return t;
+}
+
+}  // namespace
+
+TensorView TensorEntry::view() const {
+  TensorView v;
+  v.data = const_cast<char*>(data);
+  v.dtype = dtype;
+  v.rank = static_cast<int>(shape.size());
+  for (size_t i = 0; i < shape.size(); ++i) v.shape[i] = shape[i];
+  return v;
+}
+
+absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return absl::NotFoundError(absl::StrCat("cannot open ", path, ": ", std::strerror(errno)));
+  }
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    ::close(fd);
+    return absl::InternalError(absl::StrCat("cannot stat ", path));
+  }
+  std::unique_ptr<SafetensorsFile> file(new SafetensorsFile());
+  file->path_ = path;
+  file->size_ = static_cast<size_t>(st.st_size);
+  if (file->size_ < 8) {
+    ::close(fd);
+    return Corrupt(path, absl::StrCat("file is ", file->size_,
+                                      " bytes, too short for a safetensors header"));
+  }
+  file->map_ = ::mmap(nullptr, file->size_, PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  if (file->map_ == MAP_FAILED) {
+    file->map_ = nullptr;
+    return absl::InternalError(absl::StrCat("cannot mmap ", path, ": ", std::strerror(errno)));
+  }
+  const char* base = static_cast<const char*>(file->map_);
+  uint64_t header_bytes = 0;
+  std::memcpy(&header_bytes, base, 8);  // little-endian on every supported host
+  if (header_bytes > kMaxHeaderBytes || header_bytes > file->size_ - 8) {
+    return Corrupt(path, absl::StrCat("header length ", header_bytes, " exceeds the file (",
+                                      file->size_, " bytes): truncated or not a safetensors file"));
+  }
+  json header = json::parse(base + 8, base + 8 + header_bytes, nullptr, false);
+  if (header.is_discarded() || !header.is_object()) {
+    return Corrupt(path, "header is not a valid JSON object");
+  }
+  const char* data = base + 8 + header_bytes;
+  const uint64_t data_bytes = file->size_ - 8 - header_bytes;
+  for (const auto& [name, entry] : header.items()) {
+    if (name == "__metadata__") continue;
+    ASSIGN_OR_RETURN(TensorEntry t, ParseEntry(path, name, entry, data, data_bytes));
+    file->tensors_.emplace(name, std::move(t));
+  }
+  return file;
+}
+
+SafetensorsFile::~SafetensorsFile() {
+  if (map_ != nullptr) ::munmap(map_, size_);
+}
+
+absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& model_dir) {
+  namespace fs = std::filesystem;
+  auto ckpt = std::make_unique<Checkpoint>();
+  ckpt->dir_ = model_dir;
+  const fs::path dir(model_dir);
+  std::vector<std::string> shard_names;
+  const fs::path index_path = dir / "model.safetensors.index.json";
+  if (fs::exists(dir / "model.safetensors")) {
+    shard_names.push_back("model.safetensors");
+  } else if (fs::exists(index_path)) {
+    std::ifstream in(index_path);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    json index = json::parse(ss.str(), nullptr, false);
+    if (index.is_discarded() || !index.contains("weight_map") || !index["weight_map"].is_object()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(index_path.string(), ": expected a JSON object with a \"weight_map\""));
+    }
+    std::set<std::string> unique;
+    for (const auto& [name, file] : index["weight_map"].items()) {
+      if (!file.is_string()) {
+        return absl::InvalidArgumentError(absl::StrCat(index_path.string(), ": weight_map[\"", name,
+                                                       "\"] is not a file name"));
+      }
+      unique.insert(file.get<std::string>());
+    }
+    shard_names.assign(unique.begin(), unique.end());
+  } else {
+    if (fs::exists(dir / "pytorch_model.bin") || fs::exists(dir / "pytorch_model.bin.index.json")) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          model_dir, " holds PyTorch .bin weights only; convert them to safetensors "
+                     "(transformers: model.save_pretrained(dir, safe_serialization=True))"));
+    }
+    return absl::NotFoundError(absl::StrCat(
+        model_dir, " has neither model.safetensors nor model.safetensors.index.json"));
+  }
+  for (const std::string& name : shard_names) {
+    ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open((dir / name).string()));
+    for (const auto& [tensor_name, entry] : file->tensors()) {
+      if (!ckpt->index_.emplace(tensor_name, &entry).second) {
+        return absl::InvalidArgumentError(absl::StrCat("tensor \"", tensor_name,
+                                                       "\" appears in two shards of ", model_dir));
+      }
+    }
+    ckpt->files_.push_back(std::move(file));
+  }
+  return ckpt;
+}
+
+absl::StatusOr<const TensorEntry*> Checkpoint::Find(const std::string& name) const {
+  auto it = index_.find(name);
+  if (it == index_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("tensor \"", name, "\" is missing from the checkpoint in ", dir_));
+  }
+  return it->second;
+}
+
+}  // namespace tessera

@@ -1,0 +1,75 @@
+// Memory-mapped safetensors checkpoints, single-file or sharded.
+//
+// Format: an 8-byte little-endian header length N, an N-byte JSON header
+// {"__metadata__": {...}, "<name>": {"dtype": "BF16", "shape": [..], "data_offsets": [b, e]}},
+// then the data; offsets are relative to the end of the header. Every entry is validated when
+// the file is opened (dtype known, offsets inside the file, byte count equal to the shape's).
+//
+// Tensors are TensorViews into a read-only private mapping: no copy is made, and pages are read
+// from disk only when compute touches them. The views stay valid while the Checkpoint lives.
+// `bytes_mapped_in_use()` style accounting is left to callers (LlamaWeights sums what it uses).
+#ifndef TESSERA_RUNTIME_SAFETENSORS_H_
+#define TESSERA_RUNTIME_SAFETENSORS_H_
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kernels/tensor_view.h"
+
+namespace tessera {
+
+// One tensor entry of a safetensors header.
+struct TensorEntry {
+  DType dtype;
+  std::vector<int64_t> shape;
+  const char* data = nullptr;  // into the mapping
+  size_t bytes = 0;
+  std::string file;  // for messages
+
+  TensorView view() const;
+};
+
+class SafetensorsFile {
+ public:
+  // Maps and validates `path`. Errors name the file and the tensor.
+  static absl::StatusOr<std::unique_ptr<SafetensorsFile>> Open(const std::string& path);
+  ~SafetensorsFile();
+  SafetensorsFile(const SafetensorsFile&) = delete;
+  SafetensorsFile& operator=(const SafetensorsFile&) = delete;
+
+  const std::map<std::string, TensorEntry>& tensors() const { return tensors_; }
+  const std::string& path() const { return path_; }
+  size_t file_size() const { return size_; }
+
+ private:
+  SafetensorsFile() = default;
+  std::string path_;
+  void* map_ = nullptr;
+  size_t size_ = 0;
+  std::map<std::string, TensorEntry> tensors_;
+};
+
+// All tensors of a checkpoint directory: model.safetensors, or the shards named by
+// model.safetensors.index.json.
+class Checkpoint {
+ public:
+  static absl::StatusOr<std::unique_ptr<Checkpoint>> Open(const std::string& model_dir);
+
+  // The tensor called `name`, or NotFound naming the checkpoint.
+  absl::StatusOr<const TensorEntry*> Find(const std::string& name) const;
+  bool Contains(const std::string& name) const { return index_.count(name) > 0; }
+  const std::map<std::string, const TensorEntry*>& tensors() const { return index_; }
+  const std::string& dir() const { return dir_; }
+
+ private:
+  std::string dir_;
+  std::vector<std::unique_ptr<SafetensorsFile>> files_;
+  std::map<std::string, const TensorEntry*> index_;
+};
+
+}  // namespace tessera
+
+#endif  // TESSERA_RUNTIME_SAFETENSORS_H_
