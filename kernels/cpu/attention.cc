@@ -27,7 +27,9 @@ absl::Status CpuBackend::DoAttention(const AttentionArgs& a) {
     }
   }
   const int64_t kv_row = kv_heads * head_dim;  // floats per cached position
-#pragma omp parallel
+  int64_t work = 0;  // multiply-adds, to decide whether threads pay off
+  for (int64_t i = 0; i < n; ++i) work += (positions[i] + 1) * heads * head_dim * 2;
+#pragma omp parallel if (work >= (1 << 18))
   {
     std::vector<float> scores;
 #pragma omp for schedule(dynamic, 4)

@@ -13,6 +13,8 @@ namespace tessera {
 
 class CpuBackend final : public Backend {
  public:
+  // Makes OpenBLAS single-threaded: the CPU ops parallelise with OpenMP themselves.
+  CpuBackend();
   BackendKind kind() const override { return BackendKind::kCpu; }
   absl::string_view name() const override { return "cpu"; }
   absl::Status Synchronize() override { return absl::OkStatus(); }

@@ -1,6 +1,6 @@
 // Gemm: y[m, n] (+)= x[m, k] * w[n, k]^T.
 //
-// F32 weights go straight to OpenBLAS sgemm. Half-precision weights take one of two paths:
+// F32 weights go to OpenBLAS sgemm. Half-precision weights take one of two paths:
 // - few rows (decode, m <= kGemvMaxRows): a fused GEMV that reads each weight row once, widens
 //   it to F32 in registers and multiplies it with every x row. Decode at batch 1 is bound by
 //   reading the weights, so the kernel's job is to stream them at memory bandwidth.
@@ -21,6 +21,8 @@ namespace {
 constexpr int64_t kGemvMaxRows = 8;
 constexpr int64_t kGemvRowBlock = 16;       // weight rows per OpenMP work item
 constexpr int64_t kConvertBlockBytes = 4 << 20;  // F32 scratch per sgemm block
+// Below this many weight elements a GEMV runs on one thread: waking the team costs more.
+constexpr int64_t kParallelMinElements = 1 << 18;
 
 // Dot products of the first `vec_k` (a multiple of kLanes) elements of one weight row, widened
 // by `load`, with M activation rows of stride k.
@@ -44,7 +46,7 @@ void GemvHalf(const GemmArgs& a) {
   float* y = a.y.as<float>();
   const bool bf16 = a.w.dtype == DType::kBF16;
   const int64_t vec_k = k - k % cpu::kLanes;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n * k >= kParallelMinElements)
   for (int64_t block = 0; block < (n + kGemvRowBlock - 1) / kGemvRowBlock; ++block) {
     const int64_t end = std::min(n, (block + 1) * kGemvRowBlock);
     for (int64_t j = block * kGemvRowBlock; j < end; ++j) {
@@ -81,26 +83,42 @@ void GemvHalfDispatch(const GemmArgs& a) {
   }
 }
 
-void SgemmF32Weights(const GemmArgs& a) {
+// y[:, j0:j0+rows] (+)= x * w[j0:j0+rows]^T with single-threaded OpenBLAS, widening half
+// weights into `scratch` first.
+void SgemmRows(const GemmArgs& a, int64_t j0, int64_t rows, std::vector<float>* scratch) {
   const int64_t m = a.x.dim(0), k = a.x.dim(1), n = a.w.dim(0);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, a.x.as<const float>(), k,
-              a.w.as<const float>(), k, a.accumulate ? 1.0f : 0.0f, a.y.as<float>(), n);
+  const float* w = nullptr;
+  if (a.w.dtype == DType::kF32) {
+    w = a.w.as<const float>() + j0 * k;
+  } else {
+    scratch->resize(static_cast<size_t>(rows * k));
+    const size_t elem = DTypeSize(a.w.dtype);
+    for (int64_t r = 0; r < rows; ++r) {
+      cpu::ConvertRowToF32(a.w.as<const char>() + (j0 + r) * k * elem, a.w.dtype, k,
+                           scratch->data() + r * k);
+    }
+    w = scratch->data();
+  }
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, rows, k, 1.0f, a.x.as<const float>(), k,
+              w, k, a.accumulate ? 1.0f : 0.0f, a.y.as<float>() + j0, n);
 }
 
-void SgemmHalfWeights(const GemmArgs& a) {
+// OpenBLAS runs single-threaded (see CpuBackend's constructor); the OpenMP team splits the
+// weight rows instead, so one thread pool owns the cores. Two pools that both spin-wait for
+// work would take turns on the cores and run many times slower.
+void ParallelSgemm(const GemmArgs& a) {
   const int64_t m = a.x.dim(0), k = a.x.dim(1), n = a.w.dim(0);
-  const int64_t rows_per_block = std::max<int64_t>(1, kConvertBlockBytes / (k * 4));
-  std::vector<float> block(static_cast<size_t>(std::min(n, rows_per_block) * k));
-  const size_t elem = DTypeSize(a.w.dtype);
-  for (int64_t j0 = 0; j0 < n; j0 += rows_per_block) {
-    const int64_t rows = std::min(rows_per_block, n - j0);
-    const char* src = a.w.as<const char>() + j0 * k * elem;
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
-      cpu::ConvertRowToF32(src + r * k * elem, a.w.dtype, k, block.data() + r * k);
+  const int64_t threads = omp_get_max_threads();
+  int64_t rows = std::max<int64_t>(1, kConvertBlockBytes / (k * 4));
+  rows = std::min(rows, std::max<int64_t>(16, (n + threads - 1) / threads));
+  const int64_t blocks = (n + rows - 1) / rows;
+#pragma omp parallel if (m * n * k >= kParallelMinElements * 8 && blocks > 1)
+  {
+    std::vector<float> scratch;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t b = 0; b < blocks; ++b) {
+      SgemmRows(a, b * rows, std::min(rows, n - b * rows), &scratch);
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, rows, k, 1.0f, a.x.as<const float>(),
-                k, block.data(), k, a.accumulate ? 1.0f : 0.0f, a.y.as<float>() + j0, n);
   }
 }
 
@@ -108,12 +126,10 @@ void SgemmHalfWeights(const GemmArgs& a) {
 
 absl::Status CpuBackend::DoGemm(const GemmArgs& a) {
   if (a.x.dim(0) == 0 || a.w.dim(0) == 0) return absl::OkStatus();
-  if (a.w.dtype == DType::kF32) {
-    SgemmF32Weights(a);
-  } else if (a.x.dim(0) <= kGemvMaxRows) {
+  if (a.w.dtype != DType::kF32 && a.x.dim(0) <= kGemvMaxRows) {
     GemvHalfDispatch(a);
   } else {
-    SgemmHalfWeights(a);
+    ParallelSgemm(a);
   }
   return absl::OkStatus();
 }

@@ -21,26 +21,27 @@ double Seconds(std::chrono::steady_clock::time_point start) {
 }  // namespace
 
 double MeasureReadBandwidth(size_t bytes, int repeats) {
-  const size_t count = bytes / sizeof(float) / 64 * 64;
+  const size_t count = bytes / sizeof(float) / (8 * kLanes) * (8 * kLanes);
   float* data = static_cast<float*>(std::aligned_alloc(64, count * sizeof(float)));
 #pragma omp parallel for schedule(static)
   for (size_t i = 0; i < count; ++i) data[i] = static_cast<float>(i & 1023);
   double best = 0.0;
   volatile float sink = 0.0f;
+  float unit = 1.0f;
+  const VecF one = LoadF32(std::vector<float>(kLanes, unit).data());
   for (int r = 0; r < repeats; ++r) {
     const auto start = std::chrono::steady_clock::now();
     float total = 0.0f;
 #pragma omp parallel reduction(+ : total)
     {
-      VecF a0 = Zero(), a1 = Zero(), a2 = Zero(), a3 = Zero();
+      // Eight independent accumulators keep the loads, not the adds, the bottleneck.
+      VecF acc[8];
+      for (VecF& v : acc) v = Zero();
 #pragma omp for schedule(static)
-      for (size_t i = 0; i < count; i += 4 * kLanes) {
-        a0 = Fma(LoadF32(data + i), LoadF32(data + i), a0);
-        a1 = Fma(LoadF32(data + i + kLanes), LoadF32(data + i + kLanes), a1);
-        a2 = Fma(LoadF32(data + i + 2 * kLanes), LoadF32(data + i + 2 * kLanes), a2);
-        a3 = Fma(LoadF32(data + i + 3 * kLanes), LoadF32(data + i + 3 * kLanes), a3);
+      for (size_t i = 0; i < count; i += 8 * kLanes) {
+        for (int u = 0; u < 8; ++u) acc[u] = Fma(LoadF32(data + i + u * kLanes), one, acc[u]);
       }
-      total += ReduceSum(a0) + ReduceSum(a1) + ReduceSum(a2) + ReduceSum(a3);
+      for (VecF& v : acc) total += ReduceSum(v);
     }
     const double seconds = Seconds(start);
     sink = sink + total;
@@ -52,6 +53,9 @@ double MeasureReadBandwidth(size_t bytes, int repeats) {
 
 double MeasureSgemmFlops(int64_t m, int64_t n, int64_t k, int repeats) {
   std::vector<float> a(m * k, 0.5f), b(n * k, 0.25f), c(m * n);
+  // OpenBLAS's own threading, on every core, is the peer; restore the caller's setting after.
+  const int previous = openblas_get_num_threads();
+  openblas_set_num_threads(omp_get_max_threads());
   double best = 0.0;
   for (int r = 0; r < repeats; ++r) {
     const auto start = std::chrono::steady_clock::now();
@@ -59,6 +63,7 @@ double MeasureSgemmFlops(int64_t m, int64_t n, int64_t k, int repeats) {
                 0.0f, c.data(), n);
     best = std::max(best, 2.0 * m * n * k / Seconds(start));
   }
+  openblas_set_num_threads(previous);
   return best;
 }
 

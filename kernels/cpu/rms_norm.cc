@@ -11,7 +11,7 @@ absl::Status CpuBackend::DoRmsNorm(const RmsNormArgs& a) {
   const int64_t n = a.in.dim(0), dim = a.in.dim(1);
   std::vector<float> weight(dim);
   cpu::ConvertRowToF32(a.weight.data, a.weight.dtype, dim, weight.data());
-#pragma omp parallel for schedule(static) if (n > 4)
+#pragma omp parallel for schedule(static) if (n * dim >= (1 << 16))
   for (int64_t i = 0; i < n; ++i) {
     const float* x = a.in.as<const float>() + i * dim;
     float* y = a.out.as<float>() + i * dim;

@@ -11,7 +11,7 @@ absl::Status CpuBackend::DoRope(const RopeArgs& a) {
   const int64_t n = a.x.dim(0), heads = a.x.dim(1), head_dim = a.x.dim(2), half = head_dim / 2;
   const float* inv_freq = a.inv_freq.as<const float>();
   const int32_t* positions = a.positions.as<const int32_t>();
-#pragma omp parallel for schedule(static) if (n > 4)
+#pragma omp parallel for schedule(static) if (n * heads * head_dim >= (1 << 16))
   for (int64_t t = 0; t < n; ++t) {
     std::vector<float> cos_t(half), sin_t(half);
     const float pos = static_cast<float>(positions[t]);
