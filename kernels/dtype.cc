@@ -16,6 +16,8 @@ size_t DTypeSize(DType dtype) {
       return 2;
     case DType::kI32:
       return 4;
+    case DType::kU8:
+      return 1;
   }
   return 0;
 }
@@ -30,6 +32,8 @@ absl::string_view DTypeName(DType dtype) {
       return "BF16";
     case DType::kI32:
       return "I32";
+    case DType::kU8:
+      return "U8";
   }
   return "?";
 }
@@ -39,8 +43,9 @@ absl::StatusOr<DType> ParseDType(absl::string_view name) {
   if (name == "F16") return DType::kF16;
   if (name == "BF16") return DType::kBF16;
   if (name == "I32") return DType::kI32;
+  if (name == "U8") return DType::kU8;
   return absl::InvalidArgumentError(
-      absl::StrCat("unsupported dtype \"", name, "\"; Tessera reads F32, F16, BF16 and I32 tensors"));
+      absl::StrCat("unsupported dtype \"", name, "\"; Tessera reads F32, F16, BF16, I32 and U8 tensors"));
 }
 
 // Reference: IEEE 754-2008 binary16 layout (1 sign, 5 exponent, 10 mantissa bits, bias 15).

@@ -1,7 +1,8 @@
 // Element types of tensors, and scalar conversions between them.
 //
 // Weights may be stored as F32, F16 or BF16 (as Hugging Face checkpoints are); activations are
-// always F32 on the CPU backend. I32 holds token ids, positions and cache slots.
+// always F32 on the CPU backend. I32 holds token ids, positions and cache slots; U8 raw bytes
+// (messages between ranks).
 #ifndef TESSERA_KERNELS_DTYPE_H_
 #define TESSERA_KERNELS_DTYPE_H_
 
@@ -14,12 +15,12 @@
 
 namespace tessera {
 
-enum class DType : uint8_t { kF32, kF16, kBF16, kI32 };
+enum class DType : uint8_t { kF32, kF16, kBF16, kI32, kU8 };
 
 // Bytes per element.
 size_t DTypeSize(DType dtype);
 
-// The safetensors spelling: "F32", "F16", "BF16", "I32".
+// The safetensors spelling: "F32", "F16", "BF16", "I32", "U8".
 absl::string_view DTypeName(DType dtype);
 
 // Parses a safetensors dtype string. Types Tessera cannot compute with (F64, I8, F8_E4M3, ...)

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
 #include "runtime/utf8.h"
+#include "runtime/vocab_parallel.h"
 
 namespace tessera {
 namespace {
@@ -104,7 +105,10 @@ absl::StatusOr<std::vector<GenerationResult>> Generator::Generate(
   }
   max_seq = std::min(max_seq, c.max_position_embeddings);
   const int64_t n_slots = std::min<int64_t>(options_.max_batch, requests.size());
-  KvCache cache(c, n_slots, max_seq);
+  std::unique_ptr<KvCache> cache = model_->MakeCache(n_slots, max_seq);
+  const ShardPlan& plan = model_->plan();
+  const int32_t micro_batches = options_.micro_batches > 0 ? options_.micro_batches : plan.pp_size;
+  int32_t step = 0;
 
   std::vector<GenerationResult> results(requests.size());
   std::deque<size_t> queue;
@@ -112,7 +116,7 @@ absl::StatusOr<std::vector<GenerationResult>> Generator::Generate(
   std::vector<int32_t> free_slots;
   for (int32_t s = static_cast<int32_t>(n_slots) - 1; s >= 0; --s) free_slots.push_back(s);
   std::vector<Sequence> running;
-  Tensor logits;
+  std::vector<Tensor> logits(micro_batches);
 
   // Streams the part of the text that can no longer change: complete UTF-8, no trailing
   // replacement character (a byte-fallback sequence still being built), and not a possible
@@ -150,23 +154,53 @@ absl::StatusOr<std::vector<GenerationResult>> Generator::Generate(
       s.result.prompt_tokens = static_cast<int32_t>(r.prompt_ids.size());
       running.push_back(std::move(s));
     }
-    ForwardBatch batch;
-    for (const Sequence& s : running) {
-      for (size_t j = 0; j < s.pending.size(); ++j) {
-        batch.tokens.push_back(s.pending[j]);
-        batch.positions.push_back(s.length + static_cast<int32_t>(j));
-        batch.slots.push_back(s.slot);
+    // The running sequences in `micro_batches` contiguous groups, one forward pass each.
+    const size_t groups = std::min<size_t>(micro_batches, running.size());
+    std::vector<int32_t> next(running.size());
+    std::vector<ForwardBatch> batches(groups);
+    for (size_t g = 0; g < groups; ++g) {
+      const size_t begin = running.size() * g / groups, end = running.size() * (g + 1) / groups;
+      ForwardBatch& batch = batches[g];
+      batch.step = step;
+      batch.micro_batch = static_cast<int32_t>(g);
+      for (size_t i = begin; i < end; ++i) {
+        const Sequence& s = running[i];
+        for (size_t j = 0; j < s.pending.size(); ++j) {
+          batch.tokens.push_back(s.pending[j]);
+          batch.positions.push_back(s.length + static_cast<int32_t>(j));
+          batch.slots.push_back(s.slot);
+        }
+        batch.logit_rows.push_back(static_cast<int32_t>(batch.tokens.size()) - 1);
       }
-      batch.logit_rows.push_back(static_cast<int32_t>(batch.tokens.size()) - 1);
+      RETURN_IF_ERROR(model_->Forward(batch, *cache, &logits[g]));
     }
-    RETURN_IF_ERROR(model_->Forward(batch, cache, &logits));
+    if (plan.last_stage()) {
+      for (size_t g = 0; g < groups; ++g) {
+        const size_t begin = running.size() * g / groups, end = running.size() * (g + 1) / groups;
+        std::vector<const GenerationRequest*> reqs;
+        std::vector<uint64_t> ids, steps;
+        for (size_t i = begin; i < end; ++i) {
+          const GenerationRequest& r = requests[running[i].request];
+          reqs.push_back(&r);
+          ids.push_back(r.id == GenerationRequest::kIndex ? running[i].request : r.id);
+          steps.push_back(running[i].result.token_ids.size());
+        }
+        ASSIGN_OR_RETURN(std::vector<int32_t> tokens, SelectTokens(logits[g], reqs, ids, steps));
+        std::copy(tokens.begin(), tokens.end(), next.begin() + begin);
+      }
+    }
+    if (plan.pp_size > 1) {  // the last stage's choice reaches every stage
+      RETURN_IF_ERROR(model_->parallel().pp->Broadcast(
+          TensorView::Of(next.data(), DType::kI32, {static_cast<int64_t>(next.size())}),
+          plan.pp_size - 1));
+    }
+    ++step;
 
     for (size_t i = 0; i < running.size(); ++i) {
       Sequence& s = running[i];
       const GenerationRequest& r = requests[s.request];
       GenerationResult& out = s.result;
-      const absl::Span<const float> row(logits.data<float>() + i * c.vocab_size, c.vocab_size);
-      const int32_t token = SampleToken(row, r.sampling, s.request, out.token_ids.size());
+      const int32_t token = next[i];
       s.length += static_cast<int32_t>(s.pending.size());
       s.pending = {token};
       out.token_ids.push_back(token);
@@ -207,6 +241,25 @@ absl::StatusOr<std::vector<GenerationResult>> Generator::Generate(
                   running.end());
   }
   return results;
+}
+
+absl::StatusOr<std::vector<int32_t>> Generator::SelectTokens(
+    const Tensor& logits, const std::vector<const GenerationRequest*>& requests,
+    const std::vector<uint64_t>& ids, const std::vector<uint64_t>& steps) {
+  const bool all_greedy = std::all_of(requests.begin(), requests.end(), [](const auto* r) {
+    return r->sampling.temperature == 0.0f;
+  });
+  const ShardPlan& plan = model_->plan();
+  Communicator* tp = model_->parallel().tp;
+  if (all_greedy) return VocabParallelArgMax(model_->backend(), tp, plan, logits);
+  const int64_t vocab = model_->config().vocab_size;
+  RETURN_IF_ERROR(GatherLogits(tp, plan, vocab, logits, &full_logits_));
+  std::vector<int32_t> tokens(requests.size());
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const absl::Span<const float> row(full_logits_.data<float>() + i * vocab, vocab);
+    tokens[i] = SampleToken(row, requests[i]->sampling, ids[i], steps[i]);
+  }
+  return tokens;
 }
 
 }  // namespace tessera

@@ -1,10 +1,16 @@
-// Generator: batched generation with continuous admission.
+// Generator: batched generation with continuous admission, on one rank or on every rank of a
+// model replica (tensor and pipeline parallel).
 //
 // Requests run together in one ragged batch: each owns a KV cache slot; a step feeds the next
 // token of every running sequence plus the whole prompt of newly admitted ones, so prefill of a
 // new request and decode of older ones share a forward pass. Each sequence stops on its own: an
 // EOS id, a stop string, max_new_tokens, or the end of the context. Results do not depend on the
-// batch composition (sampling randomness is keyed by request index and step).
+// batch composition (sampling randomness is keyed by request id and step).
+//
+// Sharded: every rank of the replica runs the same Generate() call. Each step's sequences are
+// split into micro-batches that flow through the pipeline stages one after another, so stages
+// work on different micro-batches at once; the last stage picks the next tokens (greedy by a
+// vocabulary-parallel argmax, sampling from gathered logits) and broadcasts them to every stage.
 //
 //   Generator gen(model, tokenizer, {.max_batch = 8});
 //   ASSIGN_OR_RETURN(auto results, gen.Generate(requests, on_text));
@@ -24,7 +30,9 @@
 namespace tessera {
 
 struct GenerationRequest {
+  static constexpr uint64_t kIndex = ~uint64_t{0};
   std::vector<int32_t> prompt_ids;  // including BOS when the model expects it; not empty
+  uint64_t id = kIndex;  // keys the sampling randomness; kIndex: the request's index in the call
   int32_t max_new_tokens = 16;
   SamplingParams sampling;
   std::vector<std::string> stop;  // stop strings (need a tokenizer); the match is cut from text
@@ -45,6 +53,7 @@ struct GenerationResult {
 
 struct GeneratorOptions {
   int32_t max_batch = 16;   // sequences resident at once (KV cache slots)
+  int32_t micro_batches = 0;  // per step, for pipeline overlap; 0: one per pipeline stage
   int32_t max_seq_len = 0;  // KV cache length per slot; 0: enough for the longest request,
                             // capped at max_position_embeddings
 };
@@ -62,10 +71,16 @@ class Generator {
 
  private:
   absl::Status Validate(const std::vector<GenerationRequest>& requests) const;
+  // Next token of each row of one micro-batch's logits (last stage only).
+  absl::StatusOr<std::vector<int32_t>> SelectTokens(const Tensor& logits,
+                                                    const std::vector<const GenerationRequest*>& requests,
+                                                    const std::vector<uint64_t>& ids,
+                                                    const std::vector<uint64_t>& steps);
 
   LlamaModel* model_;
   const Tokenizer* tokenizer_;
   GeneratorOptions options_;
+  Tensor full_logits_;
 };
 
 }  // namespace tessera

@@ -15,7 +15,10 @@ namespace tessera {
 
 class KvCache {
  public:
+  // All layers and KV heads of the model (a single rank).
   KvCache(const ModelConfig& config, int64_t n_slots, int64_t max_seq);
+  // The layers and KV heads one rank holds; layer() indices are then local to the stage.
+  KvCache(int64_t layers, int64_t kv_heads, int64_t head_dim, int64_t n_slots, int64_t max_seq);
 
   TensorView k(int64_t layer) const { return k_[layer].view(); }
   TensorView v(int64_t layer) const { return v_[layer].view(); }

@@ -1,5 +1,6 @@
 #include "runtime/llama_model.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -16,16 +17,30 @@ TensorView I32View(const std::vector<int32_t>& v) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& model_dir,
-                                                             Backend* backend) {
+                                                             Backend* backend,
+                                                             const ModelParallelism& parallel) {
   std::unique_ptr<LlamaModel> m(new LlamaModel());
   m->backend_ = backend;
+  m->parallel_ = parallel;
   ASSIGN_OR_RETURN(m->config_, LoadModelConfig(model_dir));
+  ASSIGN_OR_RETURN(m->plan_, MakeShardPlan(m->config_, parallel.layout, parallel.stage_layers));
+  if (m->plan_.tp_size > 1 && parallel.tp == nullptr) {
+    return absl::InvalidArgumentError("tensor parallel layout without a tp communicator");
+  }
+  if (m->plan_.pp_size > 1 && parallel.pp == nullptr) {
+    return absl::InvalidArgumentError("pipeline parallel layout without a pp communicator");
+  }
   ASSIGN_OR_RETURN(m->checkpoint_, Checkpoint::Open(model_dir));
-  ASSIGN_OR_RETURN(m->weights_, LoadLlamaWeights(*m->checkpoint_, m->config_));
+  ASSIGN_OR_RETURN(m->weights_, LoadLlamaWeights(*m->checkpoint_, m->config_, m->plan_));
   RopeFrequencies rope = ComputeRopeFrequencies(m->config_, /*seq_len=*/0);
   m->inv_freq_ = std::move(rope.inv_freq);
   m->attention_scaling_ = rope.attention_scaling;
   return m;
+}
+
+std::unique_ptr<KvCache> LlamaModel::MakeCache(int64_t n_slots, int64_t max_seq) const {
+  return std::make_unique<KvCache>(plan_.layers(), plan_.kv_heads, config_.head_dim, n_slots,
+                                   max_seq);
 }
 
 absl::Status LlamaModel::CheckBatch(const ForwardBatch& b, const KvCache& cache) const {
@@ -93,54 +108,92 @@ absl::Status LlamaModel::Layer(const LayerWeights& w, int64_t layer, TensorView 
   RETURN_IF_ERROR(be.Gemm({h_.view(), w.wq, q_.view()}));
   RETURN_IF_ERROR(be.Gemm({h_.view(), w.wk, k_.view()}));
   RETURN_IF_ERROR(be.Gemm({h_.view(), w.wv, v_.view()}));
-  TensorView q = q_.view().Reshaped({n, c.num_attention_heads, c.head_dim});
-  TensorView k = k_.view().Reshaped({n, c.num_key_value_heads, c.head_dim});
-  TensorView v = v_.view().Reshaped({n, c.num_key_value_heads, c.head_dim});
+  TensorView q = q_.view().Reshaped({n, plan_.heads, c.head_dim});
+  TensorView k = k_.view().Reshaped({n, plan_.kv_heads, c.head_dim});
+  TensorView v = v_.view().Reshaped({n, plan_.kv_heads, c.head_dim});
   RETURN_IF_ERROR(ApplyRope(*batch_, positions, q, k));
   RETURN_IF_ERROR(be.KvWrite({k, v, cache.k(layer), cache.v(layer), slots, positions}));
-  TensorView attn = attn_.view().Reshaped({n, c.num_attention_heads, c.head_dim});
+  TensorView attn = attn_.view().Reshaped({n, plan_.heads, c.head_dim});
   AttentionArgs aa{q, cache.k(layer), cache.v(layer), slots, positions, attn};
   aa.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   RETURN_IF_ERROR(be.Attention(aa));
-  RETURN_IF_ERROR(be.Gemm({attn_.view(), w.wo, x_.view(), /*accumulate=*/true}));
+  RETURN_IF_ERROR(RowParallelResidual(attn_.view(), w.wo));
 
   RETURN_IF_ERROR(be.RmsNorm({x_.view(), w.mlp_norm, h_.view(), eps}));
   RETURN_IF_ERROR(be.Gemm({h_.view(), w.w_gate, gate_.view()}));
   RETURN_IF_ERROR(be.Gemm({h_.view(), w.w_up, up_.view()}));
   RETURN_IF_ERROR(be.SiluMul({gate_.view(), up_.view(), gate_.view()}));
-  return be.Gemm({gate_.view(), w.w_down, x_.view(), /*accumulate=*/true});
+  return RowParallelResidual(gate_.view(), w.w_down);
+}
+
+absl::Status LlamaModel::RowParallelResidual(TensorView x, TensorView w) {
+  if (plan_.tp_size == 1) return backend_->Gemm({x, w, x_.view(), /*accumulate=*/true});
+  partial_.Resize({x.dim(0), w.dim(0)});
+  RETURN_IF_ERROR(backend_->Gemm({x, w, partial_.view()}));
+  RETURN_IF_ERROR(backend_->Synchronize());
+  RETURN_IF_ERROR(parallel_.tp->AllReduce(partial_.view(), ReduceOp::kSum));
+  return backend_->Add({x_.view(), partial_.view(), x_.view()});
+}
+
+// Final norm and this rank's vocabulary shard of the LM head, on the requested rows only (the
+// gather of rows is an embedding lookup into the residual stream).
+absl::Status LlamaModel::LmHead(const ForwardBatch& batch, Tensor* logits) {
+  const int64_t rows = static_cast<int64_t>(batch.logit_rows.size());
+  selected_.Resize({rows, config_.hidden_size});
+  RETURN_IF_ERROR(backend_->Embedding({I32View(batch.logit_rows), x_.view(), selected_.view()}));
+  RETURN_IF_ERROR(backend_->RmsNorm({selected_.view(), weights_.final_norm, selected_.view(),
+                                     static_cast<float>(config_.rms_norm_eps)}));
+  logits->Resize({rows, plan_.vocab_shard});
+  if (plan_.vocab_rows == plan_.vocab_shard) {
+    return backend_->Gemm({selected_.view(), weights_.lm_head, logits->view()});
+  }
+  // The last shard of a vocabulary that does not divide by tp: pad with -inf.
+  head_.Resize({rows, plan_.vocab_rows});
+  RETURN_IF_ERROR(backend_->Gemm({selected_.view(), weights_.lm_head, head_.view()}));
+  RETURN_IF_ERROR(backend_->Synchronize());
+  for (int64_t r = 0; r < rows; ++r) {
+    float* dst = logits->data<float>() + r * plan_.vocab_shard;
+    std::copy_n(head_.data<float>() + r * plan_.vocab_rows, plan_.vocab_rows, dst);
+    std::fill(dst + plan_.vocab_rows, dst + plan_.vocab_shard, -INFINITY);
+  }
+  return absl::OkStatus();
 }
 
 absl::Status LlamaModel::Forward(const ForwardBatch& batch, KvCache& cache, Tensor* logits) {
   RETURN_IF_ERROR(CheckBatch(batch, cache));
   const ModelConfig& c = config_;
   const int64_t n = static_cast<int64_t>(batch.tokens.size());
-  const int64_t q_dim = c.num_attention_heads * c.head_dim;
-  const int64_t kv_dim = c.num_key_value_heads * c.head_dim;
   x_.Resize({n, c.hidden_size});
   h_.Resize({n, c.hidden_size});
-  q_.Resize({n, q_dim});
-  k_.Resize({n, kv_dim});
-  v_.Resize({n, kv_dim});
-  attn_.Resize({n, q_dim});
-  gate_.Resize({n, c.intermediate_size});
-  up_.Resize({n, c.intermediate_size});
+  q_.Resize({n, plan_.heads * c.head_dim});
+  k_.Resize({n, plan_.kv_heads * c.head_dim});
+  v_.Resize({n, plan_.kv_heads * c.head_dim});
+  attn_.Resize({n, plan_.heads * c.head_dim});
+  gate_.Resize({n, plan_.ffn});
+  up_.Resize({n, plan_.ffn});
   batch_ = &batch;
 
+  const StageHeader header{static_cast<int32_t>(n), 0, batch.step, batch.micro_batch};
+  if (plan_.first_stage()) {
+    RETURN_IF_ERROR(backend_->Embedding(
+        {I32View(batch.tokens), weights_.embed, x_.view(), plan_.vocab_begin}));
+    if (plan_.tp_size > 1) {  // each rank embedded the ids of its vocabulary shard
+      RETURN_IF_ERROR(backend_->Synchronize());
+      RETURN_IF_ERROR(parallel_.tp->AllReduce(x_.view(), ReduceOp::kSum));
+    }
+  } else {
+    RETURN_IF_ERROR(StageChannel(parallel_.pp).RecvPrevious(header, x_.view()).status());
+  }
   const TensorView positions = I32View(batch.positions), slots = I32View(batch.slots);
-  RETURN_IF_ERROR(backend_->Embedding({I32View(batch.tokens), weights_.embed, x_.view()}));
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+  for (int64_t l = 0; l < plan_.layers(); ++l) {
     RETURN_IF_ERROR(Layer(weights_.layers[l], l, positions, slots, cache));
   }
-  // Final norm and LM head on the requested rows only (the gather is an embedding lookup
-  // into the residual stream).
-  const int64_t rows = static_cast<int64_t>(batch.logit_rows.size());
-  selected_.Resize({rows, c.hidden_size});
-  RETURN_IF_ERROR(backend_->Embedding({I32View(batch.logit_rows), x_.view(), selected_.view()}));
-  RETURN_IF_ERROR(backend_->RmsNorm({selected_.view(), weights_.final_norm, selected_.view(),
-                                     static_cast<float>(c.rms_norm_eps)}));
-  logits->Resize({rows, c.vocab_size});
-  RETURN_IF_ERROR(backend_->Gemm({selected_.view(), weights_.lm_head, logits->view()}));
+  if (!plan_.last_stage()) {
+    RETURN_IF_ERROR(backend_->Synchronize());
+    RETURN_IF_ERROR(StageChannel(parallel_.pp).SendNext(header, x_.view()));
+  } else {
+    RETURN_IF_ERROR(LmHead(batch, logits));
+  }
   batch_ = nullptr;
   return backend_->Synchronize();
 }

@@ -9,6 +9,12 @@
 //   KvCache cache(model->config(), n_slots, max_seq);
 //   model->Forward({tokens, positions, slots, logit_rows}, cache, &logits);  // logits [rows, vocab]
 //
+// Sharded: with a ModelParallelism, the model holds this rank's ShardPlan slices. Tensor-parallel
+// ranks all-reduce after the vocabulary-parallel embedding and after each RowParallel projection
+// (o, down); a pipeline stage receives its input from the previous stage and sends its output to
+// the next; the last stage returns its vocabulary shard of the logits. Every rank of a replica
+// makes the same Forward calls with the same batch.
+//
 // Not thread-safe: scratch buffers are reused across calls.
 #ifndef TESSERA_RUNTIME_LLAMA_MODEL_H_
 #define TESSERA_RUNTIME_LLAMA_MODEL_H_
@@ -22,7 +28,11 @@
 #include "runtime/kv_cache.h"
 #include "runtime/llama_weights.h"
 #include "runtime/model_config.h"
+#include "parallel/communicator.h"
+#include "parallel/stage_channel.h"
+#include "parallel/world_layout.h"
 #include "runtime/safetensors.h"
+#include "runtime/shard_plan.h"
 #include "runtime/tensor.h"
 
 namespace tessera {
@@ -32,20 +42,41 @@ struct ForwardBatch {
   std::vector<int32_t> positions;   // [n] position within its sequence
   std::vector<int32_t> slots;       // [n] KV cache slot of its sequence
   std::vector<int32_t> logit_rows;  // indices into [0, n) whose logits are wanted, in output order
+  int32_t step = 0;         // checked across pipeline stages
+  int32_t micro_batch = 0;  // checked across pipeline stages
+};
+
+// How the model is split across ranks. The communicators are not owned and may be null when
+// their group has one rank.
+struct ModelParallelism {
+  WorldLayout layout;                 // tp, pp and this rank
+  Communicator* tp = nullptr;         // this rank's tensor-parallel group
+  Communicator* pp = nullptr;         // this rank's pipeline group
+  std::vector<int64_t> stage_layers;  // layers per stage; empty: balanced
 };
 
 class LlamaModel {
  public:
   // Reads DIR/config.json and maps the safetensors weights. `backend` must outlive the model.
+  // The layout is checked against the config (MakeShardPlan) before any weight is read.
   static absl::StatusOr<std::unique_ptr<LlamaModel>> Load(const std::string& model_dir,
-                                                          Backend* backend);
+                                                          Backend* backend,
+                                                          const ModelParallelism& parallel = {});
 
   const ModelConfig& config() const { return config_; }
+  const ShardPlan& plan() const { return plan_; }
+  const ModelParallelism& parallel() const { return parallel_; }
+  Backend& backend() const { return *backend_; }
   const LlamaWeights& weights() const { return weights_; }
   size_t weight_bytes() const { return weights_.bytes; }
 
-  // Runs the batch through every layer, appending its K/V to `cache`, and writes the logits of
-  // batch.logit_rows into `logits` as F32 [logit_rows.size(), vocab_size].
+  // A KV cache for this rank's layers and KV heads.
+  std::unique_ptr<KvCache> MakeCache(int64_t n_slots, int64_t max_seq) const;
+
+  // Runs the batch through this stage's layers, appending its K/V to `cache`. On the last stage,
+  // writes the logits of batch.logit_rows for this rank's vocabulary shard into `logits` as F32
+  // [logit_rows.size(), plan().vocab_shard] (columns past the vocabulary are -inf); other stages
+  // leave `logits` untouched. With one rank the shard is the whole vocabulary.
   absl::Status Forward(const ForwardBatch& batch, KvCache& cache, Tensor* logits);
 
  private:
@@ -55,8 +86,13 @@ class LlamaModel {
                          TensorView k);
   absl::Status Layer(const LayerWeights& w, int64_t layer, TensorView positions, TensorView slots,
                      KvCache& cache);
+  // out = x * w^T summed over the tensor-parallel group (RowParallel), then added to the residual.
+  absl::Status RowParallelResidual(TensorView x, TensorView w);
+  absl::Status LmHead(const ForwardBatch& batch, Tensor* logits);
 
   ModelConfig config_;
+  ModelParallelism parallel_;
+  ShardPlan plan_;
   std::unique_ptr<Checkpoint> checkpoint_;
   LlamaWeights weights_;
   Backend* backend_ = nullptr;
@@ -64,7 +100,7 @@ class LlamaModel {
   float attention_scaling_ = 1.0f;
   const ForwardBatch* batch_ = nullptr;  // the batch of the Forward call in progress
   // Scratch, resized per call: residual x, normed h, q/k/v, attention output, MLP gate/up.
-  Tensor x_, h_, q_, k_, v_, attn_, gate_, up_, selected_;
+  Tensor x_, h_, q_, k_, v_, attn_, gate_, up_, selected_, partial_, head_;
 };
 
 }  // namespace tessera

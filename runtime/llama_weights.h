@@ -11,7 +11,11 @@
 //   model.layers.{i}.mlp.down_proj.weight       (dim, hidden_dim)
 //   model.norm.weight                           (dim)
 //   lm_head.weight                              (vocab, dim), absent when embeddings are tied
-// The views point into the Checkpoint's mappings, which must outlive them.
+// With a ShardPlan, a rank holds only its slices: ColumnParallel weights (q, k, v, gate, up) are
+// row ranges and stay views into the mapping (the pages of other ranks' rows are never read);
+// RowParallel weights (o, down) are column ranges, copied into owned buffers; the embedding and
+// LM head hold the rank's vocabulary rows; only the stage's layers are loaded. The views point
+// into the Checkpoint's mappings, which must outlive them.
 #ifndef TESSERA_RUNTIME_LLAMA_WEIGHTS_H_
 #define TESSERA_RUNTIME_LLAMA_WEIGHTS_H_
 
@@ -21,6 +25,8 @@
 #include "kernels/tensor_view.h"
 #include "runtime/model_config.h"
 #include "runtime/safetensors.h"
+#include "runtime/shard_plan.h"
+#include "runtime/tensor.h"
 
 namespace tessera {
 
@@ -30,17 +36,21 @@ struct LayerWeights {
 };
 
 struct LlamaWeights {
-  TensorView embed;
-  std::vector<LayerWeights> layers;
-  TensorView final_norm;
-  TensorView lm_head;  // == embed when tied
-  size_t bytes = 0;    // distinct weight bytes referenced (a tied head is counted once)
+  TensorView embed;                  // [vocab_rows, dim]; first stage, and last stage when tied
+  std::vector<LayerWeights> layers;  // the stage's layers, in order
+  TensorView final_norm;             // last stage
+  TensorView lm_head;                // [vocab_rows, dim], last stage; the embedding when tied
+  size_t bytes = 0;        // weight bytes this rank holds (a tied head counted once)
+  size_t layer_bytes = 0;  // of which in decoder layers
+  std::vector<Tensor> owned;  // copies of RowParallel column slices
 };
 
-// Finds and checks every tensor: present, of F32/F16/BF16, of the shape the config implies.
-// A checkpoint with layers beyond num_hidden_layers, or a config that disagrees with the weights,
-// is refused with a message naming the tensor and the config field.
-absl::StatusOr<LlamaWeights> LoadLlamaWeights(const Checkpoint& ckpt, const ModelConfig& config);
+// Finds and checks every tensor this rank needs: present, of F32/F16/BF16, of the full shape the
+// config implies (checked from the header before any data is read); then takes this rank's
+// slices. A checkpoint with layers beyond num_hidden_layers, or a config that disagrees with the
+// weights, is refused with a message naming the tensor and the config field.
+absl::StatusOr<LlamaWeights> LoadLlamaWeights(Checkpoint& ckpt, const ModelConfig& config,
+                                              const ShardPlan& plan);
 
 }  // namespace tessera
 

@@ -9,7 +9,6 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <set>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
@@ -141,29 +140,14 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
   auto ckpt = std::make_unique<Checkpoint>();
   ckpt->dir_ = model_dir;
   const fs::path dir(model_dir);
-  std::vector<std::string> shard_names;
   const fs::path index_path = dir / "model.safetensors.index.json";
   if (fs::exists(dir / "model.safetensors")) {
-    shard_names.push_back("model.safetensors");
-  } else if (fs::exists(index_path)) {
-    std::ifstream in(index_path);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    json index = json::parse(ss.str(), nullptr, false);
-    if (index.is_discarded() || !index.contains("weight_map") || !index["weight_map"].is_object()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(index_path.string(), ": expected a JSON object with a \"weight_map\""));
-    }
-    std::set<std::string> unique;
-    for (const auto& [name, file] : index["weight_map"].items()) {
-      if (!file.is_string()) {
-        return absl::InvalidArgumentError(absl::StrCat(index_path.string(), ": weight_map[\"", name,
-                                                       "\"] is not a file name"));
-      }
-      unique.insert(file.get<std::string>());
-    }
-    shard_names.assign(unique.begin(), unique.end());
-  } else {
+    ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open((dir / "model.safetensors").string()));
+    for (const auto& [name, entry] : file->tensors()) ckpt->file_of_[name] = "model.safetensors";
+    ckpt->files_["model.safetensors"] = std::move(file);
+    return ckpt;
+  }
+  if (!fs::exists(index_path)) {
     if (fs::exists(dir / "pytorch_model.bin") || fs::exists(dir / "pytorch_model.bin.index.json")) {
       return absl::InvalidArgumentError(absl::StrCat(
           model_dir, " holds PyTorch .bin weights only; convert them to safetensors "
@@ -172,26 +156,47 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
     return absl::NotFoundError(absl::StrCat(
         model_dir, " has neither model.safetensors nor model.safetensors.index.json"));
   }
-  for (const std::string& name : shard_names) {
-    ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open((dir / name).string()));
-    for (const auto& [tensor_name, entry] : file->tensors()) {
-      if (!ckpt->index_.emplace(tensor_name, &entry).second) {
-        return absl::InvalidArgumentError(absl::StrCat("tensor \"", tensor_name,
-                                                       "\" appears in two shards of ", model_dir));
-      }
+  std::ifstream in(index_path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  json index = json::parse(ss.str(), nullptr, false);
+  if (index.is_discarded() || !index.contains("weight_map") || !index["weight_map"].is_object()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(index_path.string(), ": expected a JSON object with a \"weight_map\""));
+  }
+  for (const auto& [name, file] : index["weight_map"].items()) {
+    if (!file.is_string() || file.get<std::string>().find('/') != std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat(index_path.string(), ": weight_map[\"", name,
+                                                     "\"] is not a file name in ", model_dir));
     }
-    ckpt->files_.push_back(std::move(file));
+    ckpt->file_of_[name] = file.get<std::string>();
   }
   return ckpt;
 }
 
-absl::StatusOr<const TensorEntry*> Checkpoint::Find(const std::string& name) const {
-  auto it = index_.find(name);
-  if (it == index_.end()) {
+absl::StatusOr<const TensorEntry*> Checkpoint::Find(const std::string& name) {
+  auto where = file_of_.find(name);
+  if (where == file_of_.end()) {
     return absl::NotFoundError(
         absl::StrCat("tensor \"", name, "\" is missing from the checkpoint in ", dir_));
   }
-  return it->second;
+  auto file = files_.find(where->second);
+  if (file == files_.end()) {
+    const std::string path = (std::filesystem::path(dir_) / where->second).string();
+    auto opened = SafetensorsFile::Open(path);
+    if (!opened.ok()) {
+      return absl::Status(opened.status().code(),
+                          absl::StrCat(opened.status().message(), " (shard holding \"", name, "\")"));
+    }
+    file = files_.emplace(where->second, std::move(opened).value()).first;
+  }
+  auto entry = file->second->tensors().find(name);
+  if (entry == file->second->tensors().end()) {
+    return absl::NotFoundError(absl::StrCat("tensor \"", name, "\" is not in ",
+                                            file->second->path(),
+                                            " although model.safetensors.index.json says it is"));
+  }
+  return &entry->second;
 }
 
 }  // namespace tessera

@@ -53,21 +53,25 @@ class SafetensorsFile {
 };
 
 // All tensors of a checkpoint directory: model.safetensors, or the shards named by
-// model.safetensors.index.json.
+// model.safetensors.index.json. Shard files are opened (mapped and validated) on the first
+// Find() of one of their tensors, so a rank touches only the shards holding its weights.
+// Not thread-safe.
 class Checkpoint {
  public:
   static absl::StatusOr<std::unique_ptr<Checkpoint>> Open(const std::string& model_dir);
 
-  // The tensor called `name`, or NotFound naming the checkpoint.
-  absl::StatusOr<const TensorEntry*> Find(const std::string& name) const;
-  bool Contains(const std::string& name) const { return index_.count(name) > 0; }
-  const std::map<std::string, const TensorEntry*>& tensors() const { return index_; }
+  // The tensor called `name`, or NotFound naming the checkpoint; errors of its shard file
+  // (missing, truncated, malformed) surface here.
+  absl::StatusOr<const TensorEntry*> Find(const std::string& name);
+  bool Contains(const std::string& name) const { return file_of_.count(name) > 0; }
+  // Every tensor name, with the shard file that holds it.
+  const std::map<std::string, std::string>& names() const { return file_of_; }
   const std::string& dir() const { return dir_; }
 
  private:
   std::string dir_;
-  std::vector<std::unique_ptr<SafetensorsFile>> files_;
-  std::map<std::string, const TensorEntry*> index_;
+  std::map<std::string, std::string> file_of_;  // tensor name -> shard file name
+  std::map<std::string, std::unique_ptr<SafetensorsFile>> files_;  // opened shards
 };
 
 }  // namespace tessera

@@ -43,7 +43,8 @@ absl::Status CpuBackend::DoCast(const CastArgs& a) {
         a.out.as<uint16_t>()[i] = FloatToF16(v);
         break;
       case DType::kI32:
-        return absl::InvalidArgumentError("Cast: I32 output");
+      case DType::kU8:
+        return absl::InvalidArgumentError("Cast: integer output");
     }
   }
   return absl::OkStatus();

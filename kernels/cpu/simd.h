@@ -73,6 +73,8 @@ inline float LoadScalar(const void* base, DType dtype, int64_t i) {
       return F16ToFloat(static_cast<const uint16_t*>(base)[i]);
     case DType::kI32:
       return static_cast<float>(static_cast<const int32_t*>(base)[i]);
+    case DType::kU8:
+      return static_cast<float>(static_cast<const uint8_t*>(base)[i]);
   }
   return 0.0f;
 }
