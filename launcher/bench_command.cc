@@ -2,6 +2,8 @@
 //
 // Decode at batch 1 reads every weight once per token, so its floor is weight bytes / memory
 // bandwidth; prefill is GEMM-bound, so its peer is OpenBLAS's sgemm rate on a layer-shaped GEMM.
+// Under a parallel layout every rank runs the same generation; rank 0 prints the figures with
+// per-rank loaded bytes and time spent in tensor- and pipeline-parallel communication.
 #include <sys/resource.h>
 
 #include <chrono>
@@ -9,12 +11,15 @@
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
+#include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/machine_probes.h"
 #include "kernels/status_macros.h"
 #include "launcher/commands.h"
 #include "launcher/flags.h"
 #include "launcher/model_bundle.h"
 #include "nlohmann/json.hpp"
+#include "parallel/timed_communicator.h"
+#include "runtime/generator.h"
 #include "runtime/philox.h"
 
 namespace tessera {
@@ -34,94 +39,144 @@ double LinearFlops(const ModelConfig& c, int64_t tokens) {
   return 2.0 * tokens * per_layer * c.num_hidden_layers;
 }
 
+std::vector<GenerationRequest> RandomRequests(const ModelConfig& c, int count, int prompt_tokens,
+                                              int new_tokens) {
+  std::vector<GenerationRequest> requests(count);
+  for (int s = 0; s < count; ++s) {
+    for (int p = 0; p < prompt_tokens; ++p) {
+      const uint32_t bits = Philox4x32({static_cast<uint32_t>(s), static_cast<uint32_t>(p), 0, 0},
+                                       {0x7e55e7a, 0})[0];
+      requests[s].prompt_ids.push_back(static_cast<int32_t>(bits % c.vocab_size));
+    }
+    requests[s].max_new_tokens = new_tokens;
+    requests[s].ignore_eos = true;
+  }
+  return requests;
+}
+
+struct Timed {
+  double prefill_s = 0, decode_s = 0, comm_s = 0;
+};
+
+// Generates `new_tokens` for `batch` sequences; prefill time is the time to the first token.
+absl::StatusOr<Timed> TimeGeneration(LlamaModel& model, int batch, int prompt_tokens,
+                                     int new_tokens, int micro_batches,
+                                     std::vector<TimedCommunicator*> comms) {
+  Generator generator(&model, nullptr, {.max_batch = batch, .micro_batches = micro_batches});
+  for (TimedCommunicator* c : comms) c->Reset();
+  const auto start = Clock::now();
+  ASSIGN_OR_RETURN(auto results, generator.Generate(
+                                     RandomRequests(model.config(), batch, prompt_tokens, new_tokens)));
+  Timed t;
+  const double total = SecondsSince(start);
+  t.prefill_s = results[0].time_to_first_token_ms / 1e3;
+  t.decode_s = total - t.prefill_s;
+  for (TimedCommunicator* c : comms) t.comm_s += c->seconds();
+  return t;
+}
+
 }  // namespace
 
-absl::Status RunBench() {
+absl::Status RunBench(Job& job) {
   const int32_t prompt_tokens = absl::GetFlag(FLAGS_prompt_tokens);
   const int32_t decode_tokens = absl::GetFlag(FLAGS_decode_tokens);
   const int32_t batch = absl::GetFlag(FLAGS_batch);
   if (prompt_tokens < 1 || decode_tokens < 1 || batch < 1) {
     return absl::InvalidArgumentError("--prompt-tokens, --decode-tokens and --batch must be >= 1");
   }
-  ASSIGN_OR_RETURN(ModelBundle b, LoadModelBundle(absl::GetFlag(FLAGS_model),
-                                                  absl::GetFlag(FLAGS_backend),
-                                                  /*require_tokenizer=*/false));
+  // Time spent communicating: the tp and pp groups are wrapped in timers.
+  auto tp = std::make_unique<TimedCommunicator>(std::move(job.groups.tp));
+  auto pp = std::make_unique<TimedCommunicator>(std::move(job.groups.pp));
+  std::vector<TimedCommunicator*> comms = {tp.get(), pp.get()};
+  ModelBundle b;
+  absl::Status loaded = [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(std::vector<int64_t> stage_layers, StageLayersFromFlags());
+    ModelParallelism parallel{job.layout(), tp.get(), pp.get(), stage_layers};
+    ASSIGN_OR_RETURN(b, LoadModelBundle(absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_backend),
+                                        /*require_tokenizer=*/false, parallel));
+    if (prompt_tokens + decode_tokens + 1 > b.model->config().max_position_embeddings) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--prompt-tokens + --decode-tokens exceed the model's context of ",
+          b.model->config().max_position_embeddings));
+    }
+    return absl::OkStatus();
+  }();
+  RETURN_IF_ERROR(CheckPhase(job, loaded));
   const ModelConfig& c = b.model->config();
-  if (prompt_tokens + decode_tokens + 1 > c.max_position_embeddings) {
-    return absl::InvalidArgumentError(absl::StrCat("--prompt-tokens + --decode-tokens exceed the "
-                                                   "model's context of ",
-                                                   c.max_position_embeddings));
-  }
-  KvCache cache(c, batch, prompt_tokens + decode_tokens + 1);
-  Tensor logits;
+  LlamaModel& model = *b.model;
 
-  // Page the weights in once so timings measure memory, not the first read from disk.
-  ForwardBatch warm{{c.bos_token_id}, {0}, {0}, {0}};
-  RETURN_IF_ERROR(b.model->Forward(warm, cache, &logits));
-
-  ForwardBatch prefill;
-  for (int32_t s = 0; s < batch; ++s) {
-    for (int32_t p = 0; p < prompt_tokens; ++p) {
-      const uint32_t bits = Philox4x32({static_cast<uint32_t>(s), static_cast<uint32_t>(p), 0, 0},
-                                       {0x7e55e7a, 0})[0];
-      prefill.tokens.push_back(static_cast<int32_t>(bits % c.vocab_size));
-      prefill.positions.push_back(p);
-      prefill.slots.push_back(s);
+  // A first short run pages the weights in, so timings measure memory, not the disk.
+  absl::StatusOr<Timed> single = TimeGeneration(model, 1, 4, 2, 1, comms);
+  if (single.ok()) single = TimeGeneration(model, 1, prompt_tokens, decode_tokens + 1, 1, comms);
+  RETURN_IF_ERROR(CheckPhase(job, single.status()));
+  absl::StatusOr<Timed> batched, batched_one_micro;
+  if (batch > 1) {
+    batched = TimeGeneration(model, batch, prompt_tokens, decode_tokens + 1, 0, comms);
+    if (batched.ok() && job.layout().pp > 1) {
+      batched_one_micro = TimeGeneration(model, batch, prompt_tokens, decode_tokens + 1, 1, comms);
+      RETURN_IF_ERROR(CheckPhase(job, batched_one_micro.status()));
     }
-    prefill.logit_rows.push_back((s + 1) * prompt_tokens - 1);
+    RETURN_IF_ERROR(CheckPhase(job, batched.status()));
   }
-  auto start = Clock::now();
-  RETURN_IF_ERROR(b.model->Forward(prefill, cache, &logits));
-  const double prefill_s = SecondsSince(start);
 
-  double decode_s = 0.0;
-  for (int32_t step = 0; step < decode_tokens; ++step) {
-    ForwardBatch d;
-    for (int32_t s = 0; s < batch; ++s) {
-      const float* row = logits.data<float>() + s * c.vocab_size;
-      d.tokens.push_back(static_cast<int32_t>(std::max_element(row, row + c.vocab_size) - row));
-      d.positions.push_back(prompt_tokens + step);
-      d.slots.push_back(s);
-      d.logit_rows.push_back(s);
-    }
-    start = Clock::now();
-    RETURN_IF_ERROR(b.model->Forward(d, cache, &logits));
-    decode_s += SecondsSince(start);
-  }
-  const double step_s = decode_s / decode_tokens;
+  // Per-rank figures to rank 0: loaded bytes, layer bytes, communication seconds.
+  Communicator& world = *job.groups.world;
+  const LlamaWeights& w = model.weights();
+  float mine[4] = {static_cast<float>(w.bytes), static_cast<float>(w.layer_bytes),
+                   static_cast<float>(single->comm_s), static_cast<float>(w.stage_layer_bytes)};
+  std::vector<float> all(4 * world.size());
+  RETURN_IF_ERROR(world.AllGather(TensorView::Of(mine, DType::kF32, {4}),
+                                  TensorView::Of(all.data(), DType::kF32, {4 * world.size()})));
+  if (!job.is_root()) return absl::OkStatus();
 
-  // Bytes a decode step streams: every weight but the untied embedding table (of which it reads
-  // only `batch` rows).
-  const LlamaWeights& w = b.model->weights();
+  // Bytes a decode step streams on this rank: its weights but the untied embedding table.
   const bool tied = w.lm_head.data == w.embed.data;
   const double step_bytes = static_cast<double>(w.bytes) - (tied ? 0.0 : w.embed.bytes());
+  const double step_s = single->decode_s / decode_tokens;
   const double bandwidth = cpu::MeasureReadBandwidth(size_t{1} << 30, 5);
-  const double prefill_flops = LinearFlops(c, int64_t{batch} * prompt_tokens) / prefill_s;
-  const double sgemm_flops = cpu::MeasureSgemmFlops(int64_t{batch} * prompt_tokens, c.intermediate_size,
-                                                    c.hidden_size, 3);
+  const double prefill_flops = LinearFlops(c, prompt_tokens) / single->prefill_s;
+  const double sgemm_flops =
+      cpu::MeasureSgemmFlops(prompt_tokens, c.intermediate_size, c.hidden_size, 3);
   struct rusage usage;
   getrusage(RUSAGE_SELF, &usage);
-
+  nlohmann::json ranks = nlohmann::json::array();
+  for (int r = 0; r < world.size(); ++r) {
+    ranks.push_back({{"rank", r},
+                     {"weight_bytes_loaded", all[4 * r]},
+                     {"layer_bytes_loaded", all[4 * r + 1]},
+                     {"stage_layer_bytes", all[4 * r + 3]},
+                     {"layer_fraction_loaded", all[4 * r + 1] / all[4 * r + 3]},
+                     {"comm_ms_per_decode_token", all[4 * r + 2] * 1e3 / decode_tokens}});
+  }
   nlohmann::json out = {
       {"model", absl::GetFlag(FLAGS_model)},
       {"backend", b.backend->name()},
-      {"batch", batch},
+      {"layout", {{"tp", job.layout().tp}, {"pp", job.layout().pp}, {"dp", job.layout().dp}}},
+      {"threads_per_rank", CpuBackend::threads()},
       {"prompt_tokens", prompt_tokens},
       {"decode_tokens", decode_tokens},
-      {"weight_bytes", w.bytes},
+      {"weight_bytes_rank0", w.bytes},
       {"weight_dtype", std::string(DTypeName(w.layers[0].wq.dtype))},
-      {"prefill_tokens_per_s", batch * prompt_tokens / prefill_s},
+      {"prefill_tokens_per_s", prompt_tokens / single->prefill_s},
       {"prefill_linear_gflops", prefill_flops / 1e9},
       {"sgemm_gflops_same_shape", sgemm_flops / 1e9},
       {"prefill_vs_sgemm", prefill_flops / sgemm_flops},
-      {"decode_ms_per_step", step_s * 1e3},
-      {"decode_tokens_per_s", batch / step_s},
-      {"decode_weight_bytes_per_step", step_bytes},
-      {"decode_bytes_per_s", step_bytes / step_s},
+      {"decode_ms_per_token", step_s * 1e3},
+      {"decode_weight_bytes_per_token_rank0", step_bytes},
+      {"decode_bytes_per_s_rank0", step_bytes / step_s},
       {"memory_read_bandwidth_bytes_per_s", bandwidth},
       {"decode_bandwidth_fraction", step_bytes / step_s / bandwidth},
-      {"peak_rss_bytes", static_cast<int64_t>(usage.ru_maxrss) * 1024},
+      {"peak_rss_bytes_rank0", static_cast<int64_t>(usage.ru_maxrss) * 1024},
+      {"ranks", ranks},
   };
+  if (batch > 1) {
+    out["batch"] = batch;
+    out["batched_decode_tokens_per_s"] = batch * decode_tokens / batched->decode_s;
+    if (job.layout().pp > 1) {
+      out["batched_decode_tokens_per_s_one_micro_batch"] =
+          batch * decode_tokens / batched_one_micro->decode_s;
+    }
+  }
   std::printf("%s\n", out.dump(2).c_str());
   return absl::OkStatus();
 }

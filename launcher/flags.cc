@@ -3,6 +3,8 @@
 #include <set>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 
 ABSL_FLAG(std::string, model, "", "Model directory (config.json, *.safetensors, tokenizer.model)");
 ABSL_FLAG(std::string, backend, "cpu", "Compute backend: cpu or cuda");
@@ -24,7 +26,15 @@ ABSL_FLAG(int32_t, max_seq_len, 0,
 ABSL_FLAG(int32_t, prompt_tokens, 128, "Prompt length for bench");
 ABSL_FLAG(int32_t, decode_tokens, 32, "Decode steps timed by bench");
 ABSL_FLAG(int32_t, batch, 1, "Sequences per step for bench");
-ABSL_FLAG(int32_t, threads, 0, "CPU threads (0: OpenMP's default, one per core)");
+ABSL_FLAG(int32_t, threads, 0, "CPU threads per rank (0: OpenMP's default, one per core)");
+ABSL_FLAG(int32_t, tp, 1, "Tensor-parallel ranks per model replica");
+ABSL_FLAG(int32_t, pp, 1, "Pipeline stages per model replica");
+ABSL_FLAG(int32_t, dp, 1, "Data-parallel replicas; world size = dp x pp x tp");
+ABSL_FLAG(std::vector<std::string>, stage_layers, {},
+          "Layers per pipeline stage, comma-separated (default: balanced)");
+ABSL_FLAG(int32_t, micro_batches, 0, "Micro-batches per step (0: one per pipeline stage)");
+ABSL_FLAG(int32_t, comm_timeout_s, 300,
+          "Seconds a collective may wait for the other ranks before the job fails");
 
 namespace tessera {
 namespace {
@@ -37,6 +47,23 @@ std::set<std::string>& GivenFlags() {
 }  // namespace
 
 bool FlagWasGiven(const std::string& name) { return GivenFlags().count(name) > 0; }
+
+WorldLayout LayoutFromFlags() {
+  return WorldLayout{absl::GetFlag(FLAGS_tp), absl::GetFlag(FLAGS_pp), absl::GetFlag(FLAGS_dp), 0};
+}
+
+absl::StatusOr<std::vector<int64_t>> StageLayersFromFlags() {
+  std::vector<int64_t> layers;
+  for (const std::string& s : absl::GetFlag(FLAGS_stage_layers)) {
+    int64_t n = 0;
+    if (!absl::SimpleAtoi(s, &n)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--stage-layers: \"", s, "\" is not a number of layers"));
+    }
+    layers.push_back(n);
+  }
+  return layers;
+}
 
 std::vector<std::string> NormalizeFlagNames(const std::vector<std::string>& args) {
   std::vector<std::string> out;

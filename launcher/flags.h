@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "absl/flags/declare.h"
+#include "absl/status/statusor.h"
+#include "parallel/world_layout.h"
 
 ABSL_DECLARE_FLAG(std::string, model);
 ABSL_DECLARE_FLAG(std::string, backend);
@@ -28,12 +30,23 @@ ABSL_DECLARE_FLAG(int32_t, prompt_tokens);
 ABSL_DECLARE_FLAG(int32_t, decode_tokens);
 ABSL_DECLARE_FLAG(int32_t, batch);
 ABSL_DECLARE_FLAG(int32_t, threads);
+ABSL_DECLARE_FLAG(int32_t, tp);
+ABSL_DECLARE_FLAG(int32_t, pp);
+ABSL_DECLARE_FLAG(int32_t, dp);
+ABSL_DECLARE_FLAG(std::vector<std::string>, stage_layers);
+ABSL_DECLARE_FLAG(int32_t, micro_batches);
+ABSL_DECLARE_FLAG(int32_t, comm_timeout_s);
 
 namespace tessera {
 
 // Rewrites "--max-new-tokens=4" to "--max_new_tokens=4" (flag names only, never values) and
 // records which flags were given, for FlagWasGiven().
 std::vector<std::string> NormalizeFlagNames(const std::vector<std::string>& args);
+
+// --tp, --pp, --dp as a layout (rank unset).
+WorldLayout LayoutFromFlags();
+// --stage-layers as numbers; InvalidArgument naming the flag when one is not a number.
+absl::StatusOr<std::vector<int64_t>> StageLayersFromFlags();
 
 // Whether --`name` (underscore spelling) appeared on the command line, even with an empty value.
 bool FlagWasGiven(const std::string& name);

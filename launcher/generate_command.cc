@@ -16,6 +16,8 @@ namespace {
 
 using nlohmann::json;
 
+constexpr int kResultsTag = 7;
+
 GenerationRequest RequestFromFlags() {
   GenerationRequest r;
   r.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
@@ -26,6 +28,14 @@ GenerationRequest RequestFromFlags() {
   r.stop = absl::GetFlag(FLAGS_stop);
   r.ignore_eos = absl::GetFlag(FLAGS_ignore_eos);
   return r;
+}
+
+GeneratorOptions OptionsFromFlags() {
+  GeneratorOptions o;
+  o.max_batch = absl::GetFlag(FLAGS_max_batch);
+  o.max_seq_len = absl::GetFlag(FLAGS_max_seq_len);
+  o.micro_batches = absl::GetFlag(FLAGS_micro_batches);
+  return o;
 }
 
 // BOS + the prompt's tokens. `where` prefixes messages ("--prompt", "prompts.jsonl:3").
@@ -48,39 +58,92 @@ json ResultJson(const GenerationResult& r) {
            {{"time_to_first_token_ms", r.time_to_first_token_ms}, {"total_ms", r.total_ms}}}};
 }
 
-GeneratorOptions OptionsFromFlags() {
-  GeneratorOptions o;
-  o.max_batch = absl::GetFlag(FLAGS_max_batch);
-  o.max_seq_len = absl::GetFlag(FLAGS_max_seq_len);
-  return o;
-}
+struct Inputs {
+  std::vector<std::string> texts;
+  std::vector<json> ids;  // echoed "id" fields (null when absent)
+  std::vector<GenerationRequest> requests;
+};
 
-absl::Status GenerateOne(ModelBundle& b) {
-  GenerationRequest request = RequestFromFlags();
-  ASSIGN_OR_RETURN(request.prompt_ids, EncodePrompt(b, absl::GetFlag(FLAGS_prompt), "--prompt"));
-  Generator generator(b.model.get(), b.tokenizer.get(), OptionsFromFlags());
-  ASSIGN_OR_RETURN(auto results, generator.Generate({request}, [](size_t, absl::string_view text) {
-                     std::fwrite(text.data(), 1, text.size(), stdout);
-                     std::fflush(stdout);
-                   }));
-  std::fputc('\n', stdout);
-  std::fprintf(stderr, "[tessera] %zu tokens, finish_reason=%s, %.1f ms to first token, %.1f ms\n",
-               results[0].token_ids.size(), FinishReasonName(results[0].finish_reason),
-               results[0].time_to_first_token_ms, results[0].total_ms);
-  return absl::OkStatus();
-}
-
-absl::Status GenerateFile(ModelBundle& b) {
+// Every rank reads and tokenizes all prompts (identically), so input errors are the same on
+// every rank and printed once.
+absl::StatusOr<Inputs> ReadInputs(const ModelBundle& b) {
+  Inputs in;
+  if (FlagWasGiven("prompt")) {
+    GenerationRequest r = RequestFromFlags();
+    ASSIGN_OR_RETURN(r.prompt_ids, EncodePrompt(b, absl::GetFlag(FLAGS_prompt), "--prompt"));
+    in.texts.push_back(absl::GetFlag(FLAGS_prompt));
+    in.ids.push_back(nullptr);
+    in.requests.push_back(r);
+    return in;
+  }
   const std::string path = absl::GetFlag(FLAGS_prompts);
   ASSIGN_OR_RETURN(std::vector<PromptSpec> specs, ReadPromptsFile(path, RequestFromFlags()));
-  std::vector<GenerationRequest> requests;
   for (PromptSpec& spec : specs) {
     ASSIGN_OR_RETURN(spec.request.prompt_ids,
                      EncodePrompt(b, spec.text, absl::StrCat(path, ":", spec.line)));
-    requests.push_back(spec.request);
+    in.texts.push_back(spec.text);
+    in.ids.push_back(spec.id);
+    in.requests.push_back(spec.request);
+  }
+  return in;
+}
+
+// Runs this replica's share (every dp-th request), keyed by global index for sampling.
+absl::StatusOr<std::vector<std::pair<size_t, GenerationResult>>> RunReplica(
+    Job& job, ModelBundle& b, const Inputs& in, bool stream) {
+  const WorldLayout& l = job.layout();
+  std::vector<GenerationRequest> mine;
+  std::vector<size_t> index;
+  for (size_t i = l.dp_rank(); i < in.requests.size(); i += l.dp) {
+    mine.push_back(in.requests[i]);
+    mine.back().id = i;
+    index.push_back(i);
   }
   Generator generator(b.model.get(), b.tokenizer.get(), OptionsFromFlags());
-  ASSIGN_OR_RETURN(auto results, generator.Generate(requests));
+  TextCallback on_text = nullptr;
+  if (stream) {
+    on_text = [](size_t, absl::string_view text) {
+      std::fwrite(text.data(), 1, text.size(), stdout);
+      std::fflush(stdout);
+    };
+  }
+  ASSIGN_OR_RETURN(auto results, generator.Generate(mine, on_text));
+  std::vector<std::pair<size_t, GenerationResult>> out;
+  for (size_t k = 0; k < results.size(); ++k) out.push_back({index[k], std::move(results[k])});
+  return out;
+}
+
+// Rank 0 collects every replica's results (each replica's rank with pp_rank 0 and tp_rank 0
+// sends them) and returns them in input order; other ranks return an empty list.
+absl::StatusOr<std::vector<json>> CollectResults(
+    Job& job, size_t total, std::vector<std::pair<size_t, GenerationResult>> mine) {
+  const WorldLayout& l = job.layout();
+  Communicator& world = *job.groups.world;
+  std::vector<json> lines(total);
+  auto place = [&](const std::vector<std::pair<size_t, GenerationResult>>& part) {
+    for (const auto& [i, r] : part) lines[i] = ResultJson(r);
+  };
+  const bool replica_leader = l.tp_rank() == 0 && l.pp_rank() == 0;
+  if (job.is_root()) {
+    place(mine);
+    for (int d = 1; d < l.dp; ++d) {
+      ASSIGN_OR_RETURN(std::string payload, RecvString(world, d * l.tp * l.pp, kResultsTag));
+      json part = json::parse(payload, nullptr, false);
+      if (part.is_discarded()) return absl::InternalError("malformed results from a replica");
+      for (const json& item : part) lines[item["index"].get<size_t>()] = item["result"];
+    }
+    return lines;
+  }
+  if (replica_leader) {
+    json part = json::array();
+    for (const auto& [i, r] : mine) part.push_back({{"index", i}, {"result", ResultJson(r)}});
+    RETURN_IF_ERROR(SendString(world, part.dump(-1, ' ', false, json::error_handler_t::replace), 0,
+                               kResultsTag));
+  }
+  return std::vector<json>();
+}
+
+absl::Status WriteResults(const Inputs& in, std::vector<json> lines) {
   std::ofstream file;
   const std::string output = absl::GetFlag(FLAGS_output);
   if (!output.empty()) {
@@ -88,29 +151,54 @@ absl::Status GenerateFile(ModelBundle& b) {
     if (!file) return absl::PermissionDeniedError(absl::StrCat("--output: cannot write ", output));
   }
   std::ostream& out = output.empty() ? std::cout : file;
-  for (size_t i = 0; i < results.size(); ++i) {
-    json line = ResultJson(results[i]);
-    line["index"] = i;
-    if (!specs[i].id.is_null()) line["id"] = specs[i].id;
-    line["prompt"] = specs[i].text;
-    out << line.dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
+  for (size_t i = 0; i < lines.size(); ++i) {
+    lines[i]["index"] = i;
+    if (!in.ids[i].is_null()) lines[i]["id"] = in.ids[i];
+    lines[i]["prompt"] = in.texts[i];
+    out << lines[i].dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
   }
   return absl::OkStatus();
 }
 
 }  // namespace
 
-absl::Status RunGenerate() {
+absl::Status RunGenerate(Job& job) {
   const bool has_prompt = FlagWasGiven("prompt");
   const bool has_file = FlagWasGiven("prompts");
   if (has_prompt == has_file) {
     return absl::InvalidArgumentError(
         "generate needs exactly one of --prompt TEXT or --prompts FILE.jsonl");
   }
-  ASSIGN_OR_RETURN(ModelBundle bundle, LoadModelBundle(absl::GetFlag(FLAGS_model),
-                                                       absl::GetFlag(FLAGS_backend),
-                                                       /*require_tokenizer=*/true));
-  return has_prompt ? GenerateOne(bundle) : GenerateFile(bundle);
+  ModelBundle bundle;
+  absl::StatusOr<std::vector<int64_t>> stage_layers = StageLayersFromFlags();
+  absl::Status loaded = stage_layers.status();
+  if (loaded.ok()) {
+    ModelParallelism parallel{job.layout(), job.groups.tp.get(), job.groups.pp.get(), *stage_layers};
+    auto b = LoadModelBundle(absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_backend),
+                             /*require_tokenizer=*/true, parallel);
+    loaded = b.status();
+    if (b.ok()) bundle = std::move(b).value();
+  }
+  RETURN_IF_ERROR(CheckPhase(job, loaded));
+
+  absl::StatusOr<Inputs> inputs = ReadInputs(bundle);
+  RETURN_IF_ERROR(CheckPhase(job, inputs.status()));
+  const bool stream = has_prompt && job.is_root();
+  auto mine = RunReplica(job, bundle, *inputs, stream);
+  RETURN_IF_ERROR(CheckPhase(job, mine.status()));
+  ASSIGN_OR_RETURN(std::vector<json> lines,
+                   CollectResults(job, inputs->requests.size(), std::move(mine).value()));
+  if (!job.is_root()) return absl::OkStatus();
+  if (has_prompt) {
+    std::fputc('\n', stdout);
+    const json& r = lines[0];
+    std::fprintf(stderr, "[tessera] %d tokens, finish_reason=%s, %.1f ms to first token, %.1f ms\n",
+                 r["generated_tokens"].get<int>(), r["finish_reason"].get<std::string>().c_str(),
+                 r["timings"]["time_to_first_token_ms"].get<double>(),
+                 r["timings"]["total_ms"].get<double>());
+    return absl::OkStatus();
+  }
+  return WriteResults(*inputs, std::move(lines));
 }
 
 }  // namespace tessera

@@ -1,8 +1,11 @@
-// The `tessera` binary: `tessera <command> [--flags]`. The only place that parses flags and
-// turns a Status into an exit code.
+// The `tessera` binary: `tessera <command> [--flags]`, alone or as every rank of an mpirun /
+// srun --mpi=pmix job. The only place that initialises MPI, parses flags and turns a Status into
+// an exit code.
 #include <cstdio>
 #include <cstdlib>
+#include <algorithm>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -11,6 +14,12 @@
 #include "absl/strings/str_cat.h"
 #include "launcher/commands.h"
 #include "launcher/flags.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "launcher/job.h"
+#include "parallel/launch_env.h"
+#if defined(TESSERA_WITH_MPI)
+#include <mpi.h>
+#endif
 
 namespace {
 
@@ -20,11 +29,37 @@ constexpr char kUsage[] =
     "  generate  --model DIR (--prompt TEXT | --prompts FILE.jsonl) [--max-new-tokens N]\n"
     "            [--temperature T --top-k K --top-p P --seed S --stop a,b --output FILE]\n"
     "  bench     --model DIR [--prompt-tokens N --decode-tokens N --batch B]\n"
+    "layout (with mpirun -np tp*pp*dp or srun --mpi=pmix): --tp T --pp P --dp D\n"
     "Run `tessera <command> --help` for every flag.";
 
-int Fail(const std::string& message) {
-  std::fprintf(stderr, "tessera: error: %s\n", message.c_str());
+int Fail(const std::string& prefix, const std::string& message) {
+  std::fprintf(stderr, "%stessera: error: %s\n", prefix.c_str(), message.c_str());
   return 1;
+}
+
+int Run(const std::string& command, bool mpi) {
+  const tessera::WorldLayout requested = tessera::LayoutFromFlags();
+  auto job = tessera::StartJob(requested, mpi, absl::Seconds(absl::GetFlag(FLAGS_comm_timeout_s)));
+  if (!job.ok()) return Fail("", std::string(job.status().message()));
+  // Ranks sharing a machine share its cores; one spin-waiting thread too many per core makes
+  // every rank many times slower.
+  int threads = absl::GetFlag(FLAGS_threads);
+  if (threads <= 0) {
+    const tessera::LaunchEnv env = tessera::ReadLaunchEnv();
+    const int local = env.local_size > 0 ? env.local_size : job->layout().world_size();
+    threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / local);
+  }
+  tessera::CpuBackend::SetThreads(threads);
+  absl::Status status;
+  if (command == "generate") {
+    status = tessera::RunGenerate(*job);
+  } else {
+    status = tessera::RunBench(*job);
+  }
+  if (status.ok()) return 0;
+  if (tessera::IsReportedElsewhere(status)) return 1;
+  const std::string prefix = job->layout().world_size() > 1 ? job->layout().Prefix() : "";
+  return Fail(prefix, std::string(status.message()));
 }
 
 }  // namespace
@@ -33,9 +68,12 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(kUsage);
   if (argc < 2 || argv[1][0] == '-') {
     std::fprintf(stderr, "%s\n", kUsage);
-    return argc < 2 ? 2 : (std::string(argv[1]) == "--help" ? 0 : 2);
+    return argc >= 2 && std::string(argv[1]) == "--help" ? 0 : 2;
   }
   const std::string command = argv[1];
+  if (command != "generate" && command != "bench") {
+    return Fail("", absl::StrCat("unknown command \"", command, "\"\n", kUsage));
+  }
   std::vector<std::string> args = {std::string(argv[0]) + " " + command};
   for (int i = 2; i < argc; ++i) args.push_back(argv[i]);
   args = tessera::NormalizeFlagNames(args);
@@ -43,19 +81,19 @@ int main(int argc, char** argv) {
   for (std::string& a : args) cargs.push_back(a.data());
   std::vector<char*> rest = absl::ParseCommandLine(static_cast<int>(cargs.size()), cargs.data());
   if (rest.size() > 1) {
-    return Fail(absl::StrCat("unexpected argument \"", rest[1], "\"; flags take the form --name=value"));
+    return Fail("", absl::StrCat("unexpected argument \"", rest[1],
+                                 "\"; flags take the form --name=value or --name value"));
   }
-  if (const int threads = absl::GetFlag(FLAGS_threads); threads > 0) {
-    setenv("OMP_NUM_THREADS", std::to_string(threads).c_str(), 1);
+  const bool mpi = tessera::WantMpi(tessera::LayoutFromFlags());
+#if defined(TESSERA_WITH_MPI)
+  if (mpi) {
+    int provided = 0;
+    MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
   }
-  absl::Status status;
-  if (command == "generate") {
-    status = tessera::RunGenerate();
-  } else if (command == "bench") {
-    status = tessera::RunBench();
-  } else {
-    return Fail(absl::StrCat("unknown command \"", command, "\"\n", kUsage));
-  }
-  if (!status.ok()) return Fail(std::string(status.message()));
-  return 0;
+#endif
+  const int code = Run(command, mpi);
+#if defined(TESSERA_WITH_MPI)
+  if (mpi) MPI_Finalize();
+#endif
+  return code;
 }

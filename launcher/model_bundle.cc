@@ -8,7 +8,8 @@
 namespace tessera {
 
 absl::StatusOr<ModelBundle> LoadModelBundle(const std::string& dir, const std::string& backend_name,
-                                            bool require_tokenizer) {
+                                            bool require_tokenizer,
+                                            const ModelParallelism& parallel) {
   if (dir.empty()) return absl::InvalidArgumentError("--model is required (a model directory)");
   if (!std::filesystem::is_directory(dir)) {
     return absl::NotFoundError(absl::StrCat("--model: ", dir, " is not a directory"));
@@ -24,7 +25,7 @@ absl::StatusOr<ModelBundle> LoadModelBundle(const std::string& dir, const std::s
   }
   ModelBundle b;
   ASSIGN_OR_RETURN(b.backend, MakeBackend(kind));
-  ASSIGN_OR_RETURN(b.model, LlamaModel::Load(dir, b.backend.get()));
+  ASSIGN_OR_RETURN(b.model, LlamaModel::Load(dir, b.backend.get(), parallel));
   const std::string sp_path = (std::filesystem::path(dir) / "tokenizer.model").string();
   if (std::filesystem::exists(sp_path)) {
     ASSIGN_OR_RETURN(b.tokenizer, Tokenizer::Load(sp_path));

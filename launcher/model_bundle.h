@@ -18,10 +18,11 @@ struct ModelBundle {
   std::unique_ptr<Tokenizer> tokenizer;  // null when the directory has no tokenizer.model
 };
 
-// Loads DIR with the backend named by `backend_name` ("cpu" or "cuda"). With
-// `require_tokenizer`, a missing DIR/tokenizer.model is an error.
+// Loads this rank's shard of DIR with the backend named by `backend_name` ("cpu" or "cuda").
+// With `require_tokenizer`, a missing DIR/tokenizer.model is an error.
 absl::StatusOr<ModelBundle> LoadModelBundle(const std::string& dir, const std::string& backend_name,
-                                            bool require_tokenizer);
+                                            bool require_tokenizer,
+                                            const ModelParallelism& parallel = {});
 
 }  // namespace tessera
 

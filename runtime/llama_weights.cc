@@ -104,6 +104,9 @@ absl::StatusOr<LlamaWeights> LoadLlamaWeights(Checkpoint& ckpt, const ModelConfi
                                         "intermediate_size, hidden_size"));
     ASSIGN_OR_RETURN(TensorView down, Get(ckpt, p + "mlp.down_proj.weight", {dim, ffn},
                                           "hidden_size, intermediate_size"));
+    for (const TensorView& t : {attn_norm, wq, wk, wv, wo, mlp_norm, gate, up, down}) {
+      w.stage_layer_bytes += t.bytes();
+    }
     l.attn_norm = rows(attn_norm, 0, dim);
     l.mlp_norm = rows(mlp_norm, 0, dim);
     l.wq = rows(wq, q0, q_len);

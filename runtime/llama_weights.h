@@ -42,6 +42,7 @@ struct LlamaWeights {
   TensorView lm_head;                // [vocab_rows, dim], last stage; the embedding when tied
   size_t bytes = 0;        // weight bytes this rank holds (a tied head counted once)
   size_t layer_bytes = 0;  // of which in decoder layers
+  size_t stage_layer_bytes = 0;  // whole (unsharded) decoder layers of this stage, for reports
   std::vector<Tensor> owned;  // copies of RowParallel column slices
 };
 

@@ -15,6 +15,10 @@ class CpuBackend final : public Backend {
  public:
   // Makes OpenBLAS single-threaded: the CPU ops parallelise with OpenMP themselves.
   CpuBackend();
+
+  // Threads the CPU ops of this process use (OpenMP's team size); n >= 1.
+  static void SetThreads(int n);
+  static int threads();
   BackendKind kind() const override { return BackendKind::kCpu; }
   absl::string_view name() const override { return "cpu"; }
   absl::Status Synchronize() override { return absl::OkStatus(); }

@@ -1,0 +1,90 @@
+#include "launcher/job.h"
+
+#include <functional>
+
+#include "absl/strings/cord.h"
+#include "absl/strings/str_cat.h"
+#include "kernels/status_macros.h"
+#include "parallel/launch_env.h"
+#include "parallel/local_communicator.h"
+#if defined(TESSERA_WITH_MPI)
+#include "parallel/mpi_communicator.h"
+#endif
+
+namespace tessera {
+namespace {
+
+constexpr char kReportedElsewhere[] = "tessera/reported-elsewhere";
+
+}  // namespace
+
+bool WantMpi(const WorldLayout& requested) {
+#if defined(TESSERA_WITH_MPI)
+  const LaunchEnv env = ReadLaunchEnv();
+  return requested.world_size() > 1 || (!env.single_process() && env.world_size != 1);
+#else
+  (void)requested;
+  return false;
+#endif
+}
+
+absl::StatusOr<Job> StartJob(const WorldLayout& requested, bool mpi, absl::Duration timeout) {
+  Job job;
+  job.mpi = mpi;
+  std::unique_ptr<Communicator> world;
+#if defined(TESSERA_WITH_MPI)
+  if (mpi) {
+    world = MpiCommunicator::World(timeout);
+    RETURN_IF_ERROR(CheckLaunchEnv(ReadLaunchEnv(), world->rank(), world->size()));
+  }
+#endif
+  if (world == nullptr) {
+    if (requested.world_size() > 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the layout tp=", requested.tp, " x pp=", requested.pp, " x dp=", requested.dp, " needs ",
+          requested.world_size(), " ranks; launch with mpirun -np ", requested.world_size(),
+          " (or srun --mpi=pmix -n ", requested.world_size(), ")"));
+    }
+    world = std::move(LocalCommunicator::Create(1, timeout)[0]);
+  }
+  ASSIGN_OR_RETURN(job.groups, MakeProcessGroups(std::move(world), requested));
+  return job;
+}
+
+Outcome AgreeOnOutcome(Job& job, const absl::Status& local) {
+  Communicator& world = *job.groups.world;
+  if (world.size() == 1) return {local, !local.ok()};
+  // Each rank contributes (failed, hash of its message); the ranks then agree without another
+  // round on who prints what.
+  const int32_t hash = local.ok() ? 0 : static_cast<int32_t>(std::hash<std::string>()(std::string(local.message())) & 0x7fffffff);
+  int32_t mine[2] = {local.ok() ? 0 : 1, hash};
+  std::vector<int32_t> all(2 * world.size());
+  const absl::Status gathered = world.AllGather(TensorView::Of(mine, DType::kI32, {2}),
+                                                TensorView::Of(all.data(), DType::kI32,
+                                                               {static_cast<int64_t>(all.size())}));
+  if (!gathered.ok()) return {local.ok() ? gathered : local, true};
+  int first_failed = -1;
+  bool duplicate = false;
+  for (int r = 0; r < world.size(); ++r) {
+    if (all[2 * r] == 0) continue;
+    if (first_failed < 0) first_failed = r;
+    if (r < world.rank() && all[2 * r + 1] == hash) duplicate = true;
+  }
+  if (first_failed < 0) return {absl::OkStatus(), false};
+  if (!local.ok()) return {local, !duplicate};
+  return {absl::AbortedError(absl::StrCat("rank ", first_failed, " failed")), false};
+}
+
+absl::Status CheckPhase(Job& job, const absl::Status& local) {
+  Outcome outcome = AgreeOnOutcome(job, local);
+  if (!outcome.status.ok() && !outcome.print) {
+    outcome.status.SetPayload(kReportedElsewhere, absl::Cord("1"));
+  }
+  return outcome.status;
+}
+
+bool IsReportedElsewhere(const absl::Status& status) {
+  return status.GetPayload(kReportedElsewhere).has_value();
+}
+
+}  // namespace tessera
