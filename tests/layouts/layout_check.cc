@@ -1,0 +1,97 @@
+#include "tests/layouts/layout_check.h"
+
+#include "absl/strings/str_cat.h"
+#include "kernels/backend.h"
+#include "kernels/status_macros.h"
+#include "runtime/generator.h"
+#include "runtime/llama_model.h"
+#include "runtime/vocab_parallel.h"
+#include "tests/test_util.h"
+
+namespace tessera::testing {
+namespace {
+
+constexpr int kPrompts = 3;
+
+std::vector<int32_t> ReadIds(const SafetensorsFile& golden, const std::string& name) {
+  const TensorEntry& t = golden.tensors().at(name);
+  const int32_t* p = reinterpret_cast<const int32_t*>(t.data);
+  return std::vector<int32_t>(p, p + t.shape[0]);
+}
+
+ForwardBatch AllPositions(const std::vector<int32_t>& ids) {
+  ForwardBatch b;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    b.tokens.push_back(ids[i]);
+    b.positions.push_back(static_cast<int32_t>(i));
+    b.slots.push_back(0);
+    b.logit_rows.push_back(static_cast<int32_t>(i));
+  }
+  return b;
+}
+
+// Full logits of every prompt (gathered over tp; last stage only) and greedy tokens.
+struct Observed {
+  std::vector<std::vector<float>> logits;
+  std::vector<std::vector<int32_t>> tokens;
+};
+
+absl::StatusOr<Observed> Observe(const std::string& dir, const ModelParallelism& par,
+                                 const std::vector<std::vector<int32_t>>& prompts) {
+  ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, MakeBackend(BackendKind::kCpu));
+  ASSIGN_OR_RETURN(auto model, LlamaModel::Load(dir, backend.get(), par));
+  Observed out;
+  for (const auto& ids : prompts) {
+    auto cache = model->MakeCache(1, static_cast<int64_t>(ids.size()));
+    Tensor local, full;
+    RETURN_IF_ERROR(model->Forward(AllPositions(ids), *cache, &local));
+    if (model->plan().last_stage()) {
+      RETURN_IF_ERROR(GatherLogits(par.tp, model->plan(), model->config().vocab_size, local, &full));
+      out.logits.emplace_back(full.data<float>(), full.data<float>() + full.numel());
+    }
+  }
+  std::vector<GenerationRequest> requests;
+  for (const auto& ids : prompts) {
+    GenerationRequest r;
+    r.prompt_ids = ids;
+    r.max_new_tokens = 32;
+    r.ignore_eos = true;
+    requests.push_back(r);
+  }
+  Generator generator(model.get(), nullptr, {.max_batch = 3, .micro_batches = 2});
+  ASSIGN_OR_RETURN(auto results, generator.Generate(requests));
+  for (const auto& r : results) out.tokens.push_back(r.token_ids);
+  return out;
+}
+
+}  // namespace
+
+absl::Status CheckLayout(const std::string& dir, ProcessGroups& groups) {
+  const WorldLayout& layout = groups.layout;
+  const std::string me = layout.Prefix();
+  ASSIGN_OR_RETURN(auto golden, SafetensorsFile::Open(dir + "/golden.safetensors"));
+  std::vector<std::vector<int32_t>> prompts, greedy;
+  for (int p = 0; p < kPrompts; ++p) {
+    prompts.push_back(ReadIds(*golden, absl::StrCat("prompt", p, ".input_ids")));
+    greedy.push_back(ReadIds(*golden, absl::StrCat("prompt", p, ".greedy")));
+  }
+  ModelParallelism par{layout, groups.tp.get(), groups.pp.get()};
+  ASSIGN_OR_RETURN(Observed got, Observe(dir, par, prompts));
+  // The single-rank reference, computed by this rank alone (the fixtures are tiny).
+  ASSIGN_OR_RETURN(Observed want, Observe(dir, ModelParallelism{}, prompts));
+  for (int p = 0; p < kPrompts; ++p) {
+    if (got.tokens[p] != greedy[p]) {
+      return absl::InternalError(absl::StrCat(me, dir, " prompt ", p,
+                                              ": greedy tokens differ from transformers'"));
+    }
+    if (!layout.last_stage()) continue;
+    const double err = RelativeError(got.logits[p].data(), want.logits[p].data(), want.logits[p].size());
+    if (!(err < 1e-5)) {
+      return absl::InternalError(absl::StrCat(me, dir, " prompt ", p, ": logits differ from the ",
+                                              "single-rank run by ", err, " (relative)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace tessera::testing
