@@ -2,6 +2,8 @@
 // srun --mpi=pmix job. The only place that initialises MPI, parses flags and turns a Status into
 // an exit code.
 #include <cstdio>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <algorithm>
 #include <string>
@@ -62,9 +64,21 @@ int Run(const std::string& command, bool mpi) {
   return Fail(prefix, std::string(status.message()));
 }
 
+// libgomp reads its spin-wait settings once, when it loads, so they can only be chosen by
+// setting the environment and starting the program again. Its default (spin ~300k iterations at
+// every barrier) makes a rank many times slower as soon as another process takes a core; a short
+// spin keeps barriers fast on an idle machine and yields the core quickly on a busy one. A user's
+// own OMP_WAIT_POLICY or GOMP_SPINCOUNT is left alone.
+void ChooseOpenMpSpinning(char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY") != nullptr || std::getenv("GOMP_SPINCOUNT") != nullptr) return;
+  setenv("GOMP_SPINCOUNT", "10000", 1);
+  execv("/proc/self/exe", argv);  // returns only on failure: run on with the defaults
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  ChooseOpenMpSpinning(argv);
   absl::SetProgramUsageMessage(kUsage);
   if (argc < 2 || argv[1][0] == '-') {
     std::fprintf(stderr, "%s\n", kUsage);
