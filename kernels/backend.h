@@ -30,8 +30,18 @@ class Backend {
 
   virtual BackendKind kind() const = 0;
   virtual absl::string_view name() const = 0;
+  // Where Allocate()d memory lives; TensorViews passed to ops must be there.
+  virtual Device device() const = 0;
   // Waits for all enqueued ops; reports the first asynchronous error.
   virtual absl::Status Synchronize() = 0;
+
+  // Memory on the backend's device, zero-filled; ResourceExhausted (saying how much was asked
+  // and how much is free) when it cannot be had. Free(nullptr) is a no-op.
+  virtual absl::StatusOr<void*> Allocate(size_t bytes) = 0;
+  virtual void Free(void* pointer) = 0;
+  // Synchronous copies between host memory and the device (plain memcpy on the CPU).
+  virtual absl::Status CopyToDevice(void* device_dst, const void* host_src, size_t bytes) = 0;
+  virtual absl::Status CopyToHost(void* host_dst, const void* device_src, size_t bytes) = 0;
 
   absl::Status Embedding(const EmbeddingArgs& a) { return Run(a, &Backend::DoEmbedding); }
   absl::Status RmsNorm(const RmsNormArgs& a) { return Run(a, &Backend::DoRmsNorm); }

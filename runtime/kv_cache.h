@@ -6,7 +6,10 @@
 #ifndef TESSERA_RUNTIME_KV_CACHE_H_
 #define TESSERA_RUNTIME_KV_CACHE_H_
 
+#include <memory>
 #include <vector>
+
+#include "absl/status/statusor.h"
 
 #include "runtime/model_config.h"
 #include "runtime/tensor.h"
@@ -15,10 +18,13 @@ namespace tessera {
 
 class KvCache {
  public:
-  // All layers and KV heads of the model (a single rank).
+  // All layers and KV heads of the model (a single rank), in host memory.
   KvCache(const ModelConfig& config, int64_t n_slots, int64_t max_seq);
-  // The layers and KV heads one rank holds; layer() indices are then local to the stage.
-  KvCache(int64_t layers, int64_t kv_heads, int64_t head_dim, int64_t n_slots, int64_t max_seq);
+  // The layers and KV heads one rank holds, in `backend`'s memory; layer() indices are then
+  // local to the stage. ResourceExhausted when the memory cannot be had.
+  static absl::StatusOr<std::unique_ptr<KvCache>> Create(Backend* backend, int64_t layers,
+                                                         int64_t kv_heads, int64_t head_dim,
+                                                         int64_t n_slots, int64_t max_seq);
 
   TensorView k(int64_t layer) const { return k_[layer].view(); }
   TensorView v(int64_t layer) const { return v_[layer].view(); }
@@ -30,6 +36,8 @@ class KvCache {
   static size_t BytesPerToken(const ModelConfig& config);
 
  private:
+  KvCache(int64_t n_slots, int64_t max_seq) : n_slots_(n_slots), max_seq_(max_seq) {}
+
   int64_t n_slots_, max_seq_;
   std::vector<Tensor> k_, v_;
 };

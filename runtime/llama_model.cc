@@ -8,13 +8,6 @@
 #include "runtime/rope_frequencies.h"
 
 namespace tessera {
-namespace {
-
-TensorView I32View(const std::vector<int32_t>& v) {
-  return TensorView::Of(v.data(), DType::kI32, {static_cast<int64_t>(v.size())});
-}
-
-}  // namespace
 
 absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& model_dir,
                                                              Backend* backend,
@@ -32,15 +25,61 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
   }
   ASSIGN_OR_RETURN(m->checkpoint_, Checkpoint::Open(model_dir));
   ASSIGN_OR_RETURN(m->weights_, LoadLlamaWeights(*m->checkpoint_, m->config_, m->plan_));
+  if (backend->device() != Device::kCpu) RETURN_IF_ERROR(m->UploadWeights());
+  for (Tensor* t : {&m->x_, &m->h_, &m->q_, &m->k_, &m->v_, &m->attn_, &m->gate_, &m->up_,
+                    &m->selected_, &m->partial_, &m->head_, &m->inv_freq_}) {
+    *t = Tensor(backend, DType::kF32);
+  }
+  for (Tensor* t : {&m->tokens_, &m->positions_, &m->slots_, &m->rows_}) {
+    *t = Tensor(backend, DType::kI32);
+  }
   RopeFrequencies rope = ComputeRopeFrequencies(m->config_, /*seq_len=*/0);
-  m->inv_freq_ = std::move(rope.inv_freq);
+  RETURN_IF_ERROR(m->Upload(rope.inv_freq, &m->inv_freq_));
   m->attention_scaling_ = rope.attention_scaling;
   return m;
 }
 
-std::unique_ptr<KvCache> LlamaModel::MakeCache(int64_t n_slots, int64_t max_seq) const {
-  return std::make_unique<KvCache>(plan_.layers(), plan_.kv_heads, config_.head_dim, n_slots,
-                                   max_seq);
+// Device backends get a copy of every weight slice; the CPU backend computes straight from the
+// memory-mapped checkpoint.
+absl::Status LlamaModel::UploadWeights() {
+  auto upload = [&](TensorView* w) -> absl::Status {
+    if (w->empty()) return absl::OkStatus();
+    device_weights_.emplace_back(backend_, w->dtype);
+    Tensor& t = device_weights_.back();
+    std::vector<int64_t> dims(w->shape.begin(), w->shape.begin() + w->rank);
+    RETURN_IF_ERROR(t.Resize(dims));
+    RETURN_IF_ERROR(backend_->CopyToDevice(t.view().data, w->data, w->bytes()));
+    *w = t.view();
+    return absl::OkStatus();
+  };
+  const bool tied = weights_.lm_head.data == weights_.embed.data;
+  RETURN_IF_ERROR(upload(&weights_.embed));
+  for (LayerWeights& l : weights_.layers) {
+    for (TensorView* w : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.mlp_norm, &l.w_gate,
+                          &l.w_up, &l.w_down}) {
+      RETURN_IF_ERROR(upload(w));
+    }
+  }
+  RETURN_IF_ERROR(upload(&weights_.final_norm));
+  if (tied) {
+    weights_.lm_head = weights_.embed;
+  } else {
+    RETURN_IF_ERROR(upload(&weights_.lm_head));
+  }
+  weights_.owned.clear();  // host copies of RowParallel slices are no longer needed
+  return absl::OkStatus();
+}
+
+template <typename T>
+absl::Status LlamaModel::Upload(const std::vector<T>& host, Tensor* device) {
+  RETURN_IF_ERROR(device->Resize({static_cast<int64_t>(host.size())}));
+  return backend_->CopyToDevice(device->view().data, host.data(), host.size() * sizeof(T));
+}
+
+absl::StatusOr<std::unique_ptr<KvCache>> LlamaModel::MakeCache(int64_t n_slots,
+                                                               int64_t max_seq) const {
+  return KvCache::Create(backend_, plan_.layers(), plan_.kv_heads, config_.head_dim, n_slots,
+                         max_seq);
 }
 
 absl::Status LlamaModel::CheckBatch(const ForwardBatch& b, const KvCache& cache) const {
@@ -72,23 +111,23 @@ absl::Status LlamaModel::CheckBatch(const ForwardBatch& b, const KvCache& cache)
 
 // Rotary embedding of q and k. With dynamic NTK scaling the frequencies depend on each
 // sequence's length, so runs of tokens of one slot are rotated with their own frequencies.
-absl::Status LlamaModel::ApplyRope(const ForwardBatch& b, TensorView positions, TensorView q,
-                                   TensorView k) {
-  const int64_t n = static_cast<int64_t>(b.tokens.size());
+absl::Status LlamaModel::ApplyRope(const ForwardBatch& b, TensorView q, TensorView k) {
+  const TensorView positions = positions_.view();
   if (!RopeDependsOnLength(config_)) {
-    TensorView inv = TensorView::Of(inv_freq_.data(), DType::kF32, {config_.head_dim / 2});
-    RETURN_IF_ERROR(backend_->Rope({q, positions, inv, attention_scaling_}));
-    return backend_->Rope({k, positions, inv, attention_scaling_});
+    RETURN_IF_ERROR(backend_->Rope({q, positions, inv_freq_.view(), attention_scaling_}));
+    return backend_->Rope({k, positions, inv_freq_.view(), attention_scaling_});
   }
+  const int64_t n = static_cast<int64_t>(b.tokens.size());
   for (int64_t begin = 0; begin < n;) {
     int64_t end = begin;
     int32_t max_pos = 0;
     while (end < n && b.slots[end] == b.slots[begin]) max_pos = std::max(max_pos, b.positions[end++]);
     RopeFrequencies rope = ComputeRopeFrequencies(config_, max_pos + 1);
-    TensorView inv = TensorView::Of(rope.inv_freq.data(), DType::kF32, {config_.head_dim / 2});
-    TensorView pos = positions.Rows(begin, end);
-    RETURN_IF_ERROR(backend_->Rope({q.Rows(begin, end), pos, inv, rope.attention_scaling}));
-    RETURN_IF_ERROR(backend_->Rope({k.Rows(begin, end), pos, inv, rope.attention_scaling}));
+    RETURN_IF_ERROR(backend_->Synchronize());  // the previous run may still read inv_freq_
+    RETURN_IF_ERROR(Upload(rope.inv_freq, &inv_freq_));
+    const TensorView pos = positions.Rows(begin, end);
+    RETURN_IF_ERROR(backend_->Rope({q.Rows(begin, end), pos, inv_freq_.view(), rope.attention_scaling}));
+    RETURN_IF_ERROR(backend_->Rope({k.Rows(begin, end), pos, inv_freq_.view(), rope.attention_scaling}));
     begin = end;
   }
   return absl::OkStatus();
@@ -97,11 +136,11 @@ absl::Status LlamaModel::ApplyRope(const ForwardBatch& b, TensorView positions, 
 // One decoder layer, as transformers' LlamaDecoderLayer:
 //   x += o_proj(attention(rope(q_proj(norm(x))), rope(k_proj(..)), v_proj(..)))
 //   x += down_proj(silu(gate_proj(norm(x))) * up_proj(norm(x)))
-absl::Status LlamaModel::Layer(const LayerWeights& w, int64_t layer, TensorView positions,
-                               TensorView slots, KvCache& cache) {
+absl::Status LlamaModel::Layer(const LayerWeights& w, int64_t layer, KvCache& cache) {
   const ModelConfig& c = config_;
   const int64_t n = x_.dim(0);
   const float eps = static_cast<float>(c.rms_norm_eps);
+  const TensorView positions = positions_.view(), slots = slots_.view();
   Backend& be = *backend_;
 
   RETURN_IF_ERROR(be.RmsNorm({x_.view(), w.attn_norm, h_.view(), eps}));
@@ -111,7 +150,7 @@ absl::Status LlamaModel::Layer(const LayerWeights& w, int64_t layer, TensorView 
   TensorView q = q_.view().Reshaped({n, plan_.heads, c.head_dim});
   TensorView k = k_.view().Reshaped({n, plan_.kv_heads, c.head_dim});
   TensorView v = v_.view().Reshaped({n, plan_.kv_heads, c.head_dim});
-  RETURN_IF_ERROR(ApplyRope(*batch_, positions, q, k));
+  RETURN_IF_ERROR(ApplyRope(*batch_, q, k));
   RETURN_IF_ERROR(be.KvWrite({k, v, cache.k(layer), cache.v(layer), slots, positions}));
   TensorView attn = attn_.view().Reshaped({n, plan_.heads, c.head_dim});
   AttentionArgs aa{q, cache.k(layer), cache.v(layer), slots, positions, attn};
@@ -128,7 +167,7 @@ absl::Status LlamaModel::Layer(const LayerWeights& w, int64_t layer, TensorView 
 
 absl::Status LlamaModel::RowParallelResidual(TensorView x, TensorView w) {
   if (plan_.tp_size == 1) return backend_->Gemm({x, w, x_.view(), /*accumulate=*/true});
-  partial_.Resize({x.dim(0), w.dim(0)});
+  RETURN_IF_ERROR(partial_.Resize({x.dim(0), w.dim(0)}));
   RETURN_IF_ERROR(backend_->Gemm({x, w, partial_.view()}));
   RETURN_IF_ERROR(backend_->Synchronize());
   RETURN_IF_ERROR(parallel_.tp->AllReduce(partial_.view(), ReduceOp::kSum));
@@ -136,24 +175,22 @@ absl::Status LlamaModel::RowParallelResidual(TensorView x, TensorView w) {
 }
 
 // Final norm and this rank's vocabulary shard of the LM head, on the requested rows only (the
-// gather of rows is an embedding lookup into the residual stream).
+// gather of rows is an embedding lookup into the residual stream); the result goes to the host.
 absl::Status LlamaModel::LmHead(const ForwardBatch& batch, Tensor* logits) {
   const int64_t rows = static_cast<int64_t>(batch.logit_rows.size());
-  selected_.Resize({rows, config_.hidden_size});
-  RETURN_IF_ERROR(backend_->Embedding({I32View(batch.logit_rows), x_.view(), selected_.view()}));
+  RETURN_IF_ERROR(selected_.Resize({rows, config_.hidden_size}));
+  RETURN_IF_ERROR(backend_->Embedding({rows_.view(), x_.view(), selected_.view()}));
   RETURN_IF_ERROR(backend_->RmsNorm({selected_.view(), weights_.final_norm, selected_.view(),
                                      static_cast<float>(config_.rms_norm_eps)}));
-  logits->Resize({rows, plan_.vocab_shard});
-  if (plan_.vocab_rows == plan_.vocab_shard) {
-    return backend_->Gemm({selected_.view(), weights_.lm_head, logits->view()});
-  }
-  // The last shard of a vocabulary that does not divide by tp: pad with -inf.
-  head_.Resize({rows, plan_.vocab_rows});
+  RETURN_IF_ERROR(head_.Resize({rows, plan_.vocab_rows}));
   RETURN_IF_ERROR(backend_->Gemm({selected_.view(), weights_.lm_head, head_.view()}));
   RETURN_IF_ERROR(backend_->Synchronize());
+  // The last shard of a vocabulary that does not divide by tp is padded with -inf.
+  RETURN_IF_ERROR(logits->Resize({rows, plan_.vocab_shard}));
   for (int64_t r = 0; r < rows; ++r) {
     float* dst = logits->data<float>() + r * plan_.vocab_shard;
-    std::copy_n(head_.data<float>() + r * plan_.vocab_rows, plan_.vocab_rows, dst);
+    RETURN_IF_ERROR(backend_->CopyToHost(dst, head_.data<float>() + r * plan_.vocab_rows,
+                                         plan_.vocab_rows * sizeof(float)));
     std::fill(dst + plan_.vocab_rows, dst + plan_.vocab_shard, -INFINITY);
   }
   return absl::OkStatus();
@@ -163,20 +200,23 @@ absl::Status LlamaModel::Forward(const ForwardBatch& batch, KvCache& cache, Tens
   RETURN_IF_ERROR(CheckBatch(batch, cache));
   const ModelConfig& c = config_;
   const int64_t n = static_cast<int64_t>(batch.tokens.size());
-  x_.Resize({n, c.hidden_size});
-  h_.Resize({n, c.hidden_size});
-  q_.Resize({n, plan_.heads * c.head_dim});
-  k_.Resize({n, plan_.kv_heads * c.head_dim});
-  v_.Resize({n, plan_.kv_heads * c.head_dim});
-  attn_.Resize({n, plan_.heads * c.head_dim});
-  gate_.Resize({n, plan_.ffn});
-  up_.Resize({n, plan_.ffn});
+  RETURN_IF_ERROR(x_.Resize({n, c.hidden_size}));
+  RETURN_IF_ERROR(h_.Resize({n, c.hidden_size}));
+  RETURN_IF_ERROR(q_.Resize({n, plan_.heads * c.head_dim}));
+  RETURN_IF_ERROR(k_.Resize({n, plan_.kv_heads * c.head_dim}));
+  RETURN_IF_ERROR(v_.Resize({n, plan_.kv_heads * c.head_dim}));
+  RETURN_IF_ERROR(attn_.Resize({n, plan_.heads * c.head_dim}));
+  RETURN_IF_ERROR(gate_.Resize({n, plan_.ffn}));
+  RETURN_IF_ERROR(up_.Resize({n, plan_.ffn}));
+  RETURN_IF_ERROR(Upload(batch.tokens, &tokens_));
+  RETURN_IF_ERROR(Upload(batch.positions, &positions_));
+  RETURN_IF_ERROR(Upload(batch.slots, &slots_));
+  RETURN_IF_ERROR(Upload(batch.logit_rows, &rows_));
   batch_ = &batch;
 
   const StageHeader header{static_cast<int32_t>(n), 0, batch.step, batch.micro_batch};
   if (plan_.first_stage()) {
-    RETURN_IF_ERROR(backend_->Embedding(
-        {I32View(batch.tokens), weights_.embed, x_.view(), plan_.vocab_begin}));
+    RETURN_IF_ERROR(backend_->Embedding({tokens_.view(), weights_.embed, x_.view(), plan_.vocab_begin}));
     if (plan_.tp_size > 1) {  // each rank embedded the ids of its vocabulary shard
       RETURN_IF_ERROR(backend_->Synchronize());
       RETURN_IF_ERROR(parallel_.tp->AllReduce(x_.view(), ReduceOp::kSum));
@@ -184,9 +224,8 @@ absl::Status LlamaModel::Forward(const ForwardBatch& batch, KvCache& cache, Tens
   } else {
     RETURN_IF_ERROR(StageChannel(parallel_.pp).RecvPrevious(header, x_.view()).status());
   }
-  const TensorView positions = I32View(batch.positions), slots = I32View(batch.slots);
   for (int64_t l = 0; l < plan_.layers(); ++l) {
-    RETURN_IF_ERROR(Layer(weights_.layers[l], l, positions, slots, cache));
+    RETURN_IF_ERROR(Layer(weights_.layers[l], l, cache));
   }
   if (!plan_.last_stage()) {
     RETURN_IF_ERROR(backend_->Synchronize());

@@ -70,22 +70,24 @@ class LlamaModel {
   const LlamaWeights& weights() const { return weights_; }
   size_t weight_bytes() const { return weights_.bytes; }
 
-  // A KV cache for this rank's layers and KV heads.
-  std::unique_ptr<KvCache> MakeCache(int64_t n_slots, int64_t max_seq) const;
+  // A KV cache for this rank's layers and KV heads, in the backend's memory.
+  absl::StatusOr<std::unique_ptr<KvCache>> MakeCache(int64_t n_slots, int64_t max_seq) const;
 
   // Runs the batch through this stage's layers, appending its K/V to `cache`. On the last stage,
   // writes the logits of batch.logit_rows for this rank's vocabulary shard into `logits` as F32
-  // [logit_rows.size(), plan().vocab_shard] (columns past the vocabulary are -inf); other stages
+  // [logit_rows.size(), plan().vocab_shard] in host memory (columns past the vocabulary are
+  // -inf); other stages
   // leave `logits` untouched. With one rank the shard is the whole vocabulary.
   absl::Status Forward(const ForwardBatch& batch, KvCache& cache, Tensor* logits);
 
  private:
   LlamaModel() = default;
   absl::Status CheckBatch(const ForwardBatch& batch, const KvCache& cache) const;
-  absl::Status ApplyRope(const ForwardBatch& batch, TensorView positions, TensorView q,
-                         TensorView k);
-  absl::Status Layer(const LayerWeights& w, int64_t layer, TensorView positions, TensorView slots,
-                     KvCache& cache);
+  absl::Status UploadWeights();
+  template <typename T>
+  absl::Status Upload(const std::vector<T>& host, Tensor* device);
+  absl::Status ApplyRope(const ForwardBatch& batch, TensorView q, TensorView k);
+  absl::Status Layer(const LayerWeights& w, int64_t layer, KvCache& cache);
   // out = x * w^T summed over the tensor-parallel group (RowParallel), then added to the residual.
   absl::Status RowParallelResidual(TensorView x, TensorView w);
   absl::Status LmHead(const ForwardBatch& batch, Tensor* logits);
@@ -96,11 +98,14 @@ class LlamaModel {
   std::unique_ptr<Checkpoint> checkpoint_;
   LlamaWeights weights_;
   Backend* backend_ = nullptr;
-  std::vector<float> inv_freq_;  // fixed-length rope frequencies (non-dynamic scaling)
+  std::vector<Tensor> device_weights_;  // weight copies on a device backend
   float attention_scaling_ = 1.0f;
   const ForwardBatch* batch_ = nullptr;  // the batch of the Forward call in progress
-  // Scratch, resized per call: residual x, normed h, q/k/v, attention output, MLP gate/up.
-  Tensor x_, h_, q_, k_, v_, attn_, gate_, up_, selected_, partial_, head_;
+  // Backend memory, resized per call: residual x, normed h, q/k/v, attention output, MLP
+  // gate/up, the rows for the LM head, a RowParallel partial sum, the LM head output, the rotary
+  // frequencies, and the batch's token ids, positions, slots and logit rows.
+  Tensor x_, h_, q_, k_, v_, attn_, gate_, up_, selected_, partial_, head_, inv_freq_;
+  Tensor tokens_, positions_, slots_, rows_;
 };
 
 }  // namespace tessera

@@ -4,13 +4,14 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cpu/cpu_backend.h"
 #include "kernels/status_macros.h"
 
 namespace tessera {
 
-absl::StatusOr<std::vector<int32_t>> VocabParallelArgMax(Backend& backend, Communicator* tp,
-                                                         const ShardPlan& plan,
+absl::StatusOr<std::vector<int32_t>> VocabParallelArgMax(Communicator* tp, const ShardPlan& plan,
                                                          const Tensor& local) {
+  CpuBackend backend;  // the logits are in host memory
   const int64_t rows = local.dim(0);
   // (value, index) pairs as two F32 words per row; ids below 2^24 are exact in F32.
   Tensor values(DType::kF32, {rows}), indices(DType::kI32, {rows});
@@ -36,8 +37,9 @@ absl::StatusOr<std::vector<int32_t>> VocabParallelArgMax(Backend& backend, Commu
 }
 
 absl::StatusOr<std::vector<TokenLogProb>> VocabParallelLogProbs(
-    Backend& backend, Communicator* tp, const ShardPlan& plan, const Tensor& local,
+    Communicator* tp, const ShardPlan& plan, const Tensor& local,
     const std::vector<int32_t>& targets) {
+  CpuBackend backend;  // the logits are in host memory
   const int64_t rows = local.dim(0), width = local.dim(1);
   if (static_cast<int64_t>(targets.size()) != rows) {
     return absl::InvalidArgumentError("VocabParallelLogProbs: one target per row");
@@ -58,7 +60,7 @@ absl::StatusOr<std::vector<TokenLogProb>> VocabParallelLogProbs(
         (local_id >= 0 && local_id < plan.vocab_rows) ? local.data<float>()[r * width + local_id] : 0.0f;
   }
   if (tp != nullptr) RETURN_IF_ERROR(tp->AllReduce(packed.view(), ReduceOp::kSum));
-  ASSIGN_OR_RETURN(std::vector<int32_t> argmax, VocabParallelArgMax(backend, tp, plan, local));
+  ASSIGN_OR_RETURN(std::vector<int32_t> argmax, VocabParallelArgMax(tp, plan, local));
   std::vector<TokenLogProb> out(rows);
   for (int64_t r = 0; r < rows; ++r) {
     out[r].logprob = packed.data<float>()[2 * r + 1] - global_max.data<float>()[r] -
@@ -71,7 +73,7 @@ absl::StatusOr<std::vector<TokenLogProb>> VocabParallelLogProbs(
 absl::Status GatherLogits(Communicator* tp, const ShardPlan& plan, int64_t vocab_size,
                           const Tensor& local, Tensor* full) {
   const int64_t rows = local.dim(0), shard = local.dim(1);
-  full->Resize({rows, vocab_size});
+  RETURN_IF_ERROR(full->Resize({rows, vocab_size}));
   if (tp == nullptr || tp->size() == 1) {
     for (int64_t r = 0; r < rows; ++r) {
       std::memcpy(full->data<float>() + r * vocab_size, local.data<float>() + r * shard,

@@ -1,5 +1,6 @@
 // Reductions over vocabulary-parallel logits: each tensor-parallel rank holds logits for its
-// vocabulary shard ([rows, vocab_shard], padding columns at -inf). Greedy decoding and
+// vocabulary shard ([rows, vocab_shard] in host memory, as LlamaModel::Forward returns them;
+// padding columns at -inf). Greedy decoding and
 // log-probabilities exchange a few numbers per row instead of the full logits; sampling with a
 // temperature gathers them. Every rank of the group gets identical results.
 #ifndef TESSERA_RUNTIME_VOCAB_PARALLEL_H_
@@ -8,7 +9,6 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "kernels/backend.h"
 #include "parallel/communicator.h"
 #include "runtime/shard_plan.h"
 #include "runtime/tensor.h"
@@ -17,8 +17,7 @@ namespace tessera {
 
 // Per row: the global argmax (lowest vocabulary id on ties, as torch.argmax).
 // `tp` may be null for a single rank.
-absl::StatusOr<std::vector<int32_t>> VocabParallelArgMax(Backend& backend, Communicator* tp,
-                                                         const ShardPlan& plan,
+absl::StatusOr<std::vector<int32_t>> VocabParallelArgMax(Communicator* tp, const ShardPlan& plan,
                                                          const Tensor& local_logits);
 
 // Per row: log-softmax over the whole vocabulary of the logit at `targets[row]`, and whether
@@ -28,7 +27,7 @@ struct TokenLogProb {
   bool is_greedy = false;
 };
 absl::StatusOr<std::vector<TokenLogProb>> VocabParallelLogProbs(
-    Backend& backend, Communicator* tp, const ShardPlan& plan, const Tensor& local_logits,
+    Communicator* tp, const ShardPlan& plan, const Tensor& local_logits,
     const std::vector<int32_t>& targets);
 
 // The full [rows, vocab_size] logits on every rank.

@@ -21,7 +21,12 @@ class CpuBackend final : public Backend {
   static int threads();
   BackendKind kind() const override { return BackendKind::kCpu; }
   absl::string_view name() const override { return "cpu"; }
+  Device device() const override { return Device::kCpu; }
   absl::Status Synchronize() override { return absl::OkStatus(); }
+  absl::StatusOr<void*> Allocate(size_t bytes) override;
+  void Free(void* pointer) override;
+  absl::Status CopyToDevice(void* device_dst, const void* host_src, size_t bytes) override;
+  absl::Status CopyToHost(void* host_dst, const void* device_src, size_t bytes) override;
 
  protected:
   absl::Status DoEmbedding(const EmbeddingArgs& a) override;

@@ -42,7 +42,7 @@ absl::StatusOr<Observed> Observe(const std::string& dir, const ModelParallelism&
   ASSIGN_OR_RETURN(auto model, LlamaModel::Load(dir, backend.get(), par));
   Observed out;
   for (const auto& ids : prompts) {
-    auto cache = model->MakeCache(1, static_cast<int64_t>(ids.size()));
+    ASSIGN_OR_RETURN(auto cache, model->MakeCache(1, static_cast<int64_t>(ids.size())));
     Tensor local, full;
     RETURN_IF_ERROR(model->Forward(AllPositions(ids), *cache, &local));
     if (model->plan().last_stage()) {
