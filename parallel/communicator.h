@@ -39,6 +39,8 @@ class Communicator {
   // buffer on every rank = buffer on `root`.
   virtual absl::Status Broadcast(TensorView buffer, int root) = 0;
   // Point to point; a Send is matched by the Recv with the same (source, tag) on `peer`, in order.
+  // A Send may wait until the receiver posts its Recv (MPI does for large messages), so ranks
+  // must not all send before receiving.
   virtual absl::Status Send(TensorView buffer, int peer, int tag) = 0;
   virtual absl::Status Recv(TensorView buffer, int peer, int tag) = 0;
   virtual absl::Status Barrier() = 0;

@@ -136,19 +136,19 @@ LaunchEnv ReadLaunchEnv(const std::function<const char*(const char*)>& getenv) {
     out.world_size = env.Int("PMI_SIZE");
     out.local_rank = env.Int("MPI_LOCALRANKID");
     out.local_size = env.Int("MPI_LOCALNRANKS");
-  } else if (env.Has("PMIX_RANK")) {
-    // PMIx exports no size variable; under `srun --mpi=pmix` Slurm's describe the step.
-    out.source = "PMIx";
-    out.rank = env.Int("PMIX_RANK");
-    out.world_size = SlurmSize(env);
-    if (env.Has("SLURM_LOCALID")) out.local_rank = env.Int("SLURM_LOCALID");
-    out.local_size = SlurmLocalSize(env);
   } else if (env.Has("SLURM_PROCID")) {
+    // Under `srun --mpi=pmix` PMIX_RANK equals SLURM_PROCID.
     out.source = "Slurm";
     out.rank = env.Int("SLURM_PROCID");
     out.world_size = SlurmSize(env);
     out.local_rank = env.Int("SLURM_LOCALID");
     out.local_size = SlurmLocalSize(env);
+    out.slurm_batch_step = !env.Has("SLURM_STEP_ID") && !env.Has("SLURM_STEPID");
+  } else if (env.Has("PMIX_RANK")) {
+    // A PMIx launcher other than Slurm (prterun), or an Open MPI singleton after MPI_Init.
+    // PMIx exports no size variable.
+    out.source = "PMIx";
+    out.rank = env.Int("PMIX_RANK");
   } else {
     return out;  // single process
   }
@@ -170,20 +170,26 @@ absl::Status CheckLaunchEnv(const LaunchEnv& env, int mpi_rank, int mpi_size) {
   std::string fix;
   if (mpi_size == 1 && env.world_size > 1) {
     // Every process is its own MPI world: the launcher did not wire up MPI.
-    if (env.source == "Slurm") {
+    if (env.source == "Slurm" && env.slurm_batch_step) {
       fix = absl::StrCat(
-          "each process started its own single-rank MPI world because Slurm launched it without "
-          "PMIx; start the ranks with `srun --mpi=pmix` (see `srun --mpi=list`), not plain "
-          "`srun` or the binary run directly in the batch script, or use `mpirun -np ",
+          "the binary was run directly by the batch script (Slurm's batch step is one process) "
+          "in a job of ",
+          env.world_size,
+          " tasks; start it inside the script with "
+          "`srun --mpi=pmix <binary> ...` so that Slurm starts every rank");
+    } else if (env.source == "Slurm") {
+      fix = absl::StrCat(
+          "srun started ", env.world_size,
+          " tasks but each has its own single-rank MPI world "
+          "because srun did not connect them through PMIx; start the ranks with "
+          "`srun --mpi=pmix` (see `srun --mpi=list`, or set MpiDefault=pmix in slurm.conf), or "
+          "use `mpirun -np ",
           env.world_size, "`");
-    } else if (env.source == "PMIx") {
-      fix = "each process started its own single-rank MPI world although PMIx is present; the "
-            "binary's MPI may lack PMIx support: use `srun --mpi=pmix` with an MPI built against "
-            "Slurm's PMIx, or start the job with this MPI's own mpirun";
     } else {
       fix = absl::StrCat(
           "each process started its own single-rank MPI world: the binary was likely started by "
-          "another MPI's launcher (", env.source,
+          "another MPI's launcher (",
+          env.source,
           ") than the MPI it is linked against; use the mpirun of the MPI Tessera was built with");
     }
   } else {

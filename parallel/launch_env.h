@@ -26,9 +26,12 @@ namespace tessera {
 struct LaunchEnv {
   // -1 where the environment does not say.
   int rank = -1, world_size = -1, local_rank = -1, local_size = -1;
-  // The launcher the values came from: "Open MPI", "MPICH/Hydra", "PMIx", "Slurm"; empty when
+  // The launcher the values came from: "Open MPI", "MPICH/Hydra", "Slurm", "PMIx"; empty when
   // no launcher variable is set (a single-process run).
   std::string source;
+  // Slurm's values describe the batch script itself (no job step: SLURM_PROCID without
+  // SLURM_STEP_ID), i.e. the binary was run directly by the script, not by srun.
+  bool slurm_batch_step = false;
   // The variables read, for messages: "SLURM_PROCID=3 SLURM_NTASKS=8 SLURM_LOCALID=3".
   std::string variables;
 
@@ -38,11 +41,13 @@ struct LaunchEnv {
 // Reads the launcher's variables through `getenv` (injectable for tests). When several
 // launchers' variables are present the most specific wins: Open MPI's mpirun
 // (OMPI_COMM_WORLD_*), then MPICH/Hydra (PMI_RANK, PMI_SIZE, MPI_LOCALRANKID, MPI_LOCALNRANKS),
-// then PMIx (PMIX_RANK; the size from Slurm), then Slurm (SLURM_PROCID, SLURM_NTASKS /
-// SLURM_STEP_NUM_TASKS, SLURM_LOCALID, and the local size from SLURM_STEP_TASKS_PER_NODE /
-// SLURM_TASKS_PER_NODE / SLURM_NTASKS_PER_NODE, which may read "4(x2),3" and are indexed by
-// SLURM_NODEID). mpirun inside a Slurm allocation therefore reports Open MPI, not the batch
-// step's SLURM_* values. Malformed numbers are treated as absent.
+// then Slurm (SLURM_PROCID, SLURM_STEP_NUM_TASKS / SLURM_NTASKS, SLURM_LOCALID, and the local
+// size from SLURM_STEP_TASKS_PER_NODE / SLURM_TASKS_PER_NODE / SLURM_NTASKS_PER_NODE, which may
+// read "4(x2),3" and are indexed by SLURM_NODEID), then bare PMIx (PMIX_RANK, no size).
+// mpirun inside a Slurm allocation therefore reports Open MPI, not the batch step's SLURM_*.
+// Slurm ranks PMIx: Open MPI's MPI_Init sets PMIX_RANK=0 in a singleton process, so after
+// MPI_Init a binary run directly in a batch script would otherwise read as PMIx rank 0 (seen
+// with Debian 12's Open MPI 4.1 and Slurm 22.05). Malformed numbers are treated as absent.
 LaunchEnv ReadLaunchEnv(const std::function<const char*(const char*)>& getenv = ::getenv);
 
 // Checks the launcher's view against MPI's. FailedPrecondition naming both (and the fix) when

@@ -26,6 +26,9 @@ struct LocalGroupState {
   std::vector<std::string> ops, snapshot_ops;
   // Groups created by Split, keyed by (split number, color).
   std::map<std::pair<int, int>, std::shared_ptr<LocalGroupState>> children;
+  // Set when a rank timed out: the round's bookkeeping is no longer trustworthy, so every later
+  // call on the group fails at once.
+  bool broken = false;
   // Buffered point-to-point messages, keyed by (source, destination, tag).
   std::map<std::tuple<int, int, int>, std::deque<std::vector<char>>> mail;
 };
@@ -53,6 +56,10 @@ absl::StatusOr<std::vector<const void*>> LocalCommunicator::Rendezvous(const cha
                                                                        const void* pointer) {
   internal::LocalGroupState& s = *state_;
   std::unique_lock<std::mutex> lock(s.mu);
+  if (s.broken) {
+    return absl::AbortedError(absl::StrCat(name_, " rank ", rank_, ": ", op,
+                                           ": the group failed earlier (a rank timed out)"));
+  }
   const uint64_t generation = s.generation;
   s.slots[rank_] = pointer;
   s.ops[rank_] = op;
@@ -62,12 +69,18 @@ absl::StatusOr<std::vector<const void*>> LocalCommunicator::Rendezvous(const cha
     s.arrived = 0;
     ++s.generation;
     s.cv.notify_all();
-  } else if (!s.cv.wait_for(lock, absl::ToChronoSeconds(timeout_),
-                            [&] { return s.generation != generation; })) {
+  } else if (!s.cv.wait_for(lock, absl::ToChronoNanoseconds(timeout_),
+                            [&] { return s.generation != generation || s.broken; })) {
+    s.broken = true;
+    s.cv.notify_all();
     return absl::DeadlineExceededError(absl::StrCat(
         name_, " rank ", rank_, "/", s.size, ": ", op, " timed out after ",
         absl::FormatDuration(timeout_),
         " waiting for the other ranks (a rank failed or took a different path)"));
+  }
+  if (s.generation == generation) {  // woken because another rank broke the group
+    return absl::AbortedError(absl::StrCat(name_, " rank ", rank_, ": ", op,
+                                           ": another rank of the group timed out"));
   }
   for (int r = 0; r < s.size; ++r) {
     if (s.snapshot_ops[r] != op) {
@@ -143,7 +156,7 @@ absl::Status LocalCommunicator::Recv(TensorView buffer, int peer, int tag) {
   internal::LocalGroupState& s = *state_;
   std::unique_lock<std::mutex> lock(s.mu);
   auto& queue = s.mail[{peer, rank_, tag}];
-  if (!s.cv.wait_for(lock, absl::ToChronoSeconds(timeout_), [&] { return !queue.empty(); })) {
+  if (!s.cv.wait_for(lock, absl::ToChronoNanoseconds(timeout_), [&] { return !queue.empty(); })) {
     return absl::DeadlineExceededError(absl::StrCat(
         name_, " rank ", rank_, "/", s.size, ": Recv from rank ", peer, " timed out after ",
         absl::FormatDuration(timeout_), " (the sender failed or took a different path)"));

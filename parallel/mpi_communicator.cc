@@ -69,7 +69,9 @@ absl::Status MpiCommunicator::Wait(void* request_ptr, const char* op) {
     }
     if (done) return absl::OkStatus();
     if ((spins & 1023) == 1023 && absl::Now() > deadline) {
-      MPI_Cancel(request);
+      // The operation cannot be cancelled (MPI forbids it for collectives) and may still
+      // complete into the caller's buffer: the only safe continuation is to end the job, which
+      // the launcher does (MPI_Abort) on DeadlineExceeded.
       return absl::DeadlineExceededError(absl::StrCat(
           name_, " rank ", rank_, "/", size_, ": ", op, " timed out after ",
           absl::FormatDuration(timeout_),

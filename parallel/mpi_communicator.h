@@ -1,7 +1,8 @@
 // MpiCommunicator: a Communicator over an MPI communicator, for CPU buffers.
 //
 // Calls use nonblocking MPI operations polled against a deadline, so a peer that never arrives
-// becomes DeadlineExceeded instead of a hang. MPI must be initialised (launcher's job) before
+// becomes DeadlineExceeded instead of a hang. After a DeadlineExceeded the communicator must not
+// be used again (the operation is still pending in MPI); the launcher ends the job. MPI must be initialised (launcher's job) before
 // World() is called, with MPI_THREAD_FUNNELED or better. mpi.h stays out of this header.
 #ifndef TESSERA_PARALLEL_MPI_COMMUNICATOR_H_
 #define TESSERA_PARALLEL_MPI_COMMUNICATOR_H_

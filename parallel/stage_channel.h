@@ -21,6 +21,8 @@ struct StageHeader {
   int32_t micro_batch = 0;
 };
 
+static_assert(sizeof(StageHeader) == 16, "StageHeader travels as four 32-bit words");
+
 class StageChannel {
  public:
   // `pp` is the pipeline group; its rank is the stage.
