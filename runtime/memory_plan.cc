@@ -69,7 +69,8 @@ std::string MemoryPlan::Summary() const {
   switch (verdict) {
     case PlanVerdict::kFits:
       return absl::StrCat("fits: max context of ", max_context, " tokens fits ",
-                          max_context_sequences, max_context_sequences == 1 ? " sequence" : " sequences",
+                          max_context_sequences,
+                          max_context_sequences == 1 ? " sequence" : " sequences",
                           " per replica (KV cache for ", kv_capacity_tokens, " tokens)");
     case PlanVerdict::kContextDoesNotFit:
       return absl::StrCat("weights fit, but the KV cache holds only ", kv_capacity_tokens,
@@ -90,8 +91,8 @@ absl::StatusOr<MemoryPlan> MakeMemoryPlan(const ModelConfig& c, const WorldLayou
     return absl::InvalidArgumentError("--device-memory must be positive (e.g. 80GiB)");
   }
   if (!(options.memory_utilization > 0.0 && options.memory_utilization <= 1.0)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--memory-utilization must be in (0, 1], got ", options.memory_utilization));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--memory-utilization must be in (0, 1], got ", options.memory_utilization));
   }
   for (DType d : {options.weight_dtype, options.kv_dtype}) {
     if (d != DType::kBF16 && d != DType::kF16 && d != DType::kF32) {
@@ -103,8 +104,9 @@ absl::StatusOr<MemoryPlan> MakeMemoryPlan(const ModelConfig& c, const WorldLayou
         absl::StrCat("--max-seq-len must be >= 0, got ", options.max_context));
   }
   if (layout.tp < 1 || layout.pp < 1 || layout.dp < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("--tp, --pp and --dp must be >= 1, got tp=",
-                                                   layout.tp, " pp=", layout.pp, " dp=", layout.dp));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--tp, --pp and --dp must be >= 1, got tp=", layout.tp, " pp=", layout.pp,
+                     " dp=", layout.dp));
   }
 
   MemoryPlan plan;
@@ -147,12 +149,12 @@ absl::StatusOr<MemoryPlan> MakeMemoryPlan(const ModelConfig& c, const WorldLayou
         if (!(c.tie_word_embeddings && s.first_stage())) r.lm_head_bytes = vocab_shard_bytes;
       }
       const uint64_t q = s.heads * hd, kvd = s.kv_heads * hd, f = s.ffn;
-      const uint64_t per_layer = 2 * h            // input and post-attention RMSNorm
-                                 + q * h          // q_proj rows
-                                 + 2 * kvd * h    // k_proj, v_proj rows
-                                 + h * q          // o_proj columns
-                                 + 2 * f * h      // gate_proj, up_proj rows
-                                 + h * f;         // down_proj columns
+      const uint64_t per_layer = 2 * h          // input and post-attention RMSNorm
+                                 + q * h        // q_proj rows
+                                 + 2 * kvd * h  // k_proj, v_proj rows
+                                 + h * q        // o_proj columns
+                                 + 2 * f * h    // gate_proj, up_proj rows
+                                 + h * f;       // down_proj columns
       r.layer_bytes = static_cast<uint64_t>(s.layers()) * per_layer * w;
       r.weight_bytes = r.embedding_bytes + r.layer_bytes + r.final_norm_bytes + r.lm_head_bytes;
       r.kv_bytes_per_token = static_cast<uint64_t>(s.layers()) * kvd * 2 * kv;
@@ -162,9 +164,9 @@ absl::StatusOr<MemoryPlan> MakeMemoryPlan(const ModelConfig& c, const WorldLayou
       r.kv_capacity_tokens =
           r.kv_space_bytes > 0 ? r.kv_space_bytes / static_cast<int64_t>(r.kv_bytes_per_token) : 0;
       r.max_context_sequences = r.kv_capacity_tokens / plan.max_context;
-      r.verdict = r.kv_space_bytes < 0              ? PlanVerdict::kWeightsDoNotFit
-                  : r.max_context_sequences < 1     ? PlanVerdict::kContextDoesNotFit
-                                                    : PlanVerdict::kFits;
+      r.verdict = r.kv_space_bytes < 0          ? PlanVerdict::kWeightsDoNotFit
+                  : r.max_context_sequences < 1 ? PlanVerdict::kContextDoesNotFit
+                                                : PlanVerdict::kFits;
       plan.ranks.push_back(r);
     }
   }
@@ -195,9 +197,16 @@ absl::StatusOr<uint64_t> ParseByteSize(const std::string& text) {
     double bytes;
   };
   static constexpr Unit kUnits[] = {
-      {"", 1},          {"b", 1},          {"kb", 1e3},       {"mb", 1e6},
-      {"gb", 1e9},      {"tb", 1e12},      {"kib", 1024.0},   {"mib", 1048576.0},
-      {"gib", 1073741824.0}, {"tib", 1099511627776.0},
+      {"", 1},
+      {"b", 1},
+      {"kb", 1e3},
+      {"mb", 1e6},
+      {"gb", 1e9},
+      {"tb", 1e12},
+      {"kib", 1024.0},
+      {"mib", 1048576.0},
+      {"gib", 1073741824.0},
+      {"tib", 1099511627776.0},
   };
   for (const Unit& u : kUnits) {
     if (unit != u.name) continue;
@@ -207,8 +216,10 @@ absl::StatusOr<uint64_t> ParseByteSize(const std::string& text) {
     return static_cast<uint64_t>(bytes);
   }
   if (unit == "k" || unit == "m" || unit == "g" || unit == "t") {
-    return bad(absl::StrCat("the unit \"", unit, "\" is ambiguous (", unit, "ib = 1024-based, ",
-                            unit, "b = 1000-based)"));
+    const std::string upper = absl::AsciiStrToUpper(unit);
+    return absl::InvalidArgumentError(absl::StrCat("\"", text, "\" is ambiguous: write ", number,
+                                                   upper, "iB (1024-based, as nvidia-smi) or ",
+                                                   number, upper, "B (1000-based)"));
   }
   return bad(absl::StrCat("unknown unit \"", unit, "\""));
 }

@@ -37,17 +37,17 @@ inline constexpr uint64_t kGiB = uint64_t{1} << 30;
 struct MemoryPlanOptions {
   DType weight_dtype = DType::kBF16;
   DType kv_dtype = DType::kBF16;
-  uint64_t device_memory_bytes = 0;  // per device (GPU); must be > 0
-  double memory_utilization = 0.90;  // fraction of device memory Tessera may use, in (0, 1]
+  uint64_t device_memory_bytes = 0;     // per device (GPU); must be > 0
+  double memory_utilization = 0.90;     // fraction of device memory Tessera may use, in (0, 1]
   uint64_t workspace_bytes = 2 * kGiB;  // activations, communication buffers, allocator slack
   int64_t max_context = 0;  // tokens per sequence; 0: the config's max_position_embeddings
   std::vector<int64_t> stage_layers;  // as MakeShardPlan; empty: balanced stages
 };
 
 enum class PlanVerdict {
-  kFits,                // weights fit and at least one max-context sequence fits
-  kContextDoesNotFit,   // weights fit, but the KV space holds less than one max-context sequence
-  kWeightsDoNotFit,     // weights + workspace exceed the usable memory
+  kFits,               // weights fit and at least one max-context sequence fits
+  kContextDoesNotFit,  // weights fit, but the KV space holds less than one max-context sequence
+  kWeightsDoNotFit,    // weights + workspace exceed the usable memory
 };
 
 // "fits", "context_does_not_fit", "does_not_fit" (the JSON spelling).
@@ -63,8 +63,8 @@ struct RankMemory {
   uint64_t embedding_bytes = 0, layer_bytes = 0, final_norm_bytes = 0, lm_head_bytes = 0;
   uint64_t weight_bytes = 0;
   uint64_t kv_bytes_per_token = 0;
-  int64_t kv_space_bytes = 0;       // usable - weights - workspace; negative when short
-  int64_t kv_capacity_tokens = 0;   // >= 0
+  int64_t kv_space_bytes = 0;      // usable - weights - workspace; negative when short
+  int64_t kv_capacity_tokens = 0;  // >= 0
   int64_t max_context_sequences = 0;
   PlanVerdict verdict = PlanVerdict::kFits;
 
@@ -76,9 +76,9 @@ struct MemoryPlan {
   WorldLayout layout;
   MemoryPlanOptions options;
   int64_t max_context = 0;
-  uint64_t usable_bytes = 0;            // floor(device_memory x utilisation)
-  uint64_t model_parameters = 0;        // whole model, unsharded, unpadded
-  std::vector<RankMemory> ranks;        // one replica: index pp_rank * tp + tp_rank
+  uint64_t usable_bytes = 0;      // floor(device_memory x utilisation)
+  uint64_t model_parameters = 0;  // whole model, unsharded, unpadded
+  std::vector<RankMemory> ranks;  // one replica: index pp_rank * tp + tp_rank
   // The replica: its tightest rank.
   int64_t kv_capacity_tokens = 0;
   int64_t max_context_sequences = 0;

@@ -40,7 +40,7 @@ int32_t SampleToken(absl::Span<const float> logits, const SamplingParams& p, uin
   } else {
     std::sort(order.begin(), order.end(), by_logit);
   }
-  // Softmax over the kept tokens, in descending order.
+  // Softmax over the kept tokens, in descending order, for the nucleus cut.
   std::vector<double> probs(keep);
   const double max_logit = logits[order[0]] / p.temperature;
   double total = 0.0;
@@ -59,19 +59,25 @@ int32_t SampleToken(absl::Span<const float> logits, const SamplingParams& p, uin
       }
     }
     keep = cut;
-    total = std::accumulate(probs.begin(), probs.begin() + keep, 0.0);
   }
+  // Gumbel-max over the kept tokens.
   const PhiloxKey key = {static_cast<uint32_t>(p.seed), static_cast<uint32_t>(p.seed >> 32)};
-  const PhiloxCounter counter = {static_cast<uint32_t>(request_id),
-                                 static_cast<uint32_t>(request_id >> 32),
-                                 static_cast<uint32_t>(step), static_cast<uint32_t>(step >> 32)};
-  const double u = UniformFromBits(Philox4x32(counter, key)[0]) * total;
-  double cumulative = 0.0;
+  int32_t best = order[0];
+  double best_score = -INFINITY;
   for (int32_t i = 0; i < keep; ++i) {
-    cumulative += probs[i];
-    if (u < cumulative) return order[i];
+    const int32_t id = order[i];
+    const PhiloxCounter counter = {static_cast<uint32_t>(request_id), static_cast<uint32_t>(step),
+                                   static_cast<uint32_t>(id / 4),
+                                   static_cast<uint32_t>(request_id >> 32)};
+    const uint32_t bits = Philox4x32(counter, key)[id % 4];
+    const double u = (static_cast<double>(bits) + 0.5) * 0x1.0p-32;  // in (0, 1)
+    const double score = logits[id] / p.temperature - std::log(-std::log(u));
+    if (score > best_score || (score == best_score && id < best)) {
+      best_score = score;
+      best = id;
+    }
   }
-  return order[keep - 1];
+  return best;
 }
 
 }  // namespace tessera

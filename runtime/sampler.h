@@ -1,8 +1,12 @@
 // Token sampling: greedy, temperature, top-k, top-p, keyed randomness.
 //
-// The random draw for (seed, request, step) is Philox4x32-10 with key = seed and counter =
-// (request as two 32-bit words, step as two 32-bit words): the same request gets the same tokens whatever batch it runs in and
-// whatever the parallel layout.
+// Sampling uses the Gumbel-max trick: the token is the argmax over the kept tokens of
+// logit / temperature + g, where g = -log(-log(u)) and u is a uniform number drawn for
+// (seed, request, step, token id) from Philox4x32-10 (key = seed, counter = (request, step,
+// token id / 4), word token id % 4). This samples exactly from the softmax, and because every
+// token's noise is fixed by its id, the choice changes with the logits only when two tokens are
+// within rounding of each other after the noise: the same request gets the same tokens whatever
+// batch, thread count or parallel layout computes its logits.
 #ifndef TESSERA_RUNTIME_SAMPLER_H_
 #define TESSERA_RUNTIME_SAMPLER_H_
 
@@ -25,9 +29,9 @@ absl::Status ValidateSamplingParams(const SamplingParams& params);
 
 // Picks the next token from one row of logits.
 //
-// With temperature > 0: logits / temperature, keep the top_k largest (if set), softmax, keep the
-// smallest set of most probable tokens whose mass reaches top_p (if < 1), renormalise, and invert
-// the CDF (tokens in descending probability, ties by id) at u = Philox(request, step).
+// With temperature > 0: logits / temperature, keep the top_k largest (if set), then the smallest
+// set of most probable tokens whose mass reaches top_p (if < 1), and draw from the softmax over
+// the kept tokens by Gumbel-max (above).
 int32_t SampleToken(absl::Span<const float> logits, const SamplingParams& params,
                     uint64_t request_id, uint64_t step);
 

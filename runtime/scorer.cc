@@ -1,0 +1,103 @@
+#include "runtime/scorer.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/status_macros.h"
+#include "runtime/vocab_parallel.h"
+
+namespace tessera {
+
+Scorer::Scorer(LlamaModel* model, int32_t max_batch, int32_t max_tokens_per_pass)
+    : model_(model), max_batch_(max_batch), max_tokens_per_pass_(max_tokens_per_pass) {}
+
+absl::StatusOr<std::vector<LoglikelihoodResult>> Scorer::Loglikelihood(
+    const std::vector<LoglikelihoodRequest>& requests) {
+  const ModelConfig& c = model_->config();
+  int64_t longest = 1;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const LoglikelihoodRequest& r = requests[i];
+    if (r.context.empty() || r.continuation.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("loglikelihood request ", i, ": context and continuation must not be empty"));
+    }
+    const int64_t fed = static_cast<int64_t>(r.context.size() + r.continuation.size()) - 1;
+    if (fed > c.max_position_embeddings) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "loglikelihood request ", i, ": ", fed, " tokens exceed the model's context of ",
+          c.max_position_embeddings, "; shorten the context (perplexity: a smaller window)"));
+    }
+    for (const auto* ids : {&r.context, &r.continuation}) {
+      for (int32_t id : *ids) {
+        if (id < 0 || id >= c.vocab_size) {
+          return absl::InvalidArgumentError(absl::StrCat("loglikelihood request ", i,
+                                                         ": token id ", id,
+                                                         " is outside the vocabulary"));
+        }
+      }
+    }
+    longest = std::max(longest, fed);
+  }
+  std::vector<LoglikelihoodResult> results(requests.size());
+  if (requests.empty()) return results;
+  const int64_t slots = std::min<int64_t>(max_batch_, requests.size());
+  ASSIGN_OR_RETURN(std::unique_ptr<KvCache> cache, model_->MakeCache(slots, longest));
+  const ShardPlan& plan = model_->plan();
+  Tensor logits;
+  int32_t step = 0;
+  for (size_t begin = 0; begin < requests.size();) {
+    // One pass: consecutive requests while slots and the token budget last (at least one).
+    ForwardBatch batch;
+    batch.step = step++;
+    std::vector<int32_t> targets;
+    size_t end = begin;
+    while (end < requests.size() && static_cast<int64_t>(end - begin) < slots) {
+      const LoglikelihoodRequest& r = requests[end];
+      const size_t fed = r.context.size() + r.continuation.size() - 1;
+      if (end > begin && batch.tokens.size() + fed > static_cast<size_t>(max_tokens_per_pass_)) break;
+      const int32_t slot = static_cast<int32_t>(end - begin);
+      for (size_t p = 0; p < fed; ++p) {
+        batch.tokens.push_back(p < r.context.size() ? r.context[p]
+                                                    : r.continuation[p - r.context.size()]);
+        batch.positions.push_back(static_cast<int32_t>(p));
+        batch.slots.push_back(slot);
+      }
+      // Row of position p predicts token p + 1: rows of the last context token onwards.
+      const int32_t first = static_cast<int32_t>(batch.tokens.size() - fed);
+      for (size_t j = 0; j < r.continuation.size(); ++j) {
+        batch.logit_rows.push_back(first + static_cast<int32_t>(r.context.size() - 1 + j));
+        targets.push_back(r.continuation[j]);
+      }
+      ++end;
+    }
+    RETURN_IF_ERROR(model_->Forward(batch, *cache, &logits));
+    // (log-prob, greedy) per scored row, computed on the last stage and sent to every stage.
+    std::vector<float> scored(2 * targets.size());
+    if (plan.last_stage()) {
+      ASSIGN_OR_RETURN(std::vector<TokenLogProb> lp,
+                       VocabParallelLogProbs(model_->parallel().tp, plan, logits, targets));
+      for (size_t j = 0; j < lp.size(); ++j) {
+        scored[2 * j] = static_cast<float>(lp[j].logprob);
+        scored[2 * j + 1] = lp[j].is_greedy ? 1.0f : 0.0f;
+      }
+    }
+    if (plan.pp_size > 1) {
+      RETURN_IF_ERROR(model_->parallel().pp->Broadcast(
+          TensorView::Of(scored.data(), DType::kF32, {static_cast<int64_t>(scored.size())}),
+          plan.pp_size - 1));
+    }
+    size_t row = 0;
+    for (size_t i = begin; i < end; ++i) {
+      LoglikelihoodResult& out = results[i];
+      for (size_t j = 0; j < requests[i].continuation.size(); ++j, ++row) {
+        out.token_logprobs.push_back(scored[2 * row]);
+        out.logprob += scored[2 * row];
+        out.is_greedy = out.is_greedy && scored[2 * row + 1] > 0.5f;
+      }
+    }
+    begin = end;
+  }
+  return results;
+}
+
+}  // namespace tessera
