@@ -119,14 +119,17 @@ absl::Status RunBench(Job& job) {
     RETURN_IF_ERROR(CheckPhase(job, batched.status()));
   }
 
-  // Per-rank figures to rank 0: loaded bytes, layer bytes, communication seconds.
+  // Per-rank figures to rank 0: loaded bytes, layer bytes, stage layer bytes, and communication
+  // nanoseconds, as 64-bit integers (gathered as raw bytes).
   Communicator& world = *job.groups.world;
   const LlamaWeights& w = model.weights();
-  float mine[4] = {static_cast<float>(w.bytes), static_cast<float>(w.layer_bytes),
-                   static_cast<float>(single->comm_s), static_cast<float>(w.stage_layer_bytes)};
-  std::vector<float> all(4 * world.size());
-  RETURN_IF_ERROR(world.AllGather(TensorView::Of(mine, DType::kF32, {4}),
-                                  TensorView::Of(all.data(), DType::kF32, {4 * world.size()})));
+  int64_t mine[4] = {static_cast<int64_t>(w.bytes), static_cast<int64_t>(w.layer_bytes),
+                     static_cast<int64_t>(w.stage_layer_bytes),
+                     static_cast<int64_t>(single->comm_s * 1e9)};
+  std::vector<int64_t> all(4 * world.size());
+  RETURN_IF_ERROR(world.AllGather(TensorView::Of(mine, DType::kU8, {sizeof(mine)}),
+                                  TensorView::Of(all.data(), DType::kU8,
+                                                 {static_cast<int64_t>(all.size() * 8)})));
   if (!job.is_root()) return absl::OkStatus();
 
   // Bytes a decode step streams on this rank: its weights but the untied embedding table.
@@ -144,9 +147,9 @@ absl::Status RunBench(Job& job) {
     ranks.push_back({{"rank", r},
                      {"weight_bytes_loaded", all[4 * r]},
                      {"layer_bytes_loaded", all[4 * r + 1]},
-                     {"stage_layer_bytes", all[4 * r + 3]},
-                     {"layer_fraction_loaded", all[4 * r + 1] / all[4 * r + 3]},
-                     {"comm_ms_per_decode_token", all[4 * r + 2] * 1e3 / decode_tokens}});
+                     {"stage_layer_bytes", all[4 * r + 2]},
+                     {"layer_fraction_loaded", static_cast<double>(all[4 * r + 1]) / all[4 * r + 2]},
+                     {"comm_ms_per_decode_token", all[4 * r + 3] * 1e-6 / decode_tokens}});
   }
   nlohmann::json out = {
       {"model", absl::GetFlag(FLAGS_model)},

@@ -21,6 +21,11 @@ absl::Status RunGenerate(Job& job);
 // bandwidth and sgemm rate of this machine measured in the same run, as one JSON object.
 absl::Status RunBench(Job& job);
 
+// `tessera plan`: per-rank weight bytes, KV bytes per token and KV capacity of a model (--model
+// DIR or DIR/config.json; no weights are read) on --tp x --pp ranks of --device-memory each, as
+// a table or (--json) one JSON object. Runs in one process, without MPI.
+absl::Status RunPlan();
+
 }  // namespace tessera
 
 #endif  // TESSERA_LAUNCHER_COMMANDS_H_

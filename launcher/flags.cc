@@ -3,6 +3,7 @@
 #include <set>
 
 #include "absl/flags/flag.h"
+#include "absl/flags/reflection.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
@@ -35,6 +36,20 @@ ABSL_FLAG(std::vector<std::string>, stage_layers, {},
 ABSL_FLAG(int32_t, micro_batches, 0, "Micro-batches per step (0: one per pipeline stage)");
 ABSL_FLAG(int32_t, comm_timeout_s, 300,
           "Seconds a collective may wait for the other ranks before the job fails");
+ABSL_FLAG(std::string, config, "", "Run configuration (configs/run_config.proto, text format)");
+ABSL_FLAG(std::string, output_dir, "", "Where eval writes results_*.json and samples_*.jsonl");
+ABSL_FLAG(int32_t, limit, 0, "Evaluate only the first N samples (0: all)");
+ABSL_FLAG(std::string, device_memory, "",
+          "Memory per device for plan, e.g. 80GiB, 80GB or 81920MiB");
+ABSL_FLAG(std::string, dtype, "",
+          "Weight dtype for plan: bf16, f16 or f32 (default: config.json's torch_dtype)");
+ABSL_FLAG(std::string, kv_dtype, "",
+          "KV-cache dtype for plan: bf16, f16 or f32 (default: bf16; f32 with --backend cpu)");
+ABSL_FLAG(double, memory_utilization, 0.90,
+          "Fraction of device memory plan may use, in (0, 1]");
+ABSL_FLAG(std::string, workspace, "2GiB",
+          "Memory per device plan reserves for activations and buffers");
+ABSL_FLAG(bool, json, false, "plan: print one JSON object instead of a table");
 
 namespace tessera {
 namespace {
@@ -47,6 +62,23 @@ std::set<std::string>& GivenFlags() {
 }  // namespace
 
 bool FlagWasGiven(const std::string& name) { return GivenFlags().count(name) > 0; }
+
+std::vector<std::string> TakeRepeatedFlag(std::vector<std::string>* args, const std::string& name) {
+  std::vector<std::string> values, rest;
+  const std::string bare = "--" + name, with_value = bare + "=";
+  for (size_t i = 0; i < args->size(); ++i) {
+    const std::string& a = (*args)[i];
+    if (a == bare && i + 1 < args->size()) {
+      values.push_back((*args)[++i]);
+    } else if (a.rfind(with_value, 0) == 0) {
+      values.push_back(a.substr(with_value.size()));
+    } else {
+      rest.push_back(a);
+    }
+  }
+  *args = std::move(rest);
+  return values;
+}
 
 WorldLayout LayoutFromFlags() {
   return WorldLayout{absl::GetFlag(FLAGS_tp), absl::GetFlag(FLAGS_pp), absl::GetFlag(FLAGS_dp), 0};
@@ -68,18 +100,25 @@ absl::StatusOr<std::vector<int64_t>> StageLayersFromFlags() {
 std::vector<std::string> NormalizeFlagNames(const std::vector<std::string>& args) {
   std::vector<std::string> out;
   out.reserve(args.size());
+  bool value_expected = false;  // the previous argument was `--name` of a non-boolean flag
   for (const std::string& arg : args) {
-    if (arg.size() > 2 && arg.compare(0, 2, "--") == 0) {
-      std::string fixed = arg;
-      const size_t end = std::min(fixed.find('='), fixed.size());
-      for (size_t i = 2; i < end; ++i) {
-        if (fixed[i] == '-') fixed[i] = '_';
-      }
-      GivenFlags().insert(fixed.substr(2, end - 2));
-      out.push_back(fixed);
-    } else {
+    if (value_expected || arg.size() <= 2 || arg.compare(0, 2, "--") != 0) {
       out.push_back(arg);
+      value_expected = false;
+      continue;
     }
+    std::string fixed = arg;
+    const size_t end = std::min(fixed.find('='), fixed.size());
+    for (size_t i = 2; i < end; ++i) {
+      if (fixed[i] == '-') fixed[i] = '_';
+    }
+    const std::string name = fixed.substr(2, end - 2);
+    GivenFlags().insert(name);
+    if (end == fixed.size()) {  // `--name VALUE` unless the flag is boolean (or unknown)
+      const absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+      value_expected = flag != nullptr && !flag->IsOfType<bool>();
+    }
+    out.push_back(fixed);
   }
   return out;
 }

@@ -36,6 +36,15 @@ ABSL_DECLARE_FLAG(int32_t, dp);
 ABSL_DECLARE_FLAG(std::vector<std::string>, stage_layers);
 ABSL_DECLARE_FLAG(int32_t, micro_batches);
 ABSL_DECLARE_FLAG(int32_t, comm_timeout_s);
+ABSL_DECLARE_FLAG(std::string, config);
+ABSL_DECLARE_FLAG(std::string, output_dir);
+ABSL_DECLARE_FLAG(int32_t, limit);
+ABSL_DECLARE_FLAG(std::string, device_memory);
+ABSL_DECLARE_FLAG(std::string, dtype);
+ABSL_DECLARE_FLAG(std::string, kv_dtype);
+ABSL_DECLARE_FLAG(double, memory_utilization);
+ABSL_DECLARE_FLAG(std::string, workspace);
+ABSL_DECLARE_FLAG(bool, json);
 
 namespace tessera {
 
@@ -47,6 +56,10 @@ std::vector<std::string> NormalizeFlagNames(const std::vector<std::string>& args
 WorldLayout LayoutFromFlags();
 // --stage-layers as numbers; InvalidArgument naming the flag when one is not a number.
 absl::StatusOr<std::vector<int64_t>> StageLayersFromFlags();
+
+// Removes every `--name VALUE` / `--name=VALUE` from `args` and returns the values in order, for
+// flags that may repeat with values containing commas (--set).
+std::vector<std::string> TakeRepeatedFlag(std::vector<std::string>* args, const std::string& name);
 
 // Whether --`name` (underscore spelling) appeared on the command line, even with an empty value.
 bool FlagWasGiven(const std::string& name);

@@ -1,5 +1,7 @@
 #include "launcher/job.h"
 
+#include <cstdio>
+#include <cstdlib>
 #include <functional>
 
 #include "absl/strings/cord.h"
@@ -8,6 +10,8 @@
 #include "parallel/launch_env.h"
 #include "parallel/local_communicator.h"
 #if defined(TESSERA_WITH_MPI)
+#include <mpi.h>
+
 #include "parallel/mpi_communicator.h"
 #endif
 
@@ -17,6 +21,16 @@ namespace {
 constexpr char kReportedElsewhere[] = "tessera/reported-elsewhere";
 
 }  // namespace
+
+void AbortJob(Job& job, const absl::Status& cause) {
+  std::fprintf(stderr, "%stessera: error: %s\n", job.layout().Prefix().c_str(),
+               std::string(cause.message()).c_str());
+  std::fflush(stderr);
+#if defined(TESSERA_WITH_MPI)
+  if (job.mpi) MPI_Abort(MPI_COMM_WORLD, 1);
+#endif
+  std::_Exit(1);
+}
 
 bool WantMpi(const WorldLayout& requested) {
 #if defined(TESSERA_WITH_MPI)
@@ -54,6 +68,11 @@ absl::StatusOr<Job> StartJob(const WorldLayout& requested, bool mpi, absl::Durat
 Outcome AgreeOnOutcome(Job& job, const absl::Status& local) {
   Communicator& world = *job.groups.world;
   if (world.size() == 1) return {local, !local.ok()};
+  // A communicator that timed out or failed cannot carry the agreement: end the job now, with the
+  // cause printed by this rank.
+  if (absl::IsDeadlineExceeded(local) || absl::IsUnavailable(local) || absl::IsAborted(local)) {
+    AbortJob(job, local);
+  }
   // Each rank contributes (failed, hash of its message); the ranks then agree without another
   // round on who prints what.
   const int32_t hash = local.ok() ? 0 : static_cast<int32_t>(std::hash<std::string>()(std::string(local.message())) & 0x7fffffff);

@@ -29,14 +29,19 @@ bool WantMpi(const WorldLayout& requested);
 // Builds the process groups. `mpi` says whether MPI was initialised by main().
 absl::StatusOr<Job> StartJob(const WorldLayout& requested, bool mpi, absl::Duration timeout);
 
-// The outcome of a phase that every rank ran: OK when all ranks succeeded. Otherwise every rank
-// returns an error; the message is worth printing (`print`) on the lowest rank that failed with
+// The outcome of a phase that every rank ran: OK when all ranks succeeded. A communication
+// failure (DeadlineExceeded, Unavailable, Aborted) ends the job at once (AbortJob). Otherwise
+// every rank returns an error; the message is worth printing (`print`) on the lowest rank that failed with
 // each distinct cause, so a cause shared by all ranks is printed once.
 struct Outcome {
   absl::Status status;
   bool print = false;
 };
 Outcome AgreeOnOutcome(Job& job, const absl::Status& local);
+
+// Prints `cause` with this rank's prefix and ends every rank of the job (MPI_Abort), for
+// failures after which the communicators cannot be trusted (a timeout). Does not return.
+[[noreturn]] void AbortJob(Job& job, const absl::Status& cause);
 
 // AgreeOnOutcome as a Status for RETURN_IF_ERROR: errors that another rank prints are marked so
 // that main() exits non-zero without printing them again.

@@ -15,6 +15,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "launcher/commands.h"
+#include "launcher/eval/eval_command.h"
 #include "launcher/flags.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "launcher/job.h"
@@ -30,7 +31,11 @@ constexpr char kUsage[] =
     "commands:\n"
     "  generate  --model DIR (--prompt TEXT | --prompts FILE.jsonl) [--max-new-tokens N]\n"
     "            [--temperature T --top-k K --top-p P --seed S --stop a,b --output FILE]\n"
+    "  eval      --config RUN.textproto [--set path=value ...] [--model DIR --limit N\n"
+    "            --output-dir DIR]\n"
     "  bench     --model DIR [--prompt-tokens N --decode-tokens N --batch B]\n"
+    "  plan      --model DIR|config.json --device-memory 80GiB [--tp T --pp P --dtype bf16\n"
+    "            --kv-dtype bf16 --memory-utilization 0.9 --workspace 2GiB --json]  (no MPI)\n"
     "layout (with mpirun -np tp*pp*dp or srun --mpi=pmix): --tp T --pp P --dp D\n"
     "Run `tessera <command> --help` for every flag.";
 
@@ -39,10 +44,17 @@ int Fail(const std::string& prefix, const std::string& message) {
   return 1;
 }
 
-int Run(const std::string& command, bool mpi) {
-  const tessera::WorldLayout requested = tessera::LayoutFromFlags();
+// An error found before the ranks know each other (flags, the run config): every rank finds the
+// same one, so only the launcher's rank 0 prints it.
+int FailBeforeStart(const std::string& message) {
+  if (tessera::ReadLaunchEnv().rank > 0) return 1;
+  return Fail("", message);
+}
+
+int Run(const std::string& command, const tessera::WorldLayout& requested,
+        const tessera::config::RunConfig& eval_config, bool mpi) {
   auto job = tessera::StartJob(requested, mpi, absl::Seconds(absl::GetFlag(FLAGS_comm_timeout_s)));
-  if (!job.ok()) return Fail("", std::string(job.status().message()));
+  if (!job.ok()) return FailBeforeStart(std::string(job.status().message()));
   // Ranks sharing a machine share its cores; one spin-waiting thread too many per core makes
   // every rank many times slower.
   int threads = absl::GetFlag(FLAGS_threads);
@@ -55,6 +67,8 @@ int Run(const std::string& command, bool mpi) {
   absl::Status status;
   if (command == "generate") {
     status = tessera::RunGenerate(*job);
+  } else if (command == "eval") {
+    status = tessera::RunEval(*job, eval_config);
   } else {
     status = tessera::RunBench(*job);
   }
@@ -85,12 +99,13 @@ int main(int argc, char** argv) {
     return argc >= 2 && std::string(argv[1]) == "--help" ? 0 : 2;
   }
   const std::string command = argv[1];
-  if (command != "generate" && command != "bench") {
+  if (command != "generate" && command != "bench" && command != "plan" && command != "eval") {
     return Fail("", absl::StrCat("unknown command \"", command, "\"\n", kUsage));
   }
   std::vector<std::string> args = {std::string(argv[0]) + " " + command};
   for (int i = 2; i < argc; ++i) args.push_back(argv[i]);
   args = tessera::NormalizeFlagNames(args);
+  const std::vector<std::string> sets = tessera::TakeRepeatedFlag(&args, "set");
   std::vector<char*> cargs;
   for (std::string& a : args) cargs.push_back(a.data());
   std::vector<char*> rest = absl::ParseCommandLine(static_cast<int>(cargs.size()), cargs.data());
@@ -98,14 +113,36 @@ int main(int argc, char** argv) {
     return Fail("", absl::StrCat("unexpected argument \"", rest[1],
                                  "\"; flags take the form --name=value or --name value"));
   }
-  const bool mpi = tessera::WantMpi(tessera::LayoutFromFlags());
+  if (command == "plan") {  // a single process, no MPI and no weights
+    const absl::Status status = tessera::RunPlan();
+    return status.ok() ? 0 : Fail("", std::string(status.message()));
+  }
+  // eval takes its layout from the run config; the other commands from --tp/--pp/--dp.
+  tessera::WorldLayout requested = tessera::LayoutFromFlags();
+  tessera::config::RunConfig eval_config;
+  if (command == "eval") {
+    auto c = tessera::EvalConfigFromFlags(sets);
+    if (!c.ok()) return FailBeforeStart(std::string(c.status().message()));
+    eval_config = *c;
+    requested = tessera::LayoutOf(eval_config);
+  } else if (!sets.empty()) {
+    return FailBeforeStart("--set applies to eval only");
+  }
+  const bool mpi = tessera::WantMpi(requested);
 #if defined(TESSERA_WITH_MPI)
   if (mpi) {
+    // A Slurm step started without --mpi=pmix: Open MPI would abort inside MPI_Init with advice
+    // about rebuilding it; the fix is in the launch command.
+    const tessera::LaunchEnv env = tessera::ReadLaunchEnv();
+    if (env.source == "Slurm" && env.world_size > 1 && !env.slurm_batch_step &&
+        std::getenv("PMIX_RANK") == nullptr) {
+      return FailBeforeStart(std::string(tessera::CheckLaunchEnv(env, env.rank, 1).message()));
+    }
     int provided = 0;
     MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
   }
 #endif
-  const int code = Run(command, mpi);
+  const int code = Run(command, requested, eval_config, mpi);
 #if defined(TESSERA_WITH_MPI)
   if (mpi) MPI_Finalize();
 #endif

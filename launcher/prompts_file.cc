@@ -37,20 +37,31 @@ absl::StatusOr<std::vector<PromptSpec>> ReadPromptsFile(const std::string& path,
     }
     spec.text = j["prompt"].get<std::string>();
     if (j.contains("id")) spec.id = j["id"];
-    auto number_field = [&](const char* key, auto* out) -> absl::Status {
+    auto int_field = [&](const char* key, auto* out, int64_t min) -> absl::Status {
       if (!j.contains(key)) return absl::OkStatus();
-      if (!j[key].is_number()) {
-        return LineError(path, number, absl::StrCat("field \"", key, "\" must be a number"));
+      if (!j[key].is_number_integer() || j[key].get<int64_t>() < min) {
+        return LineError(path, number, absl::StrCat("field \"", key, "\" must be an integer >= ", min));
       }
       *out = j[key].get<std::remove_pointer_t<decltype(out)>>();
       return absl::OkStatus();
     };
-    for (absl::Status s : {number_field("max_new_tokens", &spec.request.max_new_tokens),
-                           number_field("temperature", &spec.request.sampling.temperature),
-                           number_field("top_k", &spec.request.sampling.top_k),
-                           number_field("top_p", &spec.request.sampling.top_p),
-                           number_field("seed", &spec.request.sampling.seed)}) {
+    auto float_field = [&](const char* key, float* out) -> absl::Status {
+      if (!j.contains(key)) return absl::OkStatus();
+      if (!j[key].is_number()) {
+        return LineError(path, number, absl::StrCat("field \"", key, "\" must be a number"));
+      }
+      *out = j[key].get<float>();
+      return absl::OkStatus();
+    };
+    for (absl::Status s : {int_field("max_new_tokens", &spec.request.max_new_tokens, 1),
+                           float_field("temperature", &spec.request.sampling.temperature),
+                           int_field("top_k", &spec.request.sampling.top_k, 0),
+                           float_field("top_p", &spec.request.sampling.top_p),
+                           int_field("seed", &spec.request.sampling.seed, 0)}) {
       if (!s.ok()) return s;
+    }
+    if (absl::Status s = ValidateSamplingParams(spec.request.sampling); !s.ok()) {
+      return LineError(path, number, s.message());
     }
     if (j.contains("stop")) {
       if (!j["stop"].is_array()) return LineError(path, number, "field \"stop\" must be a list of strings");

@@ -100,6 +100,22 @@ absl::StatusOr<RopeScaling> ParseRopeScaling(const json& rs, const std::string& 
   return out;
 }
 
+// BOS and EOS ids must be tokens of the vocabulary; `source` is the file that set them.
+absl::Status CheckSpecialTokens(const ModelConfig& c, const std::string& source) {
+  for (int32_t id : c.eos_token_ids) {
+    if (id < 0 || id >= c.vocab_size) {
+      return FieldError(source, "eos_token_id",
+                        absl::StrCat("has id ", id, " outside the vocabulary [0, ", c.vocab_size, ")"));
+    }
+  }
+  if (c.bos_token_id < 0 || c.bos_token_id >= c.vocab_size) {
+    return FieldError(source, "bos_token_id",
+                      absl::StrCat("is ", c.bos_token_id, ", outside the vocabulary [0, ",
+                                   c.vocab_size, ")"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
@@ -195,14 +211,7 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text,
   if (j.contains("torch_dtype") && j["torch_dtype"].is_string()) {
     c.torch_dtype = j["torch_dtype"].get<std::string>();
   }
-  for (int32_t id : c.eos_token_ids) {
-    if (id < 0 || id >= c.vocab_size) {
-      return FieldError(source, "eos_token_id", absl::StrCat("has id ", id, " outside the vocabulary [0, ", c.vocab_size, ")"));
-    }
-  }
-  if (c.bos_token_id < 0 || c.bos_token_id >= c.vocab_size) {
-    return FieldError(source, "bos_token_id", absl::StrCat("is ", c.bos_token_id, ", outside the vocabulary"));
-  }
+  RETURN_IF_ERROR(CheckSpecialTokens(c, source));
   return c;
 }
 
@@ -223,6 +232,7 @@ absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& model_dir) {
     if (g.contains("eos_token_id") && !g["eos_token_id"].is_null()) {
       ASSIGN_OR_RETURN(c.eos_token_ids, TokenIdList(g["eos_token_id"], gen_path, "eos_token_id"));
     }
+    RETURN_IF_ERROR(CheckSpecialTokens(c, gen_path));
   }
   return c;
 }

@@ -188,6 +188,16 @@ absl::StatusOr<const TensorEntry*> Checkpoint::Find(const std::string& name) {
       return absl::Status(opened.status().code(),
                           absl::StrCat(opened.status().message(), " (shard holding \"", name, "\")"));
     }
+    // Every tensor of the shard must be one the index assigns to it: a tensor stored in two
+    // shards is ambiguous.
+    for (const auto& [other, entry] : (*opened)->tensors()) {
+      auto assigned = file_of_.find(other);
+      if (assigned != file_of_.end() && assigned->second != where->second) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "tensor \"", other, "\" is stored in both ", assigned->second, " and ", where->second,
+            " of ", dir_, "; model.safetensors.index.json names ", assigned->second));
+      }
+    }
     file = files_.emplace(where->second, std::move(opened).value()).first;
   }
   auto entry = file->second->tensors().find(name);

@@ -1,0 +1,87 @@
+// Plain generation to JSONL: each {"prompt": ...} line gets a completion with the run's sampling
+// settings; the records are the results file's samples.
+#include "kernels/status_macros.h"
+#include "launcher/eval/generation_runner.h"
+#include "launcher/eval/jsonl.h"
+#include "launcher/eval/tasks.h"
+
+namespace tessera {
+namespace {
+
+class GenerationTask final : public EvalTask {
+ public:
+  GenerationTask(std::vector<std::string> prompts, std::vector<std::vector<int32_t>> ids,
+                 GenerationRequest defaults, std::string data)
+      : prompts_(std::move(prompts)), ids_(std::move(ids)), defaults_(std::move(defaults)),
+        data_(std::move(data)) {}
+
+  std::string kind() const override { return "generation"; }
+  size_t size() const override { return prompts_.size(); }
+
+  absl::StatusOr<std::vector<nlohmann::json>> Evaluate(const std::vector<size_t>& indices,
+                                                       EvalContext& ctx) override {
+    std::vector<GenerationRequest> requests;
+    for (size_t i : indices) {
+      GenerationRequest r = defaults_;
+      r.prompt_ids = ids_[i];
+      requests.push_back(std::move(r));
+    }
+    ASSIGN_OR_RETURN(std::vector<GenerationResult> results, GenerateForTask(requests, indices, ctx));
+    std::vector<nlohmann::json> records;
+    for (size_t k = 0; k < indices.size(); ++k) {
+      const GenerationResult& r = results[k];
+      records.push_back({{"index", indices[k]},
+                         {"prompt", prompts_[indices[k]]},
+                         {"text", r.text},
+                         {"token_ids", r.token_ids},
+                         {"finish_reason", FinishReasonName(r.finish_reason)},
+                         {"prompt_tokens", r.prompt_tokens}});
+    }
+    return records;
+  }
+
+  nlohmann::json Aggregate(const std::vector<nlohmann::json>& records) const override {
+    int64_t generated = 0;
+    for (const auto& r : records) generated += static_cast<int64_t>(r["token_ids"].size());
+    return {{"samples", records.size()}, {"generated_tokens", generated}};
+  }
+
+  nlohmann::json Describe() const override {
+    return {{"data", data_},
+            {"max_new_tokens", defaults_.max_new_tokens},
+            {"temperature", defaults_.sampling.temperature},
+            {"top_k", defaults_.sampling.top_k},
+            {"top_p", defaults_.sampling.top_p},
+            {"stop", defaults_.stop}};
+  }
+
+ private:
+  std::vector<std::string> prompts_;
+  std::vector<std::vector<int32_t>> ids_;
+  GenerationRequest defaults_;
+  std::string data_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<EvalTask>> MakeGenerationTask(const config::RunConfig& c,
+                                                             const ModelConfig& model,
+                                                             const Tokenizer& tokenizer) {
+  const std::string& path = c.task().generation().data();
+  ASSIGN_OR_RETURN(std::vector<JsonlRecord> records, ReadJsonl(path));
+  std::vector<std::string> prompts;
+  std::vector<std::vector<int32_t>> ids;
+  for (size_t i = 0; i < Limited(c, records.size()); ++i) {
+    ASSIGN_OR_RETURN(std::string prompt, StringField(path, records[i], "prompt"));
+    if (prompt.empty()) return RecordError(path, records[i], "the prompt is empty");
+    auto encoded = tokenizer.Encode(prompt);
+    if (!encoded.ok()) return RecordError(path, records[i], encoded.status().message());
+    encoded->insert(encoded->begin(), model.bos_token_id);
+    prompts.push_back(std::move(prompt));
+    ids.push_back(std::move(encoded).value());
+  }
+  return std::unique_ptr<EvalTask>(
+      new GenerationTask(std::move(prompts), std::move(ids), RequestFromSampling(c, 256), path));
+}
+
+}  // namespace tessera

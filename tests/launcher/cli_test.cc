@@ -1,0 +1,343 @@
+// The `tessera` binary end to end: runs it from the repository root with std::system, capturing
+// stdout, stderr and the exit status. Every error case must exit normally with status 1 or 2 (no
+// signal) and say on stderr what is wrong and where.
+#include <sys/wait.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/runtime/test_files.h"
+
+#ifndef TESSERA_BINARY
+#error "TESSERA_BINARY must name the built tessera binary"
+#endif
+
+namespace tessera {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+using nlohmann::json;
+using testing::ScopedTempDir;
+
+constexpr char kMha[] = "tests/fixtures/models/llama2_mha";
+constexpr char kGqa[] = "tests/fixtures/models/llama70b_gqa";
+
+// Single-quotes `s` for /bin/sh.
+std::string Quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) {
+    if (c == '\'') {
+      out += "'\\''";
+    } else {
+      out += c;
+    }
+  }
+  return out + "'";
+}
+
+struct CliRun {
+  bool exited = false;  // normal exit (not killed by a signal)
+  int code = -1;        // exit status when exited
+  int signal = 0;
+  std::string out, err;
+};
+
+std::ostream& operator<<(std::ostream& os, const CliRun& r) {
+  return os << "exit " << r.code << (r.exited ? "" : " (signal " + std::to_string(r.signal) + ")")
+            << "\n--- stdout ---\n" << r.out << "\n--- stderr ---\n" << r.err;
+}
+
+// Runs `tessera ARGS...` (each argument quoted); generate and bench run with one thread.
+CliRun Tessera(const std::vector<std::string>& args) {
+  ScopedTempDir io;
+  std::string command = Quote(TESSERA_BINARY);
+  for (const std::string& a : args) command.append(" ").append(Quote(a));
+  if (!args.empty() && (args[0] == "generate" || args[0] == "bench")) command.append(" --threads=1");
+  command.append(" >").append(Quote(io.Join("stdout")));
+  command.append(" 2>").append(Quote(io.Join("stderr"))).append(" </dev/null");
+  const int status = std::system(command.c_str());
+  CliRun r;
+  r.exited = status != -1 && WIFEXITED(status);
+  r.code = r.exited ? WEXITSTATUS(status) : -1;
+  r.signal = (status != -1 && WIFSIGNALED(status)) ? WTERMSIG(status) : 0;
+  r.out = testing::ReadFile(io.Join("stdout"));
+  r.err = testing::ReadFile(io.Join("stderr"));
+  return r;
+}
+
+// A clean failure: normal exit with status 1 or 2, and every `parts` in stderr.
+void ExpectFailure(const CliRun& r, const std::vector<std::string>& parts) {
+  ASSERT_TRUE(r.exited) << r;
+  EXPECT_TRUE(r.code == 1 || r.code == 2) << r;
+  for (const std::string& p : parts) EXPECT_THAT(r.err, HasSubstr(p)) << r;
+}
+
+// ---- Happy paths ----
+
+TEST(CliTest, GeneratePrompt) {
+  const CliRun r = Tessera({"generate", "--model", kMha, "--prompt", "def f(x):", "--max-new-tokens", "8"});
+  ASSERT_TRUE(r.exited) << r;
+  ASSERT_EQ(r.code, 0) << r;
+  // The completion (possibly empty: most of this model's 32000 ids are beyond the tokenizer's
+  // 1000 pieces) then a newline; the summary on stderr.
+  ASSERT_FALSE(r.out.empty()) << r;
+  EXPECT_EQ(r.out.back(), '\n') << r;
+  EXPECT_THAT(r.err, HasSubstr("[tessera] ")) << r;
+  EXPECT_TRUE(r.err.find("[tessera] 8 tokens, finish_reason=length") != std::string::npos ||
+              r.err.find("finish_reason=eos") != std::string::npos)
+      << r;
+}
+
+TEST(CliTest, GeneratePromptsFileInInputOrder) {
+  ScopedTempDir dir;
+  const std::string prompts = dir.Join("prompts.jsonl");
+  testing::WriteFile(prompts,
+                     "{\"id\": \"first\", \"prompt\": \"def f(x):\", \"max_new_tokens\": 3}\n"
+                     "\n"
+                     "{\"id\": 2, \"prompt\": \"import os\", \"temperature\": 0.7, \"seed\": 4, "
+                     "\"max_new_tokens\": 5}\n"
+                     "{\"prompt\": \"class A:\", \"stop\": [\"\\u0001\"], \"max_new_tokens\": 4}\n");
+  const CliRun r = Tessera({"generate", "--model", kMha, "--prompts", prompts, "--ignore-eos",
+                         "--max-batch", "2"});
+  ASSERT_TRUE(r.exited) << r;
+  ASSERT_EQ(r.code, 0) << r;
+  std::vector<std::string> lines = absl::StrSplit(r.out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 3u) << r;
+  const std::vector<json> ids = {"first", 2, nullptr};
+  const std::vector<std::string> texts = {"def f(x):", "import os", "class A:"};
+  const std::vector<size_t> lengths = {3, 5, 4};
+  for (size_t i = 0; i < 3; ++i) {
+    SCOPED_TRACE(lines[i]);
+    const json j = json::parse(lines[i], nullptr, false);
+    ASSERT_TRUE(j.is_object());
+    EXPECT_EQ(j["index"], i);
+    EXPECT_EQ(j["prompt"], texts[i]);
+    if (ids[i].is_null()) {
+      EXPECT_FALSE(j.contains("id"));
+    } else {
+      EXPECT_EQ(j["id"], ids[i]);
+    }
+    ASSERT_TRUE(j["text"].is_string());
+    ASSERT_TRUE(j["token_ids"].is_array());
+    EXPECT_EQ(j["token_ids"].size(), lengths[i]);
+    EXPECT_EQ(j["finish_reason"], "length");
+    ASSERT_TRUE(j["timings"].is_object());
+    EXPECT_TRUE(j["timings"]["time_to_first_token_ms"].is_number());
+    EXPECT_TRUE(j["timings"]["total_ms"].is_number());
+    EXPECT_GE(j["timings"]["total_ms"].get<double>(),
+              j["timings"]["time_to_first_token_ms"].get<double>());
+  }
+}
+
+TEST(CliTest, GeneratePromptsFileToOutputFile) {
+  ScopedTempDir dir;
+  const std::string prompts = dir.Join("prompts.jsonl");
+  const std::string output = dir.Join("out.jsonl");
+  testing::WriteFile(prompts, "{\"prompt\": \"a\"}\n{\"prompt\": \"b\"}\n");
+  const CliRun r = Tessera({"generate", "--model", kMha, "--prompts", prompts, "--output", output,
+                         "--max-new-tokens", "2", "--ignore-eos"});
+  ASSERT_EQ(r.code, 0) << r;
+  EXPECT_EQ(r.out, "");
+  std::vector<std::string> lines =
+      absl::StrSplit(testing::ReadFile(output), '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(json::parse(lines[1])["index"], 1);
+}
+
+TEST(CliTest, Bench) {
+  const CliRun r = Tessera({"bench", "--model", kGqa, "--prompt-tokens", "8", "--decode-tokens", "4"});
+  ASSERT_TRUE(r.exited) << r;
+  ASSERT_EQ(r.code, 0) << r;
+  const json j = json::parse(r.out, nullptr, false);
+  ASSERT_TRUE(j.is_object()) << r;
+  for (const char* key : {"decode_ms_per_token", "prefill_tokens_per_s",
+                          "memory_read_bandwidth_bytes_per_s", "peak_rss_bytes_rank0"}) {
+    ASSERT_TRUE(j.contains(key)) << key << "\n" << r;
+    ASSERT_TRUE(j[key].is_number()) << key;
+    EXPECT_GT(j[key].get<double>(), 0.0) << key;
+  }
+  EXPECT_EQ(j["prompt_tokens"], 8);
+  EXPECT_EQ(j["decode_tokens"], 4);
+  // 4 layers of (2 norms + q, k, v, o + 3 MLP) plus embeddings, head and final norm, in F32.
+  const int64_t per_layer = 2 * 128 + 128 * 128 + 2 * 16 * 128 + 128 * 128 + 3 * 256 * 128;
+  EXPECT_EQ(j["weight_bytes_rank0"], 4 * (4 * per_layer + 2 * 512 * 128 + 128));
+  EXPECT_EQ(j["threads_per_rank"], 1);
+}
+
+TEST(CliTest, NoArgumentsPrintsUsage) {
+  const CliRun r = Tessera({});
+  ExpectFailure(r, {"usage: tessera"});
+  EXPECT_EQ(r.code, 2);
+}
+
+// ---- Errors ----
+
+TEST(CliErrorTest, UnknownSubcommand) {
+  ExpectFailure(Tessera({"frobnicate", "--model", kMha}), {"unknown command \"frobnicate\"", "usage"});
+}
+
+TEST(CliErrorTest, MissingModel) {
+  ExpectFailure(Tessera({"generate", "--prompt", "hi"}), {"--model", "required"});
+}
+
+TEST(CliErrorTest, ModelDirDoesNotExist) {
+  ExpectFailure(Tessera({"generate", "--model", "/nonexistent/tessera/model", "--prompt", "hi"}),
+                {"/nonexistent/tessera/model", "not a directory"});
+}
+
+TEST(CliErrorTest, NeitherPromptNorPromptsFile) {
+  ExpectFailure(Tessera({"generate", "--model", kMha}), {"--prompt", "--prompts"});
+}
+
+TEST(CliErrorTest, MalformedSafetensorsHeader) {
+  ScopedTempDir dir;
+  testing::CopyDir(kGqa, dir.path());
+  const std::string file = dir.Join("model.safetensors");
+  {
+    std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(8);
+    const std::string garbage(32, '#');
+    f.write(garbage.data(), garbage.size());
+  }
+  ExpectFailure(Tessera({"generate", "--model", dir.path(), "--prompt", "hi"}), {file, "JSON"});
+}
+
+TEST(CliErrorTest, TruncatedSafetensors) {
+  ScopedTempDir dir;
+  testing::CopyDir(kGqa, dir.path());
+  const std::string file = dir.Join("model.safetensors");
+  std::filesystem::resize_file(file, std::filesystem::file_size(file) / 2);
+  ExpectFailure(Tessera({"generate", "--model", dir.path(), "--prompt", "hi"}),
+                {file, "truncated"});
+}
+
+TEST(CliErrorTest, MissingTensor) {
+  ScopedTempDir dir;
+  testing::TinyLlamaDims d;
+  auto tensors = testing::TinyLlamaTensors(d, 3);
+  tensors.erase("model.layers.1.mlp.up_proj.weight");
+  testing::WriteTinyLlama(dir.path(), testing::TinyLlamaConfig(d), tensors);
+  ExpectFailure(Tessera({"bench", "--model", dir.path(), "--prompt-tokens", "2",
+                         "--decode-tokens", "1"}),
+                {"\"model.layers.1.mlp.up_proj.weight\"", "missing", dir.path()});
+}
+
+TEST(CliErrorTest, ConfigNamesMoreLayersThanTheWeights) {
+  ScopedTempDir dir;
+  testing::CopyDir(kGqa, dir.path());
+  testing::EditJsonFile(dir.Join("config.json"), [](json& j) { j["num_hidden_layers"] = 5; });
+  ExpectFailure(Tessera({"generate", "--model", dir.path(), "--prompt", "hi"}),
+                {"\"model.layers.4.", "missing"});
+}
+
+TEST(CliErrorTest, ConfigDisagreesWithWeights) {
+  ScopedTempDir dir;
+  testing::CopyDir(kGqa, dir.path());
+  testing::EditJsonFile(dir.Join("config.json"), [](json& j) { j["hidden_size"] = 64; });
+  ExpectFailure(Tessera({"generate", "--model", dir.path(), "--prompt", "hi"}),
+                {"model.embed_tokens.weight", "[512, 128]", "[512, 64]", "hidden_size",
+                 "disagree"});
+}
+
+TEST(CliErrorTest, UnsupportedDType) {
+  ScopedTempDir dir;
+  testing::TinyLlamaDims d;
+  auto tensors = testing::TinyLlamaTensors(d, 3);
+  tensors["model.norm.weight"] = {"F64", {d.hidden}, testing::RawBytes(std::vector<double>(d.hidden, 1.0))};
+  testing::WriteTinyLlama(dir.path(), testing::TinyLlamaConfig(d), tensors);
+  ExpectFailure(Tessera({"bench", "--model", dir.path(), "--prompt-tokens", "2",
+                         "--decode-tokens", "1"}),
+                {"\"F64\"", "\"model.norm.weight\"", dir.Join("model.safetensors")});
+}
+
+TEST(CliErrorTest, PromptLongerThanTheContext) {
+  ScopedTempDir dir;
+  testing::CopyDir(kMha, dir.path());
+  testing::EditJsonFile(dir.Join("config.json"), [](json& j) { j["max_position_embeddings"] = 16; });
+  std::string prompt;
+  for (int i = 0; i < 40; ++i) prompt += "word ";
+  ExpectFailure(Tessera({"generate", "--model", dir.path(), "--prompt", prompt}),
+                {"max_position_embeddings", "16"});
+}
+
+TEST(CliErrorTest, EmptyPrompt) {
+  ExpectFailure(Tessera({"generate", "--model", kMha, "--prompt", ""}), {"--prompt", "empty"});
+}
+
+TEST(CliErrorTest, InvalidUtf8Prompt) {
+  ExpectFailure(Tessera({"generate", "--model", kMha, "--prompt", "ok \xff"}),
+                {"--prompt", "UTF-8", "offset 3"});
+}
+
+TEST(CliErrorTest, MaxNewTokensNotANumber) {
+  ExpectFailure(Tessera({"generate", "--model", kMha, "--prompt", "hi", "--max-new-tokens", "abc"}),
+                {"abc", "max_new_tokens"});
+}
+
+TEST(CliErrorTest, NegativeTemperature) {
+  ExpectFailure(Tessera({"generate", "--model", kMha, "--prompt", "hi", "--temperature", "-1"}),
+                {"temperature", ">= 0", "-1"});
+}
+
+TEST(CliErrorTest, TopPAboveOne) {
+  ExpectFailure(Tessera({"generate", "--model", kMha, "--prompt", "hi", "--top-p", "2"}),
+                {"top_p", "(0, 1]", "2"});
+}
+
+TEST(CliErrorTest, UnknownFlag) {
+  ExpectFailure(Tessera({"generate", "--model", kMha, "--prompt", "hi", "--bogus"}), {"bogus"});
+}
+
+TEST(CliErrorTest, BenchBadSizes) {
+  ExpectFailure(Tessera({"bench", "--model", kGqa, "--batch", "0"}), {"--batch", ">= 1"});
+}
+
+TEST(CliErrorTest, PromptsFileMalformedJsonLine) {
+  ScopedTempDir dir;
+  const std::string prompts = dir.Join("p.jsonl");
+  testing::WriteFile(prompts, "{\"prompt\": \"fine\"}\n{\"prompt\": \"broken\",\n");
+  ExpectFailure(Tessera({"generate", "--model", kMha, "--prompts", prompts}),
+                {prompts + ":2", "JSON"});
+}
+
+TEST(CliErrorTest, PromptsFileLineWithoutPrompt) {
+  ScopedTempDir dir;
+  const std::string prompts = dir.Join("p.jsonl");
+  testing::WriteFile(prompts, "{\"prompt\": \"fine\"}\n\n{\"text\": \"no prompt field\"}\n");
+  ExpectFailure(Tessera({"generate", "--model", kMha, "--prompts", prompts}),
+                {prompts + ":3", "\"prompt\"", "missing"});
+}
+
+TEST(CliErrorTest, PromptsFileEmptyPromptNamesTheLine) {
+  ScopedTempDir dir;
+  const std::string prompts = dir.Join("p.jsonl");
+  testing::WriteFile(prompts, "{\"prompt\": \"fine\"}\n{\"prompt\": \"\"}\n");
+  ExpectFailure(Tessera({"generate", "--model", kMha, "--prompts", prompts}),
+                {prompts + ":2", "empty"});
+}
+
+TEST(CliErrorTest, PromptsFileWrongFieldType) {
+  ScopedTempDir dir;
+  const std::string prompts = dir.Join("p.jsonl");
+  testing::WriteFile(prompts, "{\"prompt\": \"x\", \"temperature\": \"hot\"}\n");
+  ExpectFailure(Tessera({"generate", "--model", kMha, "--prompts", prompts}),
+                {prompts + ":1", "\"temperature\"", "number"});
+}
+
+TEST(CliErrorTest, PromptsFileMissing) {
+  ScopedTempDir dir;
+  ExpectFailure(Tessera({"generate", "--model", kMha, "--prompts", dir.Join("absent.jsonl")}),
+                {dir.Join("absent.jsonl")});
+}
+
+}  // namespace
+}  // namespace tessera

@@ -1,0 +1,186 @@
+// The evaluation tasks against figures computed independently: multiple-choice log-likelihoods
+// and perplexity of the fixture model recorded by transformers (tools/make_eval_fixtures.py),
+// metric helpers against values worked out by hand, and bad datasets against their messages.
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "kernels/backend.h"
+#include "launcher/eval/eval_task.h"
+#include "launcher/eval/progress.h"
+#include "launcher/eval/run_config.h"
+#include "runtime/llama_model.h"
+#include "runtime/tokenizer.h"
+#include "tests/test_util.h"
+
+namespace tessera {
+namespace {
+
+using ::testing::HasSubstr;
+using nlohmann::json;
+
+constexpr char kModel[] = "tests/fixtures/models/llama2_mha";
+
+json Reference() {
+  std::ifstream in("tests/fixtures/eval/reference_llama2_mha.json");
+  return json::parse(in);
+}
+
+class EvalTasksTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    backend_ = *MakeBackend(BackendKind::kCpu);
+    ASSERT_OK_AND_ASSIGN(model_, LlamaModel::Load(kModel, backend_.get()));
+    ASSERT_OK_AND_ASSIGN(tokenizer_, Tokenizer::Load(std::string(kModel) + "/tokenizer.model"));
+  }
+
+  absl::StatusOr<std::vector<json>> RunAll(const config::RunConfig& c, std::unique_ptr<EvalTask>* out) {
+    auto task = MakeEvalTask(c, model_->config(), *tokenizer_);
+    if (!task.ok()) return task.status();
+    std::vector<size_t> all;
+    for (size_t i = 0; i < (*task)->size(); ++i) all.push_back(i);
+    EvalContext ctx;
+    ctx.model = model_.get();
+    ctx.tokenizer = tokenizer_.get();
+    ctx.config = &c;
+    ctx.replica_leader = true;
+    auto records = (*task)->Evaluate(all, ctx);
+    *out = std::move(task).value();
+    return records;
+  }
+
+  config::RunConfig Config(const std::string& text) {
+    config::RunConfig c;
+    c.mutable_model()->set_path(kModel);
+    for (absl::string_view s : absl::StrSplit(text, ';', absl::SkipEmpty())) {
+      EXPECT_OK(SetField(&c, std::string(s)));
+    }
+    return c;
+  }
+
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<LlamaModel> model_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+};
+
+TEST_F(EvalTasksTest, MultipleChoiceMatchesTransformers) {
+  const json ref = Reference()["multiple_choice"];
+  config::RunConfig c = Config("task.multiple_choice.data=tests/fixtures/eval/multiple_choice.jsonl;max_batch=3");
+  std::unique_ptr<EvalTask> task;
+  ASSERT_OK_AND_ASSIGN(std::vector<json> records, RunAll(c, &task));
+  ASSERT_EQ(records.size(), ref["samples"].size());
+  for (size_t i = 0; i < records.size(); ++i) {
+    const json& want = ref["samples"][i];
+    const auto got_ll = records[i]["loglikelihoods"].get<std::vector<double>>();
+    const auto want_ll = want["loglikelihoods"].get<std::vector<double>>();
+    ASSERT_EQ(got_ll.size(), want_ll.size()) << "question " << i;
+    for (size_t j = 0; j < got_ll.size(); ++j) {
+      EXPECT_NEAR(got_ll[j], want_ll[j], 1e-4 * std::max(1.0, std::fabs(want_ll[j])))
+          << "question " << i << " choice " << j;
+    }
+    EXPECT_EQ(records[i]["is_greedy"], want["is_greedy"]) << "question " << i;
+    EXPECT_EQ(records[i]["pred"], want["pred"]) << "question " << i;
+    EXPECT_EQ(records[i]["pred_norm"], want["pred_norm"]) << "question " << i;
+  }
+  const json metrics = task->Aggregate(records);
+  EXPECT_DOUBLE_EQ(metrics["acc"].get<double>(), ref["acc"].get<double>());
+  EXPECT_DOUBLE_EQ(metrics["acc_norm"].get<double>(), ref["acc_norm"].get<double>());
+}
+
+TEST_F(EvalTasksTest, PerplexityMatchesTransformers) {
+  const json reference = Reference();
+  ASSERT_EQ(reference["perplexity"].size(), 2u);
+  for (const json& want : reference["perplexity"]) {
+    const int window = want["window"].get<int>(), stride = want["stride"].get<int>();
+    config::RunConfig c = Config(absl::StrCat(
+        "task.perplexity.data=tests/fixtures/eval/perplexity.jsonl;task.perplexity.window=", window,
+        ";task.perplexity.stride=", stride));
+    std::unique_ptr<EvalTask> task;
+    ASSERT_OK_AND_ASSIGN(std::vector<json> records, RunAll(c, &task));
+    ASSERT_EQ(records.size(), want["texts"].size());
+    for (size_t i = 0; i < records.size(); ++i) {
+      EXPECT_EQ(records[i]["tokens"], want["texts"][i]["tokens"]) << window << "/" << stride;
+      EXPECT_NEAR(records[i]["nll"].get<double>(), want["texts"][i]["nll"].get<double>(),
+                  1e-5 * want["texts"][i]["nll"].get<double>())
+          << window << "/" << stride << " text " << i;
+    }
+    const json metrics = task->Aggregate(records);
+    EXPECT_NEAR(metrics["perplexity"].get<double>(), want["perplexity"].get<double>(),
+                1e-4 * want["perplexity"].get<double>());
+    EXPECT_EQ(metrics["tokens"], want["tokens"]);
+  }
+}
+
+// Mean and standard error of the mean worked out by hand: values 1, 0, 1, 1 have mean 0.75,
+// sample variance ((0.25^2)*3 + 0.75^2) / 3 = 0.25, stderr sqrt(0.25) / sqrt(4) = 0.25.
+TEST(EvalMetricsTest, MeanAndStderrByHand) {
+  const MeanStderr m = MeanWithStderr({1, 0, 1, 1});
+  EXPECT_DOUBLE_EQ(m.mean, 0.75);
+  EXPECT_DOUBLE_EQ(m.stderr_, 0.25);
+  EXPECT_DOUBLE_EQ(MeanWithStderr({0.5}).stderr_, 0.0);
+  EXPECT_DOUBLE_EQ(MeanWithStderr({}).mean, 0.0);
+}
+
+TEST(EvalMetricsTest, ProgressLineReadsWellInALog) {
+  EXPECT_EQ(Progress::Line("passkey", 30, 120, 60.0),
+            "[eval] passkey: 30/120 samples (25%) | 0.50 samples/s | elapsed 00:01:00 | ETA 00:03:00");
+  EXPECT_EQ(Progress::FormatSeconds(3725), "01:02:05");
+  EXPECT_THAT(Progress::Line("ppl", 0, 10, 0.0), HasSubstr("ETA --:--:--"));
+}
+
+// Each bad dataset names the file and the line.
+class BadDatasetTest : public EvalTasksTest {
+ protected:
+  std::string Write(const std::string& name, const std::string& text) {
+    const std::string path = ::testing::TempDir() + name;
+    std::ofstream(path) << text;
+    return path;
+  }
+  absl::Status Make(const std::string& setting) {
+    return MakeEvalTask(Config(setting), model_->config(), *tokenizer_).status();
+  }
+};
+
+TEST_F(BadDatasetTest, MalformedJsonLine) {
+  const std::string p = Write("bad1.jsonl", "{\"context\": \"a\", \"choices\": [\"x\", \"y\"], \"gold\": 0}\n{oops\n");
+  const absl::Status s = Make("task.multiple_choice.data=" + p);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), HasSubstr(p + ":2: not valid JSON"));
+}
+
+TEST_F(BadDatasetTest, MissingField) {
+  const std::string p = Write("bad2.jsonl", "{\"context\": \"a\", \"gold\": 0}\n");
+  EXPECT_THAT(std::string(Make("task.multiple_choice.data=" + p).message()),
+              HasSubstr(p + ":1: field \"choices\" is missing"));
+  const std::string q = Write("bad3.jsonl", "\n{\"txt\": \"a\"}\n");
+  EXPECT_THAT(std::string(Make("task.perplexity.data=" + q).message()),
+              HasSubstr(q + ":2: field \"text\" is missing"));
+}
+
+TEST_F(BadDatasetTest, EmptyDataset) {
+  const std::string p = Write("empty.jsonl", "\n  \n");
+  EXPECT_THAT(std::string(Make("task.generation.data=" + p).message()),
+              HasSubstr(p + ": the dataset is empty"));
+}
+
+TEST_F(BadDatasetTest, OneChoiceAndGoldOutOfRange) {
+  const std::string p = Write("one.jsonl", "{\"context\": \"a\", \"choices\": [\"x\"], \"gold\": 0}\n");
+  EXPECT_THAT(std::string(Make("task.multiple_choice.data=" + p).message()),
+              HasSubstr(p + ":1: field \"choices\" has 1 entry; a question needs at least 2"));
+  const std::string q = Write("gold.jsonl", "{\"context\": \"a\", \"choices\": [\"x\", \"y\"], \"gold\": 2}\n");
+  EXPECT_THAT(std::string(Make("task.multiple_choice.data=" + q).message()),
+              HasSubstr(q + ":1: field \"gold\" is 2"));
+}
+
+TEST_F(BadDatasetTest, CodeTaskNeedsItsFields) {
+  const std::string p = Write("he.jsonl", "{\"task_id\": \"t\", \"prompt\": \"def f():\", \"test\": \"\"}\n");
+  EXPECT_THAT(std::string(Make("task.code_generation.data=" + p).message()),
+              HasSubstr(p + ":1: field \"entry_point\" is missing"));
+}
+
+}  // namespace
+}  // namespace tessera
