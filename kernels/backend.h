@@ -82,8 +82,9 @@ class Backend {
   }
 };
 
-// Creates a backend. kCuda in a build without CUDA returns Unimplemented.
-absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(BackendKind kind);
+// Creates a backend. kCuda in a build without CUDA returns Unimplemented; with CUDA it uses
+// device local_rank % (visible devices) and returns Unavailable when there is no device.
+absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(BackendKind kind, int local_rank = 0);
 
 }  // namespace tessera
 

@@ -13,6 +13,9 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/machine_probes.h"
+#if defined(TESSERA_WITH_CUDA)
+#include "kernels/cuda/cuda_probes.h"
+#endif
 #include "kernels/status_macros.h"
 #include "launcher/commands.h"
 #include "launcher/flags.h"
@@ -88,20 +91,17 @@ absl::Status RunBench(Job& job) {
   auto tp = std::make_unique<TimedCommunicator>(std::move(job.groups.tp));
   auto pp = std::make_unique<TimedCommunicator>(std::move(job.groups.pp));
   std::vector<TimedCommunicator*> comms = {tp.get(), pp.get()};
-  ModelBundle b;
-  absl::Status loaded = [&]() -> absl::Status {
-    ASSIGN_OR_RETURN(std::vector<int64_t> stage_layers, StageLayersFromFlags());
-    ModelParallelism parallel{job.layout(), tp.get(), pp.get(), stage_layers};
-    ASSIGN_OR_RETURN(b, LoadModelBundle(absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_backend),
-                                        /*require_tokenizer=*/false, parallel));
-    if (prompt_tokens + decode_tokens + 1 > b.model->config().max_position_embeddings) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--prompt-tokens + --decode-tokens exceed the model's context of ",
-          b.model->config().max_position_embeddings));
-    }
-    return absl::OkStatus();
-  }();
-  RETURN_IF_ERROR(CheckPhase(job, loaded));
+  absl::StatusOr<std::vector<int64_t>> stage_layers = StageLayersFromFlags();
+  RETURN_IF_ERROR(CheckPhase(job, stage_layers.status()));
+  ModelParallelism parallel{job.layout(), tp.get(), pp.get(), *stage_layers};
+  ASSIGN_OR_RETURN(ModelBundle b, LoadModelForJob(job, absl::GetFlag(FLAGS_model),
+                                                  absl::GetFlag(FLAGS_backend),
+                                                  /*require_tokenizer=*/false, parallel));
+  if (prompt_tokens + decode_tokens + 1 > b.model->config().max_position_embeddings) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--prompt-tokens + --decode-tokens exceed the model's context of ",
+        b.model->config().max_position_embeddings));
+  }
   const ModelConfig& c = b.model->config();
   LlamaModel& model = *b.model;
 
@@ -136,10 +136,19 @@ absl::Status RunBench(Job& job) {
   const bool tied = w.lm_head.data == w.embed.data;
   const double step_bytes = static_cast<double>(w.bytes) - (tied ? 0.0 : w.embed.bytes());
   const double step_s = single->decode_s / decode_tokens;
-  const double bandwidth = cpu::MeasureReadBandwidth(size_t{1} << 30, 5);
+  // The peers: this device's memory bandwidth and its BLAS rate on a layer-shaped GEMM.
+  double bandwidth = 0, sgemm_flops = 0;
+  if (b.backend->kind() == BackendKind::kCpu) {
+    bandwidth = cpu::MeasureReadBandwidth(size_t{1} << 30, 5);
+    sgemm_flops = cpu::MeasureSgemmFlops(prompt_tokens, c.intermediate_size, c.hidden_size, 3);
+  } else {
+#if defined(TESSERA_WITH_CUDA)
+    ASSIGN_OR_RETURN(bandwidth, cuda::MeasureDeviceReadBandwidth(size_t{2} << 30, 10));
+    ASSIGN_OR_RETURN(sgemm_flops, cuda::MeasureGemmFlops(prompt_tokens, c.intermediate_size,
+                                                          c.hidden_size, w.layers[0].wq.dtype, 5));
+#endif
+  }
   const double prefill_flops = LinearFlops(c, prompt_tokens) / single->prefill_s;
-  const double sgemm_flops =
-      cpu::MeasureSgemmFlops(prompt_tokens, c.intermediate_size, c.hidden_size, 3);
   struct rusage usage;
   getrusage(RUSAGE_SELF, &usage);
   nlohmann::json ranks = nlohmann::json::array();
@@ -162,8 +171,8 @@ absl::Status RunBench(Job& job) {
       {"weight_dtype", std::string(DTypeName(w.layers[0].wq.dtype))},
       {"prefill_tokens_per_s", prompt_tokens / single->prefill_s},
       {"prefill_linear_gflops", prefill_flops / 1e9},
-      {"sgemm_gflops_same_shape", sgemm_flops / 1e9},
-      {"prefill_vs_sgemm", prefill_flops / sgemm_flops},
+      {"blas_gflops_same_shape", sgemm_flops / 1e9},
+      {"prefill_vs_blas", prefill_flops / sgemm_flops},
       {"decode_ms_per_token", step_s * 1e3},
       {"decode_weight_bytes_per_token_rank0", step_bytes},
       {"decode_bytes_per_s_rank0", step_bytes / step_s},

@@ -169,17 +169,12 @@ absl::Status RunGenerate(Job& job) {
     return absl::InvalidArgumentError(
         "generate needs exactly one of --prompt TEXT or --prompts FILE.jsonl");
   }
-  ModelBundle bundle;
   absl::StatusOr<std::vector<int64_t>> stage_layers = StageLayersFromFlags();
-  absl::Status loaded = stage_layers.status();
-  if (loaded.ok()) {
-    ModelParallelism parallel{job.layout(), job.groups.tp.get(), job.groups.pp.get(), *stage_layers};
-    auto b = LoadModelBundle(absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_backend),
-                             /*require_tokenizer=*/true, parallel);
-    loaded = b.status();
-    if (b.ok()) bundle = std::move(b).value();
-  }
-  RETURN_IF_ERROR(CheckPhase(job, loaded));
+  RETURN_IF_ERROR(CheckPhase(job, stage_layers.status()));
+  ModelParallelism parallel{job.layout(), job.groups.tp.get(), job.groups.pp.get(), *stage_layers};
+  ASSIGN_OR_RETURN(ModelBundle bundle,
+                   LoadModelForJob(job, absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_backend),
+                                   /*require_tokenizer=*/true, parallel));
 
   absl::StatusOr<Inputs> inputs = ReadInputs(bundle);
   RETURN_IF_ERROR(CheckPhase(job, inputs.status()));

@@ -62,6 +62,12 @@ absl::StatusOr<Job> StartJob(const WorldLayout& requested, bool mpi, absl::Durat
     world = std::move(LocalCommunicator::Create(1, timeout)[0]);
   }
   ASSIGN_OR_RETURN(job.groups, MakeProcessGroups(std::move(world), requested));
+  const LaunchEnv env = ReadLaunchEnv();
+  if (env.local_rank >= 0) {
+    job.local_rank = env.local_rank;
+  } else if (job.groups.world->size() > 1) {
+    ASSIGN_OR_RETURN(job.local_rank, LocalRankFromHostnames(*job.groups.world));
+  }
   return job;
 }
 

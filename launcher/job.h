@@ -16,7 +16,8 @@ namespace tessera {
 
 struct Job {
   ProcessGroups groups;
-  bool mpi = false;  // MPI is initialised (main finalises it)
+  bool mpi = false;     // MPI is initialised (main finalises it)
+  int local_rank = 0;   // index among the ranks on this host (picks the GPU)
 
   const WorldLayout& layout() const { return groups.layout; }
   bool is_root() const { return groups.layout.rank == 0; }

@@ -1,15 +1,25 @@
 #include "launcher/model_bundle.h"
 
+#include <unistd.h>
+
+#include <cstring>
 #include <filesystem>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
+#if defined(TESSERA_WITH_CUDA)
+#include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/device_assignment.h"
+#endif
 
 namespace tessera {
 
-absl::StatusOr<ModelBundle> LoadModelBundle(const std::string& dir, const std::string& backend_name,
-                                            bool require_tokenizer,
-                                            const ModelParallelism& parallel) {
+namespace {
+
+absl::StatusOr<ModelBundle> LoadOnThisRank(const std::string& dir, const std::string& backend_name,
+                                           bool require_tokenizer, const ModelParallelism& parallel,
+                                           int local_rank) {
   if (dir.empty()) return absl::InvalidArgumentError("--model is required (a model directory)");
   if (!std::filesystem::is_directory(dir)) {
     return absl::NotFoundError(absl::StrCat("--model: ", dir, " is not a directory"));
@@ -24,7 +34,7 @@ absl::StatusOr<ModelBundle> LoadModelBundle(const std::string& dir, const std::s
         absl::StrCat("--backend: \"", backend_name, "\" is not a backend; use cpu or cuda"));
   }
   ModelBundle b;
-  ASSIGN_OR_RETURN(b.backend, MakeBackend(kind));
+  ASSIGN_OR_RETURN(b.backend, MakeBackend(kind, local_rank));
   ASSIGN_OR_RETURN(b.model, LlamaModel::Load(dir, b.backend.get(), parallel));
   const std::string sp_path = (std::filesystem::path(dir) / "tokenizer.model").string();
   if (std::filesystem::exists(sp_path)) {
@@ -38,6 +48,46 @@ absl::StatusOr<ModelBundle> LoadModelBundle(const std::string& dir, const std::s
     return absl::NotFoundError(absl::StrCat(sp_path, " is missing; text prompts need a "
                                                      "SentencePiece tokenizer.model"));
   }
+  return b;
+}
+
+// On GPUs, no two ranks of one host may share a device: gather (host, PCI bus id) from all.
+absl::Status CheckDistinctDevices(Job& job, Backend& backend) {
+#if defined(TESSERA_WITH_CUDA)
+  Communicator& world = *job.groups.world;
+  if (backend.kind() != BackendKind::kCuda || world.size() == 1) return absl::OkStatus();
+  constexpr int kField = 64;
+  char mine[2 * kField] = {};
+  gethostname(mine, kField - 1);
+  const std::string& bus = static_cast<CudaBackend&>(backend).pci_bus_id();
+  std::strncpy(mine + kField, bus.c_str(), kField - 1);
+  std::vector<char> all(2 * kField * world.size());
+  RETURN_IF_ERROR(world.AllGather(TensorView::Of(mine, DType::kU8, {2 * kField}),
+                                  TensorView::Of(all.data(), DType::kU8,
+                                                 {static_cast<int64_t>(all.size())})));
+  std::vector<std::string> hosts, buses;
+  for (int r = 0; r < world.size(); ++r) {
+    hosts.emplace_back(all.data() + 2 * kField * r);
+    buses.emplace_back(all.data() + 2 * kField * r + kField);
+  }
+  return cuda::CheckDistinctDevices(hosts, buses);
+#else
+  (void)job;
+  (void)backend;
+  return absl::OkStatus();
+#endif
+}
+
+}  // namespace
+
+absl::StatusOr<ModelBundle> LoadModelForJob(Job& job, const std::string& dir,
+                                            const std::string& backend_name,
+                                            bool require_tokenizer,
+                                            const ModelParallelism& parallel) {
+  absl::StatusOr<ModelBundle> b =
+      LoadOnThisRank(dir, backend_name, require_tokenizer, parallel, job.local_rank);
+  RETURN_IF_ERROR(CheckPhase(job, b.status()));
+  RETURN_IF_ERROR(CheckPhase(job, CheckDistinctDevices(job, *b->backend)));
   return b;
 }
 

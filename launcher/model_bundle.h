@@ -7,6 +7,7 @@
 
 #include "absl/status/statusor.h"
 #include "kernels/backend.h"
+#include "launcher/job.h"
 #include "runtime/llama_model.h"
 #include "runtime/tokenizer.h"
 
@@ -18,11 +19,14 @@ struct ModelBundle {
   std::unique_ptr<Tokenizer> tokenizer;  // null when the directory has no tokenizer.model
 };
 
-// Loads this rank's shard of DIR with the backend named by `backend_name` ("cpu" or "cuda").
-// With `require_tokenizer`, a missing DIR/tokenizer.model is an error.
-absl::StatusOr<ModelBundle> LoadModelBundle(const std::string& dir, const std::string& backend_name,
+// Every rank of `job` loads its shard of DIR with the backend named by `backend_name` ("cpu" or
+// "cuda"; a GPU rank takes the device of its local rank); the ranks then agree on the outcome
+// (CheckPhase) and, on GPUs, check that no two ranks of a host share a device. With
+// `require_tokenizer`, a missing DIR/tokenizer.model is an error.
+absl::StatusOr<ModelBundle> LoadModelForJob(Job& job, const std::string& dir,
+                                            const std::string& backend_name,
                                             bool require_tokenizer,
-                                            const ModelParallelism& parallel = {});
+                                            const ModelParallelism& parallel);
 
 }  // namespace tessera
 

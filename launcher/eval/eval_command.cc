@@ -98,17 +98,13 @@ absl::StatusOr<config::RunConfig> EvalConfigFromFlags(const std::vector<std::str
 absl::Status RunEval(Job& job, const config::RunConfig& c) {
   const auto start = std::chrono::steady_clock::now();
   const WorldLayout& layout = job.layout();
-  ModelBundle bundle;
-  absl::Status loaded = [&]() -> absl::Status {
-    ModelParallelism parallel{layout, job.groups.tp.get(), job.groups.pp.get(),
-                              std::vector<int64_t>(c.layout().stage_layers().begin(),
-                                                   c.layout().stage_layers().end())};
-    ASSIGN_OR_RETURN(bundle, LoadModelBundle(c.model().path(),
-                                             c.model().backend().empty() ? "cpu" : c.model().backend(),
-                                             /*require_tokenizer=*/true, parallel));
-    return absl::OkStatus();
-  }();
-  RETURN_IF_ERROR(CheckPhase(job, loaded));
+  ModelParallelism parallel{layout, job.groups.tp.get(), job.groups.pp.get(),
+                            std::vector<int64_t>(c.layout().stage_layers().begin(),
+                                                 c.layout().stage_layers().end())};
+  ASSIGN_OR_RETURN(ModelBundle bundle,
+                   LoadModelForJob(job, c.model().path(),
+                                   c.model().backend().empty() ? "cpu" : c.model().backend(),
+                                   /*require_tokenizer=*/true, parallel));
   absl::StatusOr<std::unique_ptr<EvalTask>> task =
       MakeEvalTask(c, bundle.model->config(), *bundle.tokenizer);
   RETURN_IF_ERROR(CheckPhase(job, task.status()));

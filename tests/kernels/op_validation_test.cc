@@ -47,11 +47,28 @@ TEST(OpValidationTest, RejectsWrongDtypesAndAliasing) {
   EXPECT_NE(s.message().find("even"), std::string::npos) << s;
 }
 
-TEST(OpValidationTest, CudaBackendIsUnimplementedNotAStub) {
+#if defined(TESSERA_WITH_CUDA)
+// A CUDA build constructs the CUDA backend, or says why no device can be used.
+TEST(OpValidationTest, CudaBackendIsBuilt) {
+  auto backend = MakeBackend(BackendKind::kCuda);
+  if (backend.ok()) {
+    EXPECT_EQ((*backend)->kind(), BackendKind::kCuda);
+    EXPECT_EQ((*backend)->device(), Device::kCuda);
+  } else {
+    EXPECT_EQ(backend.status().code(), absl::StatusCode::kUnavailable) << backend.status();
+    EXPECT_NE(backend.status().message().find("no CUDA device"), std::string::npos)
+        << backend.status();
+  }
+}
+#else
+TEST(OpValidationTest, CudaBackendIsUnimplementedWithoutCuda) {
   auto backend = MakeBackend(BackendKind::kCuda);
   ASSERT_FALSE(backend.ok());
   EXPECT_EQ(backend.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_NE(backend.status().message().find("TESSERA_CUDA"), std::string::npos)
+      << backend.status();
 }
+#endif
 
 }  // namespace
 }  // namespace tessera

@@ -6,29 +6,13 @@
 #include "runtime/generator.h"
 #include "runtime/llama_model.h"
 #include "runtime/vocab_parallel.h"
+#include "tests/golden/golden_fixture.h"
 #include "tests/test_util.h"
 
 namespace tessera::testing {
 namespace {
 
 constexpr int kPrompts = 3;
-
-std::vector<int32_t> ReadIds(const SafetensorsFile& golden, const std::string& name) {
-  const TensorEntry& t = golden.tensors().at(name);
-  const int32_t* p = reinterpret_cast<const int32_t*>(t.data);
-  return std::vector<int32_t>(p, p + t.shape[0]);
-}
-
-ForwardBatch AllPositions(const std::vector<int32_t>& ids) {
-  ForwardBatch b;
-  for (size_t i = 0; i < ids.size(); ++i) {
-    b.tokens.push_back(ids[i]);
-    b.positions.push_back(static_cast<int32_t>(i));
-    b.slots.push_back(0);
-    b.logit_rows.push_back(static_cast<int32_t>(i));
-  }
-  return b;
-}
 
 // Full logits of every prompt (gathered over tp; last stage only) and greedy tokens.
 struct Observed {
