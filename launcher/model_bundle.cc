@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <vector>
@@ -88,6 +90,17 @@ absl::StatusOr<ModelBundle> LoadModelForJob(Job& job, const std::string& dir,
       LoadOnThisRank(dir, backend_name, require_tokenizer, parallel, job.local_rank);
   RETURN_IF_ERROR(CheckPhase(job, b.status()));
   RETURN_IF_ERROR(CheckPhase(job, CheckDistinctDevices(job, *b->backend)));
+  if (job.layout().world_size() > 1) {  // what each rank read: ~1/tp of its stage's layers
+    const LlamaWeights& w = b->model->weights();
+    const ShardPlan& plan = b->model->plan();
+    std::fprintf(stderr,
+                 "%sloaded %.1f MB of weights: layers %lld-%lld, %.1f MB of %.1f MB of those "
+                 "layers (%.1f%%)\n",
+                 job.layout().Prefix().c_str(), w.bytes / 1e6,
+                 static_cast<long long>(plan.layer_begin), static_cast<long long>(plan.layer_end - 1),
+                 w.layer_bytes / 1e6, w.stage_layer_bytes / 1e6,
+                 100.0 * w.layer_bytes / std::max<size_t>(1, w.stage_layer_bytes));
+  }
   return b;
 }
 
