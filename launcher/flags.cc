@@ -80,6 +80,34 @@ std::vector<std::string> TakeRepeatedFlag(std::vector<std::string>* args, const 
   return values;
 }
 
+void ApplyRunConfigToFlags(const config::RunConfig& c) {
+  auto set = [](auto* flag, const char* name, bool present, auto value) {
+    if (present && !FlagWasGiven(name)) absl::SetFlag(flag, value);
+  };
+  set(&FLAGS_model, "model", !c.model().path().empty(), c.model().path());
+  set(&FLAGS_backend, "backend", !c.model().backend().empty(), c.model().backend());
+  set(&FLAGS_max_seq_len, "max_seq_len", c.model().max_seq_len() > 0, c.model().max_seq_len());
+  set(&FLAGS_tp, "tp", c.layout().tp() > 0, c.layout().tp());
+  set(&FLAGS_pp, "pp", c.layout().pp() > 0, c.layout().pp());
+  set(&FLAGS_dp, "dp", c.layout().dp() > 0, c.layout().dp());
+  set(&FLAGS_micro_batches, "micro_batches", c.layout().micro_batches() > 0,
+      c.layout().micro_batches());
+  set(&FLAGS_comm_timeout_s, "comm_timeout_s", c.layout().comm_timeout_s() > 0,
+      c.layout().comm_timeout_s());
+  std::vector<std::string> stage_layers;
+  for (int32_t n : c.layout().stage_layers()) stage_layers.push_back(absl::StrCat(n));
+  set(&FLAGS_stage_layers, "stage_layers", !stage_layers.empty(), stage_layers);
+  set(&FLAGS_temperature, "temperature", c.sampling().temperature() > 0, c.sampling().temperature());
+  set(&FLAGS_top_k, "top_k", c.sampling().top_k() > 0, c.sampling().top_k());
+  set(&FLAGS_top_p, "top_p", c.sampling().top_p() > 0, c.sampling().top_p());
+  set(&FLAGS_max_new_tokens, "max_new_tokens", c.sampling().max_new_tokens() > 0,
+      c.sampling().max_new_tokens());
+  std::vector<std::string> stop(c.sampling().stop().begin(), c.sampling().stop().end());
+  set(&FLAGS_stop, "stop", !stop.empty(), stop);
+  set(&FLAGS_seed, "seed", c.seed() > 0, c.seed());
+  set(&FLAGS_max_batch, "max_batch", c.max_batch() > 0, c.max_batch());
+}
+
 WorldLayout LayoutFromFlags() {
   return WorldLayout{absl::GetFlag(FLAGS_tp), absl::GetFlag(FLAGS_pp), absl::GetFlag(FLAGS_dp), 0};
 }

@@ -10,6 +10,7 @@
 
 #include "absl/flags/declare.h"
 #include "absl/status/statusor.h"
+#include "configs/run_config.pb.h"
 #include "parallel/world_layout.h"
 
 ABSL_DECLARE_FLAG(std::string, model);
@@ -51,6 +52,10 @@ namespace tessera {
 // Rewrites "--max-new-tokens=4" to "--max_new_tokens=4" (flag names only, never values) and
 // records which flags were given, for FlagWasGiven().
 std::vector<std::string> NormalizeFlagNames(const std::vector<std::string>& args);
+
+// Sets the flags that the command line did not give from a run config's model, layout, sampling,
+// seed and max_batch fields (unset fields leave the flag defaults).
+void ApplyRunConfigToFlags(const config::RunConfig& config);
 
 // --tp, --pp, --dp as a layout (rank unset).
 WorldLayout LayoutFromFlags();

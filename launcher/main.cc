@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "launcher/commands.h"
 #include "launcher/eval/eval_command.h"
+#include "launcher/eval/run_config.h"
 #include "launcher/flags.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "launcher/job.h"
@@ -125,8 +126,17 @@ int main(int argc, char** argv) {
     if (!c.ok()) return FailBeforeStart(std::string(c.status().message()));
     eval_config = *c;
     requested = tessera::LayoutOf(eval_config);
+  } else if (tessera::FlagWasGiven("config")) {
+    // generate and bench take the model, layout and sampling sections of a run config; flags
+    // given on the command line win.
+    auto c = tessera::LoadRunConfig(absl::GetFlag(FLAGS_config));
+    absl::Status applied = c.status();
+    for (size_t i = 0; applied.ok() && i < sets.size(); ++i) applied = tessera::SetField(&*c, sets[i]);
+    if (applied.ok()) tessera::ApplyRunConfigToFlags(*c);
+    if (!applied.ok()) return FailBeforeStart(std::string(applied.message()));
+    requested = tessera::LayoutFromFlags();
   } else if (!sets.empty()) {
-    return FailBeforeStart("--set applies to eval only");
+    return FailBeforeStart("--set needs --config (a run config to change)");
   }
   const bool mpi = tessera::WantMpi(requested);
 #if defined(TESSERA_WITH_MPI)

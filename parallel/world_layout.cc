@@ -16,8 +16,8 @@ absl::Status CheckWorldSize(const WorldLayout& l, int world_size) {
   if (l.world_size() != world_size) {
     return absl::InvalidArgumentError(absl::StrCat(
         "the layout tp=", l.tp, " x pp=", l.pp, " x dp=", l.dp, " needs ", l.world_size(),
-        " ranks but the job has ", world_size, "; launch with -np ", l.world_size(),
-        " or choose tp x pp x dp = ", world_size));
+        " ranks but the job has ", world_size, "; launch it with mpirun -np ", l.world_size(),
+        " (or srun --mpi=pmix -n ", l.world_size(), ") or choose tp x pp x dp = ", world_size));
   }
   return absl::OkStatus();
 }

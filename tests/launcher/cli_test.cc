@@ -153,6 +153,27 @@ TEST(CliTest, GeneratePromptsFileToOutputFile) {
   EXPECT_EQ(json::parse(lines[1])["index"], 1);
 }
 
+// generate takes the model, layout and sampling of a run config; command-line flags win.
+TEST(CliTest, GenerateTakesARunConfig) {
+  ScopedTempDir dir;
+  const std::string config = dir.Join("run.textproto");
+  testing::WriteFile(config, absl::StrCat("model { path: \"", kMha, "\" }\n",
+                                          "sampling { max_new_tokens: 5 }\n"));
+  const std::string prompts = dir.Join("prompts.jsonl");
+  testing::WriteFile(prompts, "{\"prompt\": \"def f(x):\"}\n");
+  CliRun r = Tessera({"generate", "--config", config, "--prompts", prompts, "--ignore-eos"});
+  ASSERT_EQ(r.code, 0) << r;
+  EXPECT_EQ(json::parse(r.out)["token_ids"].size(), 5u) << r;
+  r = Tessera({"generate", "--config", config, "--prompts", prompts, "--ignore-eos",
+               "--max-new-tokens", "3"});
+  ASSERT_EQ(r.code, 0) << r;
+  EXPECT_EQ(json::parse(r.out)["token_ids"].size(), 3u) << r;
+  // The layout comes from the config too: two ranks are needed, and the message says how.
+  r = Tessera({"generate", "--config", config, "--prompts", prompts, "--set", "layout.tp=2"});
+  EXPECT_NE(r.code, 0) << r;
+  EXPECT_THAT(r.err, HasSubstr("mpirun -np 2")) << r;
+}
+
 TEST(CliTest, Bench) {
   const CliRun r = Tessera({"bench", "--model", kGqa, "--prompt-tokens", "8", "--decode-tokens", "4"});
   ASSERT_TRUE(r.exited) << r;
