@@ -39,6 +39,8 @@ ABSL_FLAG(int32_t, comm_timeout_s, 300,
 ABSL_FLAG(std::string, config, "", "Run configuration (configs/run_config.proto, text format)");
 ABSL_FLAG(std::string, output_dir, "", "Where eval writes results_*.json and samples_*.jsonl");
 ABSL_FLAG(int32_t, limit, 0, "Evaluate only the first N samples (0: all)");
+ABSL_FLAG(bool, cuda_graphs, false,
+          "Replay decode steps as CUDA graphs (CUDA backend, one rank per replica: tp=pp=1)");
 ABSL_FLAG(std::string, device_memory, "",
           "Memory per device for plan, e.g. 80GiB, 80GB or 81920MiB");
 ABSL_FLAG(std::string, dtype, "",

@@ -9,7 +9,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/flags/flag.h"
 #include "kernels/status_macros.h"
+#include "launcher/flags.h"
 #if defined(TESSERA_WITH_CUDA)
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/device_assignment.h"
@@ -38,6 +40,7 @@ absl::StatusOr<ModelBundle> LoadOnThisRank(const std::string& dir, const std::st
   ModelBundle b;
   ASSIGN_OR_RETURN(b.backend, MakeBackend(kind, local_rank));
   ASSIGN_OR_RETURN(b.model, LlamaModel::Load(dir, b.backend.get(), parallel));
+  if (absl::GetFlag(FLAGS_cuda_graphs)) RETURN_IF_ERROR(b.model->EnableDecodeGraphs(true));
   const std::string sp_path = (std::filesystem::path(dir) / "tokenizer.model").string();
   if (std::filesystem::exists(sp_path)) {
     ASSIGN_OR_RETURN(b.tokenizer, Tokenizer::Load(sp_path));

@@ -174,18 +174,21 @@ absl::Status LlamaModel::RowParallelResidual(TensorView x, TensorView w) {
   return backend_->Add({x_.view(), partial_.view(), x_.view()});
 }
 
-// Final norm and this rank's vocabulary shard of the LM head, on the requested rows only (the
-// gather of rows is an embedding lookup into the residual stream); the result goes to the host.
-absl::Status LlamaModel::LmHead(const ForwardBatch& batch, Tensor* logits) {
+// Final norm and this rank's vocabulary shard of the LM head on the requested rows only (the
+// gather of rows is an embedding lookup into the residual stream), into head_.
+absl::Status LlamaModel::LmHead(const ForwardBatch& batch) {
   const int64_t rows = static_cast<int64_t>(batch.logit_rows.size());
-  RETURN_IF_ERROR(selected_.Resize({rows, config_.hidden_size}));
-  RETURN_IF_ERROR(backend_->Embedding({rows_.view(), x_.view(), selected_.view()}));
-  RETURN_IF_ERROR(backend_->RmsNorm({selected_.view(), weights_.final_norm, selected_.view(),
+  const TensorView selected = selected_.view().Rows(0, rows);
+  RETURN_IF_ERROR(backend_->Embedding({rows_.view(), x_.view(), selected}));
+  RETURN_IF_ERROR(backend_->RmsNorm({selected, weights_.final_norm, selected,
                                      static_cast<float>(config_.rms_norm_eps)}));
-  RETURN_IF_ERROR(head_.Resize({rows, plan_.vocab_rows}));
-  RETURN_IF_ERROR(backend_->Gemm({selected_.view(), weights_.lm_head, head_.view()}));
-  RETURN_IF_ERROR(backend_->Synchronize());
-  // The last shard of a vocabulary that does not divide by tp is padded with -inf.
+  return backend_->Gemm({selected, weights_.lm_head, head_.view().Rows(0, rows)});
+}
+
+// head_ to host logits [rows, vocab_shard]; the last shard of a vocabulary that does not divide
+// by tp is padded with -inf.
+absl::Status LlamaModel::CopyLogits(const ForwardBatch& batch, Tensor* logits) {
+  const int64_t rows = static_cast<int64_t>(batch.logit_rows.size());
   RETURN_IF_ERROR(logits->Resize({rows, plan_.vocab_shard}));
   for (int64_t r = 0; r < rows; ++r) {
     float* dst = logits->data<float>() + r * plan_.vocab_shard;
@@ -196,24 +199,75 @@ absl::Status LlamaModel::LmHead(const ForwardBatch& batch, Tensor* logits) {
   return absl::OkStatus();
 }
 
-absl::Status LlamaModel::Forward(const ForwardBatch& batch, KvCache& cache, Tensor* logits) {
-  RETURN_IF_ERROR(CheckBatch(batch, cache));
+absl::Status LlamaModel::EnableDecodeGraphs(bool enable) {
+  if (!enable) {
+    graphs_.reset();
+    return absl::OkStatus();
+  }
+  if (!DecodeGraphs::Supported(*backend_)) {
+    return absl::FailedPreconditionError(
+        "CUDA graphs need the CUDA backend (--backend cuda in a CUDA build)");
+  }
+  graphs_ = std::make_unique<DecodeGraphs>(backend_);
+  return absl::OkStatus();
+}
+
+// A step a graph can replay: one token per sequence, every row's logits, on one rank, with
+// rotary frequencies that do not depend on the length.
+bool LlamaModel::GraphEligible(const ForwardBatch& batch) const {
+  if (graphs_ == nullptr || plan_.tp_size != 1 || plan_.pp_size != 1 ||
+      RopeDependsOnLength(config_) || batch.logit_rows.size() != batch.tokens.size()) {
+    return false;
+  }
+  for (size_t i = 0; i < batch.tokens.size(); ++i) {
+    if (batch.logit_rows[i] != static_cast<int32_t>(i)) return false;
+    for (size_t j = 0; j < i; ++j) {
+      if (batch.slots[j] == batch.slots[i]) return false;  // two tokens of one sequence: prefill
+    }
+  }
+  return true;
+}
+
+absl::Status LlamaModel::Prepare(const ForwardBatch& batch, int64_t rows_capacity) {
   const ModelConfig& c = config_;
-  const int64_t n = static_cast<int64_t>(batch.tokens.size());
-  RETURN_IF_ERROR(x_.Resize({n, c.hidden_size}));
-  RETURN_IF_ERROR(h_.Resize({n, c.hidden_size}));
-  RETURN_IF_ERROR(q_.Resize({n, plan_.heads * c.head_dim}));
-  RETURN_IF_ERROR(k_.Resize({n, plan_.kv_heads * c.head_dim}));
-  RETURN_IF_ERROR(v_.Resize({n, plan_.kv_heads * c.head_dim}));
-  RETURN_IF_ERROR(attn_.Resize({n, plan_.heads * c.head_dim}));
-  RETURN_IF_ERROR(gate_.Resize({n, plan_.ffn}));
-  RETURN_IF_ERROR(up_.Resize({n, plan_.ffn}));
+  // Sizing to the capacity first keeps buffer addresses fixed for every smaller batch, which a
+  // captured graph relies on.
+  const int64_t rows = static_cast<int64_t>(std::max(batch.tokens.size(), batch.logit_rows.size()));
+  for (int64_t n : {rows_capacity, rows}) {
+    if (n <= 0) continue;
+    RETURN_IF_ERROR(x_.Resize({n, c.hidden_size}));
+    RETURN_IF_ERROR(h_.Resize({n, c.hidden_size}));
+    RETURN_IF_ERROR(q_.Resize({n, plan_.heads * c.head_dim}));
+    RETURN_IF_ERROR(k_.Resize({n, plan_.kv_heads * c.head_dim}));
+    RETURN_IF_ERROR(v_.Resize({n, plan_.kv_heads * c.head_dim}));
+    RETURN_IF_ERROR(attn_.Resize({n, plan_.heads * c.head_dim}));
+    RETURN_IF_ERROR(gate_.Resize({n, plan_.ffn}));
+    RETURN_IF_ERROR(up_.Resize({n, plan_.ffn}));
+    RETURN_IF_ERROR(selected_.Resize({n, c.hidden_size}));
+    RETURN_IF_ERROR(head_.Resize({n, plan_.vocab_rows}));
+    for (Tensor* t : {&tokens_, &positions_, &slots_, &rows_}) RETURN_IF_ERROR(t->Resize({n}));
+  }
+  // A buffer that moved invalidates every captured graph.
+  std::vector<const void*> buffers;
+  for (const Tensor* t : {&x_, &h_, &q_, &k_, &v_, &attn_, &gate_, &up_, &selected_, &head_,
+                          &tokens_, &positions_, &slots_, &rows_}) {
+    buffers.push_back(t->view().data);
+  }
+  if (graphs_ != nullptr && buffers != graph_buffers_) {
+    graphs_->Clear();
+    graph_buffers_ = std::move(buffers);
+  }
   RETURN_IF_ERROR(Upload(batch.tokens, &tokens_));
   RETURN_IF_ERROR(Upload(batch.positions, &positions_));
   RETURN_IF_ERROR(Upload(batch.slots, &slots_));
-  RETURN_IF_ERROR(Upload(batch.logit_rows, &rows_));
-  batch_ = &batch;
+  return Upload(batch.logit_rows, &rows_);
+}
 
+// Everything a step enqueues on this rank, from the embedding (or the previous stage's
+// activations) to the LM head's output in head_ (last stage) or the send to the next stage.
+absl::Status LlamaModel::Enqueue(const ForwardBatch& batch, KvCache& cache) {
+  batch_ = &batch;
+  const int64_t n = static_cast<int64_t>(batch.tokens.size());
   const StageHeader header{static_cast<int32_t>(n), 0, batch.step, batch.micro_batch};
   if (plan_.first_stage()) {
     RETURN_IF_ERROR(backend_->Embedding({tokens_.view(), weights_.embed, x_.view(), plan_.vocab_begin}));
@@ -231,10 +285,33 @@ absl::Status LlamaModel::Forward(const ForwardBatch& batch, KvCache& cache, Tens
     RETURN_IF_ERROR(backend_->Synchronize());
     RETURN_IF_ERROR(StageChannel(parallel_.pp).SendNext(header, x_.view()));
   } else {
-    RETURN_IF_ERROR(LmHead(batch, logits));
+    RETURN_IF_ERROR(LmHead(batch));
   }
   batch_ = nullptr;
-  return backend_->Synchronize();
+  return absl::OkStatus();
+}
+
+absl::Status LlamaModel::Forward(const ForwardBatch& batch, KvCache& cache, Tensor* logits) {
+  RETURN_IF_ERROR(CheckBatch(batch, cache));
+  if (!GraphEligible(batch)) {
+    RETURN_IF_ERROR(Prepare(batch, 0));
+    RETURN_IF_ERROR(Enqueue(batch, cache));
+  } else {
+    const DecodeGraphKey key{static_cast<int64_t>(batch.tokens.size()), cache.k(0).data,
+                             cache.n_slots(), cache.max_seq()};
+    RETURN_IF_ERROR(Prepare(batch, cache.n_slots()));
+    if (graphs_->Has(key)) {
+      RETURN_IF_ERROR(graphs_->Replay(key));
+    } else {
+      // The first step of this shape runs eagerly (sizing scratch), then is captured for the next.
+      RETURN_IF_ERROR(Enqueue(batch, cache));
+      RETURN_IF_ERROR(backend_->Synchronize());
+      RETURN_IF_ERROR(graphs_->Capture(key, [&] { return Enqueue(batch, cache); }));
+    }
+  }
+  RETURN_IF_ERROR(backend_->Synchronize());
+  if (plan_.last_stage()) RETURN_IF_ERROR(CopyLogits(batch, logits));
+  return absl::OkStatus();
 }
 
 }  // namespace tessera

@@ -25,6 +25,7 @@
 
 #include "absl/status/statusor.h"
 #include "kernels/backend.h"
+#include "runtime/decode_graphs.h"
 #include "runtime/kv_cache.h"
 #include "runtime/llama_weights.h"
 #include "runtime/model_config.h"
@@ -70,6 +71,10 @@ class LlamaModel {
   const LlamaWeights& weights() const { return weights_; }
   size_t weight_bytes() const { return weights_.bytes; }
 
+  // Decode steps (one token per sequence) on a single rank replay CUDA graphs, one per batch
+  // size and cache (see runtime/decode_graphs.h). FailedPrecondition unless the backend is CUDA.
+  absl::Status EnableDecodeGraphs(bool enable);
+
   // A KV cache for this rank's layers and KV heads, in the backend's memory.
   absl::StatusOr<std::unique_ptr<KvCache>> MakeCache(int64_t n_slots, int64_t max_seq) const;
 
@@ -90,7 +95,13 @@ class LlamaModel {
   absl::Status Layer(const LayerWeights& w, int64_t layer, KvCache& cache);
   // out = x * w^T summed over the tensor-parallel group (RowParallel), then added to the residual.
   absl::Status RowParallelResidual(TensorView x, TensorView w);
-  absl::Status LmHead(const ForwardBatch& batch, Tensor* logits);
+  absl::Status LmHead(const ForwardBatch& batch);
+  absl::Status CopyLogits(const ForwardBatch& batch, Tensor* logits);
+  // Resizes activations (first to `rows_capacity` rows, when > 0) and uploads the index arrays.
+  absl::Status Prepare(const ForwardBatch& batch, int64_t rows_capacity);
+  // Enqueues the whole step on the backend (no synchronisation on a single rank).
+  absl::Status Enqueue(const ForwardBatch& batch, KvCache& cache);
+  bool GraphEligible(const ForwardBatch& batch) const;
 
   ModelConfig config_;
   ModelParallelism parallel_;
@@ -99,6 +110,8 @@ class LlamaModel {
   LlamaWeights weights_;
   Backend* backend_ = nullptr;
   std::vector<Tensor> device_weights_;  // weight copies on a device backend
+  std::unique_ptr<DecodeGraphs> graphs_;  // null: every step runs eagerly
+  std::vector<const void*> graph_buffers_;  // the activation buffers the graphs captured
   float attention_scaling_ = 1.0f;
   const ForwardBatch* batch_ = nullptr;  // the batch of the Forward call in progress
   // Backend memory, resized per call: residual x, normed h, q/k/v, attention output, MLP

@@ -44,11 +44,15 @@ if [ ! -f "$model/model.safetensors" ]; then
     --heads 32 --kv-heads 32 --vocab 32000 --dtype bf16 --out "$model"
 fi
 
-echo "== tessera bench --backend cuda"
+echo "== tessera bench --backend cuda (eager, then with decode steps replayed as CUDA graphs)"
 # shellcheck disable=SC2086
 bench="$("$build/launcher/tessera" bench --backend cuda --model "$model" --prompt-tokens 128 \
   --decode-tokens 64 ${BENCH_ARGS:-})"
 echo "$bench"
+# shellcheck disable=SC2086
+graphs="$("$build/launcher/tessera" bench --backend cuda --cuda-graphs --model "$model" \
+  --prompt-tokens 128 --decode-tokens 64 ${BENCH_ARGS:-})"
+echo "$graphs" | grep -E '"decode_ms_per_token"' | sed 's/^/with CUDA graphs: /'
 
 python3 - "$probe" "$bench" <<'EOF'
 import json
