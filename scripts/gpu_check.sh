@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One command for a machine with an NVIDIA GPU: builds Tessera with the CUDA backend, runs the
-# CPU-vs-CUDA parity suite and prints its summary, measures the device's limits, then benchmarks
+# CPU-vs-CUDA parity suite and the whole-model tests on the GPU (logits and greedy tokens
+# against transformers, decode steps replayed as CUDA graphs) and prints their summaries,
+# measures the device's limits, then benchmarks
 # decode on a 7B-shaped random BF16 checkpoint and prints the decode time per token against the
 # floor weight bytes / measured device bandwidth.
 #
@@ -23,7 +25,8 @@ fi
 echo "== build ($build)"
 # shellcheck disable=SC2086
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DTESSERA_CUDA=ON ${TESSERA_CMAKE_ARGS:-} >/dev/null
-cmake --build "$build" -j "$(nproc)" --target backend_parity_test tessera tessera_cuda_probe
+cmake --build "$build" -j "$(nproc)" --target backend_parity_test golden_transformers_test \
+  decode_graphs_test tessera tessera_cuda_probe
 
 echo "== parity suite (CUDA vs CPU)"
 set +e
@@ -33,6 +36,19 @@ set -e
 grep -E '^\[parity\]|^\[  (FAILED|PASSED|SKIPPED) ' "$build/parity.log" || true
 grep -B2 -A8 'Failure' "$build/parity.log" | head -80 || true
 echo "parity suite exit status: $parity_rc (full log: $build/parity.log)"
+
+echo "== whole-model tests on the GPU (run from the repository root: fixtures are relative)"
+set +e
+"$build/tests/golden/golden_transformers_test" --gtest_filter='*_cuda' \
+  >"$build/golden_cuda.log" 2>&1
+golden_rc=$?
+"$build/tests/runtime/decode_graphs_test" >"$build/decode_graphs.log" 2>&1
+graphs_rc=$?
+set -e
+grep -E '^\[  (FAILED|PASSED|SKIPPED) ' "$build/golden_cuda.log" "$build/decode_graphs.log" || true
+grep -h -B2 -A8 'Failure' "$build/golden_cuda.log" "$build/decode_graphs.log" | head -80 || true
+echo "golden (GPU) exit status: $golden_rc, CUDA graphs exit status: $graphs_rc"
+if [ "$parity_rc" -eq 0 ]; then parity_rc=$((golden_rc | graphs_rc)); fi
 
 echo "== device limits"
 probe="$("$build/kernels/cuda/tessera_cuda_probe" 128 11008 4096)"

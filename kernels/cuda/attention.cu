@@ -29,9 +29,16 @@ constexpr int kThreads = kWarps * 32;
 constexpr int kRowsPerWarp = kRows / kWarps;
 static_assert(kRows <= 32, "pass masks are 32-bit");
 
+// Output dimension d of a row is held by lane d % 32 in register d / 32; when HD is not a
+// multiple of 32 (8, 16, 80) the lanes past the last dimension hold nothing (HasDim).
+template <int HD>
+__device__ __forceinline__ bool HasDim(int lane, int c) {
+  return HD % 32 == 0 || lane + 32 * c < HD;
+}
+
 template <int HD>
 __global__ void __launch_bounds__(kThreads) AttentionKernel(const AttentionParams p) {
-  constexpr int kDimsPerLane = HD / 32;
+  constexpr int kDimsPerLane = (HD + 31) / 32;
   __shared__ float qs[kRows][HD];
   __shared__ float ks[kKeys][HD + 1];  // +1: lane j reads row j, conflict-free
   __shared__ float vs[kKeys][HD];
@@ -145,7 +152,7 @@ __global__ void __launch_bounds__(kThreads) AttentionKernel(const AttentionParam
           const float pb = __shfl_sync(kFullMask, pj, jj);
 #pragma unroll
           for (int c = 0; c < kDimsPerLane; ++c) {
-            acc[i][c] = fmaf(pb, vs[jj][lane + 32 * c], acc[i][c]);
+            if (HasDim<HD>(lane, c)) acc[i][c] = fmaf(pb, vs[jj][lane + 32 * c], acc[i][c]);
           }
         }
         m[i] = m_new;
@@ -170,7 +177,9 @@ __global__ void __launch_bounds__(kThreads) AttentionKernel(const AttentionParam
     }
     float* dst = split ? p.partial_out + (z * out_rows + orow) * HD : p.out + orow * HD;
 #pragma unroll
-    for (int c = 0; c < kDimsPerLane; ++c) dst[lane + 32 * c] = acc[i][c] * scale_out;
+    for (int c = 0; c < kDimsPerLane; ++c) {
+      if (HasDim<HD>(lane, c)) dst[lane + 32 * c] = acc[i][c] * scale_out;
+    }
     if (lane == 0) {
       if (split) {
         p.partial_lse[z * out_rows + orow] = lse;
@@ -217,14 +226,34 @@ void LaunchTiles(const AttentionParams& p, cudaStream_t stream) {
 }  // namespace
 
 bool AttentionSupportsHeadDim(int64_t head_dim) {
-  return head_dim == 32 || head_dim == 64 || head_dim == 96 || head_dim == 128;
+  switch (head_dim) {
+    case 8:
+    case 16:
+    case 32:
+    case 64:
+    case 80:
+    case 96:
+    case 128:
+      return true;
+    default:
+      return false;
+  }
 }
 
 cudaError_t LaunchAttention(const AttentionParams& p, cudaStream_t stream) {
   if (p.splits < 1 || p.split_keys < 1) return cudaErrorInvalidValue;
   switch (p.head_dim) {
+    case 8:
+      LaunchTiles<8>(p, stream);
+      break;
+    case 16:
+      LaunchTiles<16>(p, stream);
+      break;
     case 32:
       LaunchTiles<32>(p, stream);
+      break;
+    case 80:
+      LaunchTiles<80>(p, stream);
       break;
     case 64:
       LaunchTiles<64>(p, stream);

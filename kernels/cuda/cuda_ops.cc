@@ -84,7 +84,7 @@ absl::Status CudaBackend::DoAttention(const AttentionArgs& a) {
   const int64_t n = a.q.dim(0), heads = a.q.dim(1), head_dim = a.q.dim(2);
   if (!cuda::AttentionSupportsHeadDim(head_dim)) {
     return absl::UnimplementedError(absl::StrCat(
-        "Attention: the CUDA backend supports head_dim 32, 64, 96 and 128, got ", head_dim));
+        "Attention: the CUDA backend supports head_dim 8, 16, 32, 64, 80, 96 and 128, got ", head_dim));
   }
   if (n == 0 || heads == 0) return absl::OkStatus();
   RETURN_IF_ERROR(Activate());

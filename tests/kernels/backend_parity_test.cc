@@ -503,6 +503,10 @@ std::vector<AttentionCase> AttentionCases() {
       {"decode GQA 4:1 hd96 odd positions", 8, 2, 96, 3, 700, {2, 0, 1}, {6, 32, 699}},
       {"decode batch of 16 slots GQA 8:1 hd128", 32, 4, 128, 16, 4096, Iota(16),
        RandomInts(16, 0, 4095, 99)},
+      // head dims that are not a multiple of 32 (the test fixtures' 8 and 16; 80)
+      {"prefill GQA 8:1 hd8 19 tokens", 16, 2, 8, 1, 64, std::vector<int32_t>(19, 0), Iota(19)},
+      {"mixed prefill+decode hd16 GQA 4:1", 8, 2, 16, 2, 600, {1, 1, 1, 0}, {0, 1, 2, 577}},
+      {"decode long cache hd80 MHA", 8, 8, 80, 1, 2048, {0}, {2047}},
   };
   return cases;
 }
