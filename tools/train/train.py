@@ -67,6 +67,8 @@ def parse_args(argv=None):
     ap.add_argument("--wd", type=float, default=0.1)
     ap.add_argument("--clip", type=float, default=1.0)
     ap.add_argument("--kr-frac", type=float, default=0.08)
+    ap.add_argument("--kr-answer-weight", type=float, default=1.0,
+                    help="loss weight of the key tokens of key-retrieval samples (1: plain CE)")
     ap.add_argument("--bf16", action="store_true", help="CPU autocast to bfloat16")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--threads", default="auto",
@@ -80,7 +82,28 @@ def parse_args(argv=None):
     ap.add_argument("--eval-windows", type=int, default=16)
     ap.add_argument("--max-steps-this-run", type=int, default=0, help="stop after N steps (benchmarking)")
     ap.add_argument("--no-save", action="store_true")
+    ap.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                    help="on --resume, replace a schedule/data setting stored in the checkpoint "
+                         f"(one of {', '.join(sorted(OVERRIDABLE))}); repeatable, logged")
     return ap.parse_args(argv)
+
+
+# settings a resumed run may change (the architecture and optimiser may not)
+OVERRIDABLE = {"steps": int, "kr_frac": float, "kr_answer_weight": float}
+
+
+def apply_overrides(args):
+    """Applies --override KEY=VALUE pairs to args; returns {key: value}."""
+    done = {}
+    for item in args.override:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in OVERRIDABLE:
+            raise SystemExit(f"--override {item!r}: expected KEY=VALUE with KEY one of "
+                             f"{', '.join(sorted(OVERRIDABLE))}")
+        done[key] = OVERRIDABLE[key](value)
+        setattr(args, key, done[key])
+    return done
 
 
 # ----------------------------------------------------------------------------- data
@@ -106,7 +129,12 @@ def load_docs(data_dir, split):
 
 
 class Batcher:
-    """The micro-batch for (step, micro) is a pure function of (seed, step, micro)."""
+    """The micro-batch for (step, micro) is a pure function of (seed, step, micro).
+
+    get() returns (x, y, w): inputs and targets [batch, seq_len] int64, and the
+    per-target loss weights [batch, seq_len] float32 (1, or --kr-answer-weight
+    on the key tokens of a key-retrieval sample).
+    """
 
     def __init__(self, tokens, sp, docs, args):
         self.tokens = tokens
@@ -120,17 +148,21 @@ class Batcher:
         rng = np.random.default_rng([a.seed, step, micro])
         kr = KeyRetrieval(self.sp, self.docs, seed=int(rng.integers(1 << 62)))
         out = np.empty((a.batch, T + 1), dtype=np.int64)
+        w = np.ones((a.batch, T), dtype=np.float32)
         for b in range(a.batch):
             off = int(rng.integers(0, len(self.tokens) - T - 1))
             row = self.tokens[off: off + T + 1].astype(np.int64)
             if rng.random() < a.kr_frac:
                 n = int(rng.integers(64, T + 1))
-                ids, _, _, _ = kr.make_sample(n - 1)
+                ids, ans, _, _ = kr.make_sample(n - 1)
                 sample = np.asarray([BOS] + ids + [EOS], dtype=np.int64)[: T + 1]
                 row = np.concatenate([sample, row])[: T + 1]
+                # ids[ans:] (key digits and closing quote) sit at row[1+ans : n],
+                # so they are the targets y[ans : n-1]
+                w[b, ans: n - 1] = getattr(a, "kr_answer_weight", 1.0)
             out[b] = row
         x = torch.from_numpy(out)
-        return x[:, :-1], x[:, 1:]
+        return x[:, :-1], x[:, 1:], torch.from_numpy(w)
 
 
 # ----------------------------------------------------------------------------- model
@@ -151,14 +183,24 @@ def build_model(args, vocab_size):
     return model
 
 
-def exit_losses(model, x, y, exits, exit_frac, gen=None):
-    """Returns {depth: CE} for the intermediate exits and the final layer."""
+def weighted_ce(logits, targets, w):
+    """Mean CE over positions, weighted by w (None: plain mean)."""
+    if w is None:
+        return F.cross_entropy(logits.float(), targets)
+    nll = F.cross_entropy(logits.float(), targets, reduction="none")
+    return (nll * w).sum() / w.sum()
+
+
+def exit_losses(model, x, y, exits, exit_frac, gen=None, w=None):
+    """Returns {depth: CE} for the intermediate exits and the final layer.
+    w: optional per-target weights shaped like y."""
     out = model.model(input_ids=x, output_hidden_states=True)
     hs = out.hidden_states  # hs[l] = output of blocks 0..l-1 (hs[L] is already normed)
     L = len(hs) - 1
     losses = {}
     logits = model.lm_head(out.last_hidden_state)
-    losses[L] = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1))
+    wf = None if w is None else w.reshape(-1)
+    losses[L] = weighted_ce(logits.reshape(-1, logits.size(-1)), y.reshape(-1), wf)
     if exits:
         B, T = y.shape
         if exit_frac < 1.0:
@@ -170,7 +212,7 @@ def exit_losses(model, x, y, exits, exit_frac, gen=None):
         for l in exits:
             h = hs[l].reshape(B * T, -1)[idx]
             lg = model.lm_head(model.model.norm(h))
-            losses[l] = F.cross_entropy(lg.float(), yy)
+            losses[l] = weighted_ce(lg, yy, None if wf is None else wf[idx])
     return losses
 
 
@@ -196,6 +238,37 @@ def quick_eval(model, eval_tokens, args, exits, n_windows):
             sums[k] = sums.get(k, 0.0) + v.item() * x.shape[0]
     model.train()
     return {str(k): v / n for k, v in sorted(sums.items())}
+
+
+def make_kr_probe(sp, docs, n=32, length=512, seed=99):
+    """Fixed key-retrieval samples from held-out code: (ids [n, length], answer start)."""
+    kr = KeyRetrieval(sp, docs, seed=seed)
+    rows, starts = [], []
+    for _ in range(n):
+        ids, ans, _, _ = kr.make_sample(length - 1)
+        rows.append([BOS] + ids)
+        starts.append(ans + 1)
+    return torch.tensor(rows, dtype=torch.int64), starts
+
+
+@torch.no_grad()
+def kr_probe_accuracy(model, probe, args):
+    """Final-layer teacher-forced accuracy on the probe: (all key tokens right, per token)."""
+    x, starts = probe
+    model.eval()
+    full = digits = total = 0
+    for i in range(0, x.shape[0], 8):
+        xb = x[i: i + 8]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            pred = model(input_ids=xb).logits.argmax(-1)
+        for r in range(xb.shape[0]):
+            a = starts[i + r]
+            ok = pred[r, a - 1: xb.shape[1] - 1] == xb[r, a:]
+            full += int(ok.all())
+            digits += int(ok.sum())
+            total += ok.numel()
+    model.train()
+    return full / x.shape[0], digits / total
 
 
 # ----------------------------------------------------------------------------- main
@@ -248,11 +321,12 @@ def main(argv=None):
         ck = torch.load(latest, map_location="cpu", weights_only=False)
         # the architecture and schedule come from the checkpoint; runtime knobs from the CLI
         keep = {"workdir", "resume", "ckpt_minutes", "log_every", "eval_every", "eval_windows",
-                "max_steps_this_run", "no_save", "threads"}
+                "max_steps_this_run", "no_save", "threads", "override"}
         for k, v in ck["args"].items():
             if k not in keep:
                 setattr(args, k, v)
         exits = [int(e) for e in args.exits.split(",") if e.strip()] if args.exits else []
+    overrides = apply_overrides(args)
 
     model = build_model(args, sp.get_piece_size())
     n_params = sum(p.numel() for p in model.parameters())
@@ -276,6 +350,7 @@ def main(argv=None):
           flush=True)
 
     batcher = Batcher(train_tokens, sp, load_docs(data_dir, "train"), args)
+    kr_probe = make_kr_probe(sp, load_docs(data_dir, "eval"))
     log_path = os.path.join(args.workdir, "train_log.jsonl")
     log_f = open(log_path, "a") if not args.no_save else None
 
@@ -296,6 +371,7 @@ def main(argv=None):
     signal.signal(signal.SIGINT, on_signal)
 
     log({"event": "start", "step": state["step"], "params": n_params, "args": vars(args),
+         "overrides": overrides,
          "torch": torch.__version__, "time": time.time()})
     model.train()
     gen = torch.Generator()
@@ -322,9 +398,11 @@ def main(argv=None):
         gen.manual_seed(args.seed * 1000003 + step)
         opt.zero_grad(set_to_none=True)
         for m in range(args.accum):
-            x, y = batcher.get(step, m)
+            x, y, w = batcher.get(step, m)
+            if args.kr_answer_weight == 1.0:
+                w = None  # plain mean CE, bit for bit as before the option existed
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
-                losses = exit_losses(model, x, y, exits, args.exit_frac, gen)
+                losses = exit_losses(model, x, y, exits, args.exit_frac, gen, w)
             loss = weighted_total(losses) / args.accum
             loss.backward()
             for k, v in losses.items():
@@ -363,8 +441,11 @@ def main(argv=None):
             acc, acc_n, t_log, tok_log = {}, 0, now, 0
         if args.eval_every and (state["step"] % args.eval_every == 0 or state["step"] == args.steps):
             ev = quick_eval(model, eval_tokens, args, exits, args.eval_windows)
+            kr_full, kr_tok = kr_probe_accuracy(model, kr_probe, args)
             log({"event": "eval", "step": state["step"], "tokens": state["tokens"],
-                 "eval_loss": {k: round(v, 4) for k, v in ev.items()}, "time": time.time()})
+                 "eval_loss": {k: round(v, 4) for k, v in ev.items()},
+                 "kr512": {"key_acc": round(kr_full, 3), "token_acc": round(kr_tok, 3)},
+                 "time": time.time()})
             t_log = time.time()
         if time.time() - last_ckpt > args.ckpt_minutes * 60:
             checkpoint()
