@@ -11,7 +11,8 @@
 # Environment: TESSERA_BUILD_DIR (default build-gpu), TESSERA_BENCH_MODEL (default
 # bench-models/llama-7b, made with tools/make_random_checkpoint.py when missing: 13.5 GB),
 # TESSERA_CMAKE_ARGS (extra cmake arguments, e.g. "-DTESSERA_MPI=OFF"), BENCH_ARGS (extra
-# `tessera bench` flags). Exits non-zero when the parity suite or the benchmark fails.
+# `tessera bench` flags). Exits non-zero when the parity suite, a whole-model GPU test or the
+# benchmark fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build="${TESSERA_BUILD_DIR:-build-gpu}"
