@@ -1,0 +1,85 @@
+// GuardedDeviceBackend: the CPU backend's math behind a device boundary the host cannot cross,
+// so that the runtime's device path (weights uploaded, caches and activations in backend memory,
+// results copied back) is exercised and checked on machines without a GPU.
+//
+// - Allocate() maps fresh pages with no access rights (PROT_NONE). Any host read or write of
+//   "device" memory outside an op or a copy faults at once (SIGSEGV), as reading a CUDA pointer
+//   from the host would; the test dies instead of passing by accident.
+// - Every op checks that each view it is given is tagged Device::kCuda and lies inside one live
+//   allocation (InvalidArgument naming the op and view otherwise), then opens all allocations,
+//   runs the CPU backend's op and closes them again.
+// - CopyToDevice / CopyToHost check that the device side is inside a live allocation.
+//
+// kind() is kCpu (nothing CUDA-specific such as graphs or NCCL is reached) and device() is
+// kCuda. Single-threaded, like every Backend. Test-only: each op costs two mprotect() calls per
+// live allocation.
+#ifndef TESSERA_TESTS_RUNTIME_GUARDED_DEVICE_BACKEND_H_
+#define TESSERA_TESTS_RUNTIME_GUARDED_DEVICE_BACKEND_H_
+
+#include <cstddef>
+#include <initializer_list>
+#include <map>
+#include <memory>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "kernels/backend.h"
+
+namespace tessera::testing {
+
+class GuardedDeviceBackend final : public Backend {
+ public:
+  GuardedDeviceBackend();
+  ~GuardedDeviceBackend() override;
+
+  BackendKind kind() const override { return BackendKind::kCpu; }
+  absl::string_view name() const override { return "guarded-device"; }
+  Device device() const override { return Device::kCuda; }
+  absl::Status Synchronize() override { return absl::OkStatus(); }
+  absl::StatusOr<void*> Allocate(size_t bytes) override;
+  void Free(void* pointer) override;
+  absl::Status CopyToDevice(void* device_dst, const void* host_src, size_t bytes) override;
+  absl::Status CopyToHost(void* host_dst, const void* device_src, size_t bytes) override;
+
+  // Ops run and bytes copied so far (to check that a test went through this backend).
+  int64_t ops() const { return ops_; }
+  int64_t bytes_to_device() const { return bytes_to_device_; }
+  int64_t bytes_to_host() const { return bytes_to_host_; }
+
+ protected:
+  absl::Status DoEmbedding(const EmbeddingArgs& a) override;
+  absl::Status DoRmsNorm(const RmsNormArgs& a) override;
+  absl::Status DoGemm(const GemmArgs& a) override;
+  absl::Status DoRope(const RopeArgs& a) override;
+  absl::Status DoKvWrite(const KvWriteArgs& a) override;
+  absl::Status DoAttention(const AttentionArgs& a) override;
+  absl::Status DoMergeAttention(const MergeAttentionArgs& a) override;
+  absl::Status DoSiluMul(const SiluMulArgs& a) override;
+  absl::Status DoAdd(const AddArgs& a) override;
+  absl::Status DoCast(const CastArgs& a) override;
+  absl::Status DoArgMax(const ArgMaxArgs& a) override;
+  absl::Status DoTopK(const TopKArgs& a) override;
+  absl::Status DoSoftmaxStats(const SoftmaxStatsArgs& a) override;
+
+ private:
+  using Views = std::initializer_list<std::pair<const char*, TensorView>>;
+  // OK when [p, p + bytes) lies inside one live allocation.
+  bool Inside(const void* p, size_t bytes) const;
+  absl::Status CheckViews(absl::string_view op, Views views) const;
+  // Opens every allocation for reading and writing (open = true) or closes them all.
+  void SetAccess(bool open);
+  // Checks the views, opens the memory, runs `op` on the CPU backend, closes the memory.
+  template <typename Args>
+  absl::Status Forward(absl::string_view name, Views views, const Args& a,
+                       absl::Status (Backend::*op)(const Args&));
+
+  std::unique_ptr<Backend> cpu_;
+  std::map<const char*, size_t> allocations_;  // start -> mapped bytes
+  int64_t ops_ = 0, bytes_to_device_ = 0, bytes_to_host_ = 0;
+};
+
+}  // namespace tessera::testing
+
+#endif  // TESSERA_TESTS_RUNTIME_GUARDED_DEVICE_BACKEND_H_
