@@ -81,6 +81,11 @@ TEST_P(DevicePathTest, LogitsEqualTheCpuBackend) {
     EXPECT_EQ(testing::RelativeError(logits[1].data<float>(), logits[0].data<float>(),
                                      logits[0].numel()),
               0.0);
+    // Activations are reused: the same pass again allocates no device memory.
+    ASSERT_OK_AND_ASSIGN(auto cache, on_device_->MakeCache(1, n));
+    const int64_t before = device_.allocations();
+    ASSERT_OK(on_device_->Forward(testing::AllPositions(ids), *cache, &logits[1]));
+    EXPECT_EQ(device_.allocations(), before) << "a repeated forward pass allocated";
   }
   EXPECT_GT(device_.ops(), 0);
   EXPECT_GT(device_.bytes_to_host(), 0);
@@ -106,6 +111,22 @@ TEST_P(DevicePathTest, GreedyAndSampledGenerationEqualTheCpuBackend) {
       }
     }
   }
+}
+
+// Decode steps reuse device memory: after a first run has sized the activations, generating 3x
+// more tokens makes no more allocations (those left are the KV cache of each Generate call).
+TEST_P(DevicePathTest, DecodeStepsDoNotAllocate) {
+  int64_t allocations[3];
+  for (int run = 0; run < 3; ++run) {
+    auto requests = Requests(prompts_, 0.0f);
+    for (auto& r : requests) r.max_new_tokens = run == 2 ? 24 : 8;
+    Generator generator(on_device_.get(), nullptr, {.max_batch = 3, .max_seq_len = 64});
+    const int64_t before = device_.allocations();
+    ASSERT_OK(generator.Generate(requests).status());
+    allocations[run] = device_.allocations() - before;
+  }
+  EXPECT_EQ(allocations[2], allocations[1]);
+  EXPECT_LE(allocations[1], allocations[0]);
 }
 
 TEST_P(DevicePathTest, LoglikelihoodsEqualTheCpuBackend) {

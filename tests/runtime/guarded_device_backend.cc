@@ -37,6 +37,7 @@ absl::StatusOr<void*> GuardedDeviceBackend::Allocate(size_t bytes) {
         absl::StrCat("guarded device: cannot map ", bytes, " bytes: ", std::strerror(errno)));
   }
   allocations_[static_cast<const char*>(p)] = mapped;
+  ++allocation_count_;
   return p;
 }
 

@@ -43,8 +43,9 @@ class GuardedDeviceBackend final : public Backend {
   absl::Status CopyToDevice(void* device_dst, const void* host_src, size_t bytes) override;
   absl::Status CopyToHost(void* host_dst, const void* device_src, size_t bytes) override;
 
-  // Ops run and bytes copied so far (to check that a test went through this backend).
+  // Ops run, allocations made and bytes copied so far.
   int64_t ops() const { return ops_; }
+  int64_t allocations() const { return allocation_count_; }
   int64_t bytes_to_device() const { return bytes_to_device_; }
   int64_t bytes_to_host() const { return bytes_to_host_; }
 
@@ -77,7 +78,7 @@ class GuardedDeviceBackend final : public Backend {
 
   std::unique_ptr<Backend> cpu_;
   std::map<const char*, size_t> allocations_;  // start -> mapped bytes
-  int64_t ops_ = 0, bytes_to_device_ = 0, bytes_to_host_ = 0;
+  int64_t ops_ = 0, allocation_count_ = 0, bytes_to_device_ = 0, bytes_to_host_ = 0;
 };
 
 }  // namespace tessera::testing
