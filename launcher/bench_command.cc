@@ -98,6 +98,10 @@ absl::Status RunBench(Job& job) {
   ASSIGN_OR_RETURN(ModelBundle b, LoadModelForJob(job, absl::GetFlag(FLAGS_model),
                                                   absl::GetFlag(FLAGS_backend),
                                                   /*require_tokenizer=*/false, parallel));
+  // On GPUs the model talks over NCCL communicators of its own: time those too.
+  for (TimedCommunicator* c : {b.device_tp.get(), b.device_pp.get()}) {
+    if (c != nullptr) comms.push_back(c);
+  }
   if (prompt_tokens + decode_tokens + 1 > b.model->config().max_position_embeddings) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--prompt-tokens + --decode-tokens exceed the model's context of ",

@@ -6,39 +6,42 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/flags/flag.h"
+#include "absl/time/time.h"
 #include "kernels/status_macros.h"
 #include "launcher/flags.h"
 #if defined(TESSERA_WITH_CUDA)
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/device_assignment.h"
 #endif
+#if defined(TESSERA_WITH_NCCL)
+#include "parallel/nccl_communicator.h"
+#endif
 
 namespace tessera {
 
 namespace {
 
-absl::StatusOr<ModelBundle> LoadOnThisRank(const std::string& dir, const std::string& backend_name,
-                                           bool require_tokenizer, const ModelParallelism& parallel,
-                                           int local_rank) {
-  if (dir.empty()) return absl::InvalidArgumentError("--model is required (a model directory)");
-  if (!std::filesystem::is_directory(dir)) {
-    return absl::NotFoundError(absl::StrCat("--model: ", dir, " is not a directory"));
+absl::StatusOr<std::unique_ptr<Backend>> MakeBackendForRank(const std::string& backend_name,
+                                                            int local_rank) {
+  if (backend_name == "cpu") return MakeBackend(BackendKind::kCpu, local_rank);
+  if (backend_name == "cuda") {
+    absl::StatusOr<std::unique_ptr<Backend>> b = MakeBackend(BackendKind::kCuda, local_rank);
+    // "No device" is this rank's condition, not a failed peer: CheckPhase aborts the job at once
+    // on Unavailable, so report it as a failed precondition that the ranks agree on.
+    if (absl::IsUnavailable(b.status())) return absl::FailedPreconditionError(b.status().message());
+    return b;
   }
-  BackendKind kind;
-  if (backend_name == "cpu") {
-    kind = BackendKind::kCpu;
-  } else if (backend_name == "cuda") {
-    kind = BackendKind::kCuda;
-  } else {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--backend: \"", backend_name, "\" is not a backend; use cpu or cuda"));
-  }
-  ModelBundle b;
-  ASSIGN_OR_RETURN(b.backend, MakeBackend(kind, local_rank));
+  return absl::InvalidArgumentError(
+      absl::StrCat("--backend: \"", backend_name, "\" is not a backend; use cpu or cuda"));
+}
+
+absl::Status LoadOnThisRank(const std::string& dir, bool require_tokenizer,
+                            const ModelParallelism& parallel, ModelBundle& b) {
   ASSIGN_OR_RETURN(b.model, LlamaModel::Load(dir, b.backend.get(), parallel));
   if (absl::GetFlag(FLAGS_cuda_graphs)) RETURN_IF_ERROR(b.model->EnableDecodeGraphs(true));
   const std::string sp_path = (std::filesystem::path(dir) / "tokenizer.model").string();
@@ -53,7 +56,28 @@ absl::StatusOr<ModelBundle> LoadOnThisRank(const std::string& dir, const std::st
     return absl::NotFoundError(absl::StrCat(sp_path, " is missing; text prompts need a "
                                                      "SentencePiece tokenizer.model"));
   }
-  return b;
+  return absl::OkStatus();
+}
+
+// An NCCL communicator over `group` on this rank's device, timed; null for a missing or
+// one-rank group or a CPU backend. Collective over `group`.
+absl::StatusOr<std::unique_ptr<TimedCommunicator>> DeviceCommunicator(Communicator* group,
+                                                                      Backend& backend) {
+  if (group == nullptr || group->size() == 1 || backend.kind() != BackendKind::kCuda) {
+    return std::unique_ptr<TimedCommunicator>();
+  }
+#if defined(TESSERA_WITH_CUDA) && defined(TESSERA_WITH_NCCL)
+  const int device = static_cast<CudaBackend&>(backend).device_index();
+  ASSIGN_OR_RETURN(std::unique_ptr<Communicator> nccl,
+                   NcclCommunicator::CreateFromMpi(
+                       *group, device, absl::Seconds(absl::GetFlag(FLAGS_comm_timeout_s))));
+  return std::make_unique<TimedCommunicator>(std::move(nccl));
+#else
+  return absl::UnimplementedError(absl::StrCat(
+      "the ", group->name(), " group has ", group->size(),
+      " ranks on the CUDA backend, which needs NCCL, and this build has no NCCL (install it "
+      "where the CUDA toolkit is and rebuild, or run with tensor and pipeline size 1 per GPU)"));
+#endif
 }
 
 // On GPUs, no two ranks of one host may share a device: gather (host, PCI bus id) from all.
@@ -89,13 +113,34 @@ absl::StatusOr<ModelBundle> LoadModelForJob(Job& job, const std::string& dir,
                                             const std::string& backend_name,
                                             bool require_tokenizer,
                                             const ModelParallelism& parallel) {
-  absl::StatusOr<ModelBundle> b =
-      LoadOnThisRank(dir, backend_name, require_tokenizer, parallel, job.local_rank);
-  RETURN_IF_ERROR(CheckPhase(job, b.status()));
-  RETURN_IF_ERROR(CheckPhase(job, CheckDistinctDevices(job, *b->backend)));
+  if (dir.empty()) {
+    return CheckPhase(job, absl::InvalidArgumentError("--model is required (a model directory)"));
+  }
+  if (!std::filesystem::is_directory(dir)) {
+    return CheckPhase(job,
+                      absl::NotFoundError(absl::StrCat("--model: ", dir, " is not a directory")));
+  }
+  ModelBundle b;
+  absl::StatusOr<std::unique_ptr<Backend>> backend = MakeBackendForRank(backend_name, job.local_rank);
+  RETURN_IF_ERROR(CheckPhase(job, backend.status()));
+  b.backend = *std::move(backend);
+  RETURN_IF_ERROR(CheckPhase(job, CheckDistinctDevices(job, *b.backend)));
+  // On GPUs the model's groups carry device buffers: NCCL over the tp group, then the pp group
+  // (every rank creates them in this order).
+  ModelParallelism on_device = parallel;
+  for (auto [group, device_comm] : {std::pair{parallel.tp, &b.device_tp},
+                                    std::pair{parallel.pp, &b.device_pp}}) {
+    absl::StatusOr<std::unique_ptr<TimedCommunicator>> comm =
+        DeviceCommunicator(group, *b.backend);
+    RETURN_IF_ERROR(CheckPhase(job, comm.status()));
+    *device_comm = *std::move(comm);
+  }
+  if (b.device_tp != nullptr) on_device.tp = b.device_tp.get();
+  if (b.device_pp != nullptr) on_device.pp = b.device_pp.get();
+  RETURN_IF_ERROR(CheckPhase(job, LoadOnThisRank(dir, require_tokenizer, on_device, b)));
   if (job.layout().world_size() > 1) {  // what each rank read: ~1/tp of its stage's layers
-    const LlamaWeights& w = b->model->weights();
-    const ShardPlan& plan = b->model->plan();
+    const LlamaWeights& w = b.model->weights();
+    const ShardPlan& plan = b.model->plan();
     std::fprintf(stderr,
                  "%sloaded %.1f MB of weights: layers %lld-%lld, %.1f MB of %.1f MB of those "
                  "layers (%.1f%%)\n",

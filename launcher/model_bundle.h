@@ -8,6 +8,7 @@
 #include "absl/status/statusor.h"
 #include "kernels/backend.h"
 #include "launcher/job.h"
+#include "parallel/timed_communicator.h"
 #include "runtime/llama_model.h"
 #include "runtime/tokenizer.h"
 
@@ -15,14 +16,20 @@ namespace tessera {
 
 struct ModelBundle {
   std::unique_ptr<Backend> backend;
+  // On GPUs with a multi-rank tensor or pipeline group: NCCL communicators over those groups,
+  // which the model uses for its activations and sampling traffic (null otherwise: the model uses
+  // the job's groups). Timed, so that `bench` can report the time spent in them. Declared before
+  // the model, which refers to them.
+  std::unique_ptr<TimedCommunicator> device_tp, device_pp;
   std::unique_ptr<LlamaModel> model;
   std::unique_ptr<Tokenizer> tokenizer;  // null when the directory has no tokenizer.model
 };
 
 // Every rank of `job` loads its shard of DIR with the backend named by `backend_name` ("cpu" or
-// "cuda"; a GPU rank takes the device of its local rank); the ranks then agree on the outcome
-// (CheckPhase) and, on GPUs, check that no two ranks of a host share a device. With
-// `require_tokenizer`, a missing DIR/tokenizer.model is an error.
+// "cuda"; a GPU rank takes the device of its local rank). Phases, each agreed on by all ranks
+// (CheckPhase): the backend; on GPUs, that no two ranks of a host share a device, and NCCL
+// communicators over the multi-rank groups of `parallel` (bootstrapped through them); the
+// weights and tokenizer. With `require_tokenizer`, a missing DIR/tokenizer.model is an error.
 absl::StatusOr<ModelBundle> LoadModelForJob(Job& job, const std::string& dir,
                                             const std::string& backend_name,
                                             bool require_tokenizer,
