@@ -85,13 +85,27 @@ def main():
                     os.path.join(args.out, "tokenizer.model"))
     ts = {"checkpoint": os.path.abspath(path), "step": state["step"], "total_steps": targs["steps"],
           "tokens": state["tokens"], "train_cpu_seconds": round(state["train_seconds"], 1),
-          "interim": state["step"] < targs["steps"], "train_args": targs}
+          "interim": state["step"] < targs["steps"], "train_args": targs,
+          "overrides": schedule_overrides(os.path.join(args.workdir, "train_log.jsonl"))}
     with open(os.path.join(args.out, "training_state.json"), "w") as f:
         json.dump(ts, f, indent=1)
         f.write("\n")
     size = os.path.getsize(os.path.join(args.out, "model.safetensors"))
     print(f"exported step {state['step']}/{targs['steps']} to {args.out}: "
           f"{len(sd)} tensors, model.safetensors {size/1e6:.1f} MB")
+
+
+def schedule_overrides(log_path):
+    """[{"from_step", "overrides"}] for every resumed run that changed the schedule (--override)."""
+    out = []
+    if not os.path.exists(log_path):
+        return out
+    with open(log_path) as f:
+        for line in f:
+            d = json.loads(line)
+            if d.get("event") == "start" and d.get("overrides"):
+                out.append({"from_step": d["step"], "overrides": d["overrides"]})
+    return out
 
 
 if __name__ == "__main__":

@@ -99,7 +99,8 @@ def main():
     a(f"{int(ta['kr_frac']*100)} % of the training windows start with a synthetic key-retrieval sample "
       "(`tools/train/keyretrieval.py`): real stdlib code with a line like `SECRET_KEY = \"48213\"` near its "
       "start and `assert SECRET_KEY == \"` at its end, whose continuation is the key; lengths uniform in "
-      f"[64, {ta['seq_len']}] tokens.")
+      f"[64, {ta['seq_len']}] tokens. The key tokens weigh {ta.get('kr_answer_weight', 1.0):g}× in the loss"
+      + (" (settings of the last phase; see Training for the earlier ones)." if ts.get("overrides") else "."))
     a("")
     a("**Licence of the data.** The Python standard library is distributed under the PSF License Agreement "
       "(Python Software Foundation License, version 2; see `LICENSE.txt` in the stdlib directory); a few files "
@@ -119,7 +120,11 @@ def main():
     a(f"- Hardware: 2 CPU cores (AMD EPYC, shared with other work, run at `nice 19`). Training time so far: "
       f"{fmt_h(ts['train_cpu_seconds'])} of wall-clock step time (excluding evals and checkpoints) for "
       f"{ts['tokens']/1e6:.1f} M tokens, in resumable sessions; about 5,000 tokens/s when the 2 cores are idle.")
-    a("- Exact command (from the repository root; `tools/train/README.md` has the data / tokenizer steps):")
+    for ph in ts.get("overrides", []):
+        changes = ", ".join(f"`{k}` = {v}" for k, v in ph["overrides"].items())
+        a(f"- From step {ph['from_step']} the run was resumed with changed settings: {changes} "
+          "(`--override`; earlier steps used the values in the first command below).")
+    a("- Exact commands (from the repository root; `tools/train/README.md` has the data / tokenizer steps):")
     a("")
     a("```")
     a(TRAIN_CMD)
