@@ -105,7 +105,7 @@ absl::StatusOr<std::vector<GenerationResult>> Generator::Generate(
   }
   max_seq = std::min(max_seq, c.max_position_embeddings);
   const int64_t n_slots = std::min<int64_t>(options_.max_batch, requests.size());
-  ASSIGN_OR_RETURN(std::unique_ptr<KvCache> cache, model_->MakeCache(n_slots, max_seq));
+  ASSIGN_OR_RETURN(KvCache * cache, model_->AcquireCache(n_slots, max_seq));
   const ShardPlan& plan = model_->plan();
   const int32_t micro_batches = options_.micro_batches > 0 ? options_.micro_batches : plan.pp_size;
   int32_t step = 0;

@@ -82,6 +82,16 @@ absl::StatusOr<std::unique_ptr<KvCache>> LlamaModel::MakeCache(int64_t n_slots,
                          max_seq);
 }
 
+absl::StatusOr<KvCache*> LlamaModel::AcquireCache(int64_t n_slots, int64_t max_seq) {
+  if (pooled_cache_ == nullptr || pooled_cache_->n_slots() < n_slots ||
+      pooled_cache_->max_seq() < max_seq) {
+    if (graphs_ != nullptr && pooled_cache_ != nullptr) graphs_->Clear();
+    pooled_cache_.reset();  // free first: the device may not hold both
+    ASSIGN_OR_RETURN(pooled_cache_, MakeCache(n_slots, max_seq));
+  }
+  return pooled_cache_.get();
+}
+
 absl::Status LlamaModel::CheckBatch(const ForwardBatch& b, const KvCache& cache) const {
   const size_t n = b.tokens.size();
   if (b.positions.size() != n || b.slots.size() != n) {

@@ -78,6 +78,13 @@ class LlamaModel {
   // A KV cache for this rank's layers and KV heads, in the backend's memory.
   absl::StatusOr<std::unique_ptr<KvCache>> MakeCache(int64_t n_slots, int64_t max_seq) const;
 
+  // The model's own KV cache, with at least `n_slots` slots of at least `max_seq` positions:
+  // kept between calls and reallocated (exactly as asked) only when a request does not fit, so
+  // that repeated Generate / Loglikelihood calls allocate no device memory and captured decode
+  // graphs stay valid. Entries left by earlier calls are never read (a sequence attends only to
+  // positions it wrote). Valid until the next AcquireCache; one user at a time.
+  absl::StatusOr<KvCache*> AcquireCache(int64_t n_slots, int64_t max_seq);
+
   // Runs the batch through this stage's layers, appending its K/V to `cache`. On the last stage,
   // writes the logits of batch.logit_rows for this rank's vocabulary shard into `logits` as F32
   // [logit_rows.size(), plan().vocab_shard] in host memory (columns past the vocabulary are
@@ -111,6 +118,7 @@ class LlamaModel {
   Backend* backend_ = nullptr;
   std::vector<Tensor> device_weights_;  // weight copies on a device backend
   std::unique_ptr<DecodeGraphs> graphs_;  // null: every step runs eagerly
+  std::unique_ptr<KvCache> pooled_cache_;  // AcquireCache's
   std::vector<const void*> graph_buffers_;  // the activation buffers the graphs captured
   float attention_scaling_ = 1.0f;
   const ForwardBatch* batch_ = nullptr;  // the batch of the Forward call in progress

@@ -41,7 +41,7 @@ absl::StatusOr<std::vector<LoglikelihoodResult>> Scorer::Loglikelihood(
   std::vector<LoglikelihoodResult> results(requests.size());
   if (requests.empty()) return results;
   const int64_t slots = std::min<int64_t>(max_batch_, requests.size());
-  ASSIGN_OR_RETURN(std::unique_ptr<KvCache> cache, model_->MakeCache(slots, longest));
+  ASSIGN_OR_RETURN(KvCache * cache, model_->AcquireCache(slots, longest));
   const ShardPlan& plan = model_->plan();
   Tensor logits;
   int32_t step = 0;

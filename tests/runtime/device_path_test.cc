@@ -113,9 +113,9 @@ TEST_P(DevicePathTest, GreedyAndSampledGenerationEqualTheCpuBackend) {
   }
 }
 
-// Decode steps reuse device memory: after a first run has sized the activations, generating 3x
-// more tokens makes no more allocations (those left are the KV cache of each Generate call).
-TEST_P(DevicePathTest, DecodeStepsDoNotAllocate) {
+// Device memory is allocated once: after a first call has sized the activations and the model's
+// KV cache, further calls (even generating 3x more tokens, or scoring) allocate nothing.
+TEST_P(DevicePathTest, RepeatedCallsDoNotAllocate) {
   int64_t allocations[3];
   for (int run = 0; run < 3; ++run) {
     auto requests = Requests(prompts_, 0.0f);
@@ -125,8 +125,13 @@ TEST_P(DevicePathTest, DecodeStepsDoNotAllocate) {
     ASSERT_OK(generator.Generate(requests).status());
     allocations[run] = device_.allocations() - before;
   }
-  EXPECT_EQ(allocations[2], allocations[1]);
-  EXPECT_LE(allocations[1], allocations[0]);
+  EXPECT_GT(allocations[0], 0);
+  EXPECT_EQ(allocations[1], 0);
+  EXPECT_EQ(allocations[2], 0);
+  Scorer scorer(on_device_.get());
+  const int64_t before = device_.allocations();
+  ASSERT_OK(scorer.Loglikelihood({{prompts_[2], {1, 2, 3}}}).status());
+  EXPECT_EQ(device_.allocations(), before) << "scoring after generation allocated";
 }
 
 TEST_P(DevicePathTest, LoglikelihoodsEqualTheCpuBackend) {
