@@ -1,5 +1,6 @@
 // Run configs: text-format errors carry file:line:column, --set reaches any field, and
 // validation names the field path.
+#include <filesystem>
 #include <fstream>
 
 #include "gmock/gmock.h"
@@ -19,14 +20,16 @@ std::string Write(const std::string& name, const std::string& text) {
 }
 
 TEST(RunConfigTest, EveryPresetParsesAndValidates) {
-  for (const char* preset : {"configs/tasks/perplexity.textproto", "configs/tasks/passkey.textproto",
-                             "configs/tasks/multiple_choice.textproto",
-                             "configs/tasks/code_generation.textproto",
-                             "configs/tasks/generation.textproto"}) {
+  int presets = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("configs/tasks")) {
+    if (entry.path().extension() != ".textproto") continue;
+    const std::string preset = entry.path().string();
     ASSERT_OK_AND_ASSIGN(config::RunConfig c, LoadRunConfig(preset));
     const absl::Status valid = ValidateRunConfig(c);
     EXPECT_TRUE(valid.ok()) << preset << ": " << valid;
+    ++presets;
   }
+  EXPECT_GE(presets, 6);
 }
 
 TEST(RunConfigTest, UnknownFieldIsAnErrorWithItsLine) {
