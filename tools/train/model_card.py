@@ -19,6 +19,8 @@ def fmt_h(sec):
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--model", default=os.path.join(REPO, "models", "tessera-code-tiny"))
+    ap.add_argument("--runtime-results", default="",
+                    help="results_*.json of `tessera eval --config configs/tasks/code_passkey.textproto`")
     args = ap.parse_args()
     m = args.model
     ev = json.load(open(os.path.join(m, "eval.json")))
@@ -162,6 +164,18 @@ def main():
         a(f"| {length} tokens (n={kr[length]['n']}) | " + " | ".join(
             f"{kr[length][str(l)]['acc']*100:.1f} %" for l in exits + [L]) + " |")
     a("")
+    if args.runtime_results:
+        rr = json.load(open(args.runtime_results))
+        res = rr["results"]["code_passkey"]
+        lay = rr["config"]["layout"]
+        a(f"**The same ability in Tessera**: `tessera eval --config configs/tasks/code_passkey.textproto` "
+          f"(held-out code, the key line at depths 0 to 1 of the filler rather than the first 10 % seen in "
+          f"training; {rr['n-samples']['code_passkey']['effective']} samples; tp={lay['tp']}, pp={lay['pp']}): "
+          f"accuracy {res['acc,none']*100:.1f} % ± {res['acc_stderr,none']*100:.1f}; by length " +
+          ", ".join(f"{n}: {res[f'acc@{n},none']*100:.0f} %" for n in (256, 512, 1024)) + "; by depth " +
+          ", ".join(f"{d}: {res[f'acc@depth{d},none']*100:.0f} %" for d in ("0.00", "0.25", "0.50", "0.75", "1.00"))
+          + ".")
+        a("")
     a("## Example completions")
     a("")
     a("Greedy, up to 64 new tokens, final layer (`tools/train/evaluate.py`):")
