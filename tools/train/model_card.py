@@ -119,7 +119,7 @@ def main():
       f"steps, cosine to {ta['min_lr_frac']}×peak at step {ta['steps']}, grad-clip {ta['clip']}; "
       f"{ta['batch']*ta['accum']} sequences × {ta['seq_len']} tokens per step; bf16 autocast on CPU "
       "(fp32 master weights); seed " + str(ta['seed']) + ".")
-    a(f"- Hardware: 2 CPU cores (AMD EPYC, shared with other work, run at `nice 19`). Training time so far: "
+    a(f"- Hardware: 2 CPU cores (AMD EPYC, shared with other work, run at `nice 19`). Training time" + (" so far" if interim else "") + ": "
       f"{fmt_h(ts['train_cpu_seconds'])} of wall-clock step time (excluding evals and checkpoints) for "
       f"{ts['tokens']/1e6:.1f} M tokens, in resumable sessions; about 5,000 tokens/s when the 2 cores are idle.")
     for ph in ts.get("overrides", []):
