@@ -36,16 +36,14 @@ fi
 if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null ||
    ! command -v sbatch >/dev/null || ! command -v munged >/dev/null; then
   echo "installing slurm-wlm and munge with apt-get ..."
+  # A new machine may have no package lists yet: update once, then install.
   if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge >/dev/null 2>&1; then
-    echo "SKIP: apt-get install slurm-wlm munge failed (no package mirror?)"
-    exit 77
+    apt-get update -qq >/dev/null 2>&1
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge >/dev/null 2>&1; then
+      echo "SKIP: apt-get install slurm-wlm munge failed (no package mirror?)"
+      exit 77
+    fi
   fi
-fi
-if ! srun --mpi=list 2>&1 | grep -qw pmix; then
-  echo "FAIL: this Slurm has no pmix MPI plugin (srun --mpi=list:" \
-       "$(srun --mpi=list 2>&1 | tr '\n' ' ')); Debian 12's slurm-wlm-basic-plugins ships" \
-       "mpi_pmix.so; install it"
-  exit 1
 fi
 
 start_s=$(date +%s)
@@ -164,6 +162,12 @@ case "$state" in
   *) fail "the node did not become idle within 30 s (sinfo: \"$state\")" ;;
 esac
 echo "ok   one-node Slurm up in $(( $(date +%s) - start_s )) s (node $host, ports $ctld_port/$slurmd_port)"
+# srun reads the configuration (ours, through SLURM_CONF) even to list its MPI plugins: asked
+# before slurm.conf exists it fails on a machine without /etc/slurm, so ask only now.
+if ! srun --mpi=list 2>&1 | grep -qw pmix; then
+  fail "this Slurm has no pmix MPI plugin (srun --mpi=list: $(srun --mpi=list 2>&1 | tr '\n' ' '));" \
+       "Debian 12's slurm-wlm-basic-plugins ships mpi_pmix.so; install it"
+fi
 
 # --- the reference: one process ----------------------------------------------------------------
 cat >"$work/prompts.jsonl" <<'EOF'
