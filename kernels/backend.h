@@ -49,6 +49,7 @@ class Backend {
   absl::Status Rope(const RopeArgs& a) { return Run(a, &Backend::DoRope); }
   absl::Status KvWrite(const KvWriteArgs& a) { return Run(a, &Backend::DoKvWrite); }
   absl::Status Attention(const AttentionArgs& a) { return Run(a, &Backend::DoAttention); }
+  absl::Status GatherRows(const GatherRowsArgs& a) { return Run(a, &Backend::DoGatherRows); }
   absl::Status MergeAttention(const MergeAttentionArgs& a) {
     return Run(a, &Backend::DoMergeAttention);
   }
@@ -66,6 +67,7 @@ class Backend {
   virtual absl::Status DoRope(const RopeArgs& a) = 0;
   virtual absl::Status DoKvWrite(const KvWriteArgs& a) = 0;
   virtual absl::Status DoAttention(const AttentionArgs& a) = 0;
+  virtual absl::Status DoGatherRows(const GatherRowsArgs& a) = 0;
   virtual absl::Status DoMergeAttention(const MergeAttentionArgs& a) = 0;
   virtual absl::Status DoSiluMul(const SiluMulArgs& a) = 0;
   virtual absl::Status DoAdd(const AddArgs& a) = 0;

@@ -52,14 +52,16 @@ struct RopeArgs {
   float attention_scaling = 1.0f;
 };
 
-// k_cache[slots[i], positions[i]] = k[i] (likewise v).
+// k_cache[slots[i], entries[i]] = k[i] (likewise v). An entry is a cache row of the slot, not a
+// position: the cache keeps each entry's position itself (runtime/kv_cache.h), so entries can be
+// dropped and compacted while keys keep the rotation of their original positions.
 struct KvWriteArgs {
   TensorView k;          // [n, kv_heads, head_dim] F32
   TensorView v;          // [n, kv_heads, head_dim] F32
   TensorView k_cache;    // [n_slots, max_seq, kv_heads, head_dim] F32
   TensorView v_cache;    // [n_slots, max_seq, kv_heads, head_dim] F32
   TensorView slots;      // [n] I32
-  TensorView positions;  // [n] I32, each < max_seq
+  TensorView entries;    // [n] I32, each < max_seq
 };
 
 // Which keys a query may see. Attention variants are data, not callbacks; only causal exists yet.
@@ -69,19 +71,30 @@ struct AttentionVariant {
 };
 
 // Scaled dot-product attention of each query row over its own sequence's cache:
-// token i (head h) attends to k_cache[slots[i], 0..positions[i]] of KV head h / (heads/kv_heads)
-// (grouped-query attention), softmax(q k^T * scale) v. The caller writes the token's own K/V
-// first (KvWrite), so prefill and decode are the same op on a ragged batch.
+// token i (head h) attends to the entries k_cache[slots[i], 0..entries[i]] (inclusive) of KV head
+// h / (heads/kv_heads) (grouped-query attention), softmax(q k^T * scale) v. entries[i] is the
+// cache row holding the token's own K/V, which the caller writes first (KvWrite), so prefill and
+// decode are the same op on a ragged batch. Entries are cache rows, not positions: after a
+// compaction (KvCache::Compact) the rows [0, entries[i]] hold keys of arbitrary, increasing
+// positions, already rotated.
 struct AttentionArgs {
   TensorView q;          // [n, heads, head_dim] F32
   TensorView k_cache;    // [n_slots, max_seq, kv_heads, head_dim] F32
   TensorView v_cache;    // [n_slots, max_seq, kv_heads, head_dim] F32
   TensorView slots;      // [n] I32
-  TensorView positions;  // [n] I32
+  TensorView entries;    // [n] I32, each < max_seq
   TensorView out;        // [n, heads, head_dim] F32
   TensorView lse;        // optional [n, heads] F32: log-sum-exp of the scaled scores
   float scale = 1.0f;
   AttentionVariant variant;
+};
+
+// out[i] = in[indices[i]]: rows (slices along dim 0) of any dtype, copied bit for bit. Used to
+// compact KV cache entries and to pick rows of activations. `out` must not overlap `in`.
+struct GatherRowsArgs {
+  TensorView in;       // [rows, ...] any dtype
+  TensorView indices;  // [m] I32, each in [0, rows)
+  TensorView out;      // [m, ...] the dtype and row size of `in`
 };
 
 // Combines two partial attention results over disjoint key sets (split-KV decode):

@@ -109,7 +109,7 @@ absl::Status Validate(const KvWriteArgs& a) {
   RETURN_IF_ERROR(Check(op, "k", a.k, DType::kF32, {kAny, a.k_cache.dim(2), a.k_cache.dim(3)}));
   RETURN_IF_ERROR(Check(op, "v", a.v, DType::kF32, {n, a.k_cache.dim(2), a.k_cache.dim(3)}));
   RETURN_IF_ERROR(Check(op, "slots", a.slots, DType::kI32, {n}));
-  return Check(op, "positions", a.positions, DType::kI32, {n});
+  return Check(op, "entries", a.entries, DType::kI32, {n});
 }
 
 absl::Status Validate(const AttentionArgs& a) {
@@ -122,9 +122,30 @@ absl::Status Validate(const AttentionArgs& a) {
         "Attention: ", heads, " query heads are not a multiple of ", kv_heads, " KV heads"));
   }
   RETURN_IF_ERROR(Check(op, "slots", a.slots, DType::kI32, {n}));
-  RETURN_IF_ERROR(Check(op, "positions", a.positions, DType::kI32, {n}));
+  RETURN_IF_ERROR(Check(op, "entries", a.entries, DType::kI32, {n}));
   RETURN_IF_ERROR(Check(op, "out", a.out, DType::kF32, {n, heads, a.q.dim(2)}));
   if (!a.lse.empty()) RETURN_IF_ERROR(Check(op, "lse", a.lse, DType::kF32, {n, heads}));
+  return absl::OkStatus();
+}
+
+absl::Status Validate(const GatherRowsArgs& a) {
+  constexpr absl::string_view op = "GatherRows";
+  if (a.in.empty() || a.in.rank < 1) {
+    return absl::InvalidArgumentError("GatherRows: in must be a tensor of rank >= 1");
+  }
+  RETURN_IF_ERROR(Check(op, "indices", a.indices, DType::kI32, {kAny}));
+  if (a.out.empty() || a.out.rank < 1 || a.out.dtype != a.in.dtype ||
+      a.out.dim(0) != a.indices.dim(0) || a.out.row_size() != a.in.row_size() ||
+      a.out.device != a.in.device) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "GatherRows: out must be [", a.indices.dim(0), " rows of ", a.in.row_size(), " ",
+        DTypeName(a.in.dtype), "] on the device of in; got ", a.out.DebugString()));
+  }
+  const char* in_begin = a.in.as<const char>();
+  const char* out_begin = a.out.as<const char>();
+  if (out_begin < in_begin + a.in.bytes() && in_begin < out_begin + a.out.bytes()) {
+    return absl::InvalidArgumentError("GatherRows: out overlaps in");
+  }
   return absl::OkStatus();
 }
 

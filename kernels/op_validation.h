@@ -14,6 +14,7 @@ absl::Status Validate(const GemmArgs& a);
 absl::Status Validate(const RopeArgs& a);
 absl::Status Validate(const KvWriteArgs& a);
 absl::Status Validate(const AttentionArgs& a);
+absl::Status Validate(const GatherRowsArgs& a);
 absl::Status Validate(const MergeAttentionArgs& a);
 absl::Status Validate(const SiluMulArgs& a);
 absl::Status Validate(const AddArgs& a);

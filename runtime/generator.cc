@@ -147,6 +147,7 @@ absl::StatusOr<std::vector<GenerationResult>> Generator::Generate(
       queue.pop_front();
       s.slot = free_slots.back();
       free_slots.pop_back();
+      cache->Clear(s.slot);
       const GenerationRequest& r = requests[s.request];
       s.pending = r.prompt_ids;
       const size_t keep = std::min(kDecodeContext, r.prompt_ids.size());

@@ -1,8 +1,19 @@
-// KvCache: per-layer key and value caches for a fixed number of sequence slots.
+// KvCache: per-layer key and value caches for a fixed number of sequence slots, whose entries
+// are not positions.
 //
-// Layout per layer: (n_slots, max_seq, n_kv_heads, head_dim), F32. A sequence owns one slot for
-// its lifetime; the token at position p of that sequence lives at [slot, p]. The runtime writes
-// entries through Backend::KvWrite and reads them in Backend::Attention.
+// Layout per layer: K and V tensors (n_slots, capacity, kv_heads, head_dim), F32, in the
+// backend's memory. A sequence owns one slot for its lifetime. Each (layer, slot) holds
+// `length` entries in rows [0, length); entry e stores the K/V of one token, already rotated at
+// that token's position, and the cache records that position (host memory, replicated on every
+// rank of a replica, since every rank sees the same batches). The forward pass appends a step's
+// tokens after the slot's last entry (Append) and attention reads rows [0, length) of the slot.
+// Methods drop or reorder entries (Compact) without renumbering positions: a key keeps the
+// rotation of its original position, so attention over the kept entries equals attention over
+// the kept tokens at their original positions.
+//
+// Layer indices are local to the pipeline stage (0 .. layers() - 1). Lengths may differ between
+// layers (a method that prunes per layer, or runs deep layers on fewer tokens). Not
+// thread-safe.
 #ifndef TESSERA_RUNTIME_KV_CACHE_H_
 #define TESSERA_RUNTIME_KV_CACHE_H_
 
@@ -10,6 +21,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 
 #include "runtime/model_config.h"
 #include "runtime/tensor.h"
@@ -18,28 +30,61 @@ namespace tessera {
 
 class KvCache {
  public:
-  // All layers and KV heads of the model (a single rank), in host memory.
-  KvCache(const ModelConfig& config, int64_t n_slots, int64_t max_seq);
-  // The layers and KV heads one rank holds, in `backend`'s memory; layer() indices are then
-  // local to the stage. ResourceExhausted when the memory cannot be had.
+  // The layers and KV heads one rank holds, in `backend`'s memory (which must outlive the
+  // cache). Every slot starts empty. ResourceExhausted when the memory cannot be had.
   static absl::StatusOr<std::unique_ptr<KvCache>> Create(Backend* backend, int64_t layers,
                                                          int64_t kv_heads, int64_t head_dim,
-                                                         int64_t n_slots, int64_t max_seq);
+                                                         int64_t n_slots, int64_t capacity);
 
   TensorView k(int64_t layer) const { return k_[layer].view(); }
   TensorView v(int64_t layer) const { return v_[layer].view(); }
+  int64_t layers() const { return static_cast<int64_t>(k_.size()); }
   int64_t n_slots() const { return n_slots_; }
-  int64_t max_seq() const { return max_seq_; }
+  // Entries a slot can hold per layer.
+  int64_t max_seq() const { return capacity_; }
   size_t bytes() const;
 
-  // Bytes per cached token across all layers (keys and values).
+  // Entries of `slot` in `layer`, and the position of each.
+  int32_t length(int64_t layer, int64_t slot) const { return lengths_[Index(layer, slot)]; }
+  absl::Span<const int32_t> positions(int64_t layer, int64_t slot) const {
+    return absl::MakeConstSpan(positions_.data() + Index(layer, slot) * capacity_,
+                               length(layer, slot));
+  }
+
+  // Empties `slot` in every layer (a new sequence takes it). Entries are not erased: nothing
+  // reads past a slot's length.
+  void Clear(int64_t slot);
+  // Empties every slot.
+  void ClearAll();
+
+  // Reserves entries for `positions.size()` new tokens of `slot` in `layer` and records their
+  // positions; returns the first new entry. OutOfRange (nothing reserved) when the slot would
+  // exceed the capacity. The caller writes the K/V rows (Backend::KvWrite).
+  absl::StatusOr<int32_t> Append(int64_t layer, int64_t slot, absl::Span<const int32_t> positions);
+
+  // Keeps only the entries `keep` (strictly increasing, each < length) of `slot` in `layer`,
+  // moved to rows [0, keep.size()) in that order with their positions; the length becomes
+  // keep.size(). Enqueued on the backend (GatherRows); InvalidArgument for a bad keep list.
+  absl::Status Compact(int64_t layer, int64_t slot, absl::Span<const int32_t> keep);
+  // The same in every layer.
+  absl::Status Compact(int64_t slot, absl::Span<const int32_t> keep);
+
+  // Bytes per cached token across all layers (keys and values) of a whole model in F32.
   static size_t BytesPerToken(const ModelConfig& config);
 
  private:
-  KvCache(int64_t n_slots, int64_t max_seq) : n_slots_(n_slots), max_seq_(max_seq) {}
+  KvCache(Backend* backend, int64_t n_slots, int64_t capacity)
+      : backend_(backend), n_slots_(n_slots), capacity_(capacity) {}
+  int64_t Index(int64_t layer, int64_t slot) const { return layer * n_slots_ + slot; }
+  absl::Status GatherSlotRows(TensorView cache, int64_t slot, int64_t count);
 
-  int64_t n_slots_, max_seq_;
+  Backend* backend_;
+  int64_t n_slots_, capacity_;
   std::vector<Tensor> k_, v_;
+  std::vector<int32_t> lengths_;    // [layers, n_slots]
+  std::vector<int32_t> positions_;  // [layers, n_slots, capacity]
+  // Compact's device scratch: the gather indices, identity indices, and one slot's rows.
+  Tensor keep_, identity_, scratch_;
 };
 
 }  // namespace tessera

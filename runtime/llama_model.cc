@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
@@ -30,7 +31,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
                     &m->selected_, &m->partial_, &m->head_, &m->inv_freq_}) {
     *t = Tensor(backend, DType::kF32);
   }
-  for (Tensor* t : {&m->tokens_, &m->positions_, &m->slots_, &m->rows_}) {
+  for (Tensor* t : {&m->tokens_, &m->positions_, &m->slots_, &m->rows_, &m->entries_}) {
     *t = Tensor(backend, DType::kI32);
   }
   RopeFrequencies rope = ComputeRopeFrequencies(m->config_, /*seq_len=*/0);
@@ -89,6 +90,7 @@ absl::StatusOr<KvCache*> LlamaModel::AcquireCache(int64_t n_slots, int64_t max_s
     pooled_cache_.reset();  // free first: the device may not hold both
     ASSIGN_OR_RETURN(pooled_cache_, MakeCache(n_slots, max_seq));
   }
+  pooled_cache_->ClearAll();
   return pooled_cache_.get();
 }
 
@@ -103,9 +105,8 @@ absl::Status LlamaModel::CheckBatch(const ForwardBatch& b, const KvCache& cache)
                                                      " is outside the vocabulary [0, ",
                                                      config_.vocab_size, ")"));
     }
-    if (b.positions[i] < 0 || b.positions[i] >= cache.max_seq()) {
-      return absl::OutOfRangeError(absl::StrCat("position ", b.positions[i],
-                                                " is beyond the KV cache length ", cache.max_seq()));
+    if (b.positions[i] < 0) {
+      return absl::OutOfRangeError(absl::StrCat("position ", b.positions[i], " is negative"));
     }
     if (b.slots[i] < 0 || b.slots[i] >= cache.n_slots()) {
       return absl::OutOfRangeError(absl::StrCat("cache slot ", b.slots[i], " does not exist"));
@@ -150,7 +151,9 @@ absl::Status LlamaModel::Layer(const LayerWeights& w, int64_t layer, KvCache& ca
   const ModelConfig& c = config_;
   const int64_t n = x_.dim(0);
   const float eps = static_cast<float>(c.rms_norm_eps);
-  const TensorView positions = positions_.view(), slots = slots_.view();
+  const TensorView slots = slots_.view();
+  const TensorView entries =
+      entries_.view().Rows(uniform_entries_ ? 0 : layer * n, uniform_entries_ ? n : (layer + 1) * n);
   Backend& be = *backend_;
 
   RETURN_IF_ERROR(be.RmsNorm({x_.view(), w.attn_norm, h_.view(), eps}));
@@ -161,9 +164,9 @@ absl::Status LlamaModel::Layer(const LayerWeights& w, int64_t layer, KvCache& ca
   TensorView k = k_.view().Reshaped({n, plan_.kv_heads, c.head_dim});
   TensorView v = v_.view().Reshaped({n, plan_.kv_heads, c.head_dim});
   RETURN_IF_ERROR(ApplyRope(*batch_, q, k));
-  RETURN_IF_ERROR(be.KvWrite({k, v, cache.k(layer), cache.v(layer), slots, positions}));
+  RETURN_IF_ERROR(be.KvWrite({k, v, cache.k(layer), cache.v(layer), slots, entries}));
   TensorView attn = attn_.view().Reshaped({n, plan_.heads, c.head_dim});
-  AttentionArgs aa{q, cache.k(layer), cache.v(layer), slots, positions, attn};
+  AttentionArgs aa{q, cache.k(layer), cache.v(layer), slots, entries, attn};
   aa.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   RETURN_IF_ERROR(be.Attention(aa));
   RETURN_IF_ERROR(RowParallelResidual(attn_.view(), w.wo));
@@ -226,7 +229,8 @@ absl::Status LlamaModel::EnableDecodeGraphs(bool enable) {
 // rotary frequencies that do not depend on the length.
 bool LlamaModel::GraphEligible(const ForwardBatch& batch) const {
   if (graphs_ == nullptr || plan_.tp_size != 1 || plan_.pp_size != 1 ||
-      RopeDependsOnLength(config_) || batch.logit_rows.size() != batch.tokens.size()) {
+      RopeDependsOnLength(config_) || !uniform_entries_ ||
+      batch.logit_rows.size() != batch.tokens.size()) {
     return false;
   }
   for (size_t i = 0; i < batch.tokens.size(); ++i) {
@@ -236,6 +240,42 @@ bool LlamaModel::GraphEligible(const ForwardBatch& batch) const {
     }
   }
   return true;
+}
+
+absl::Status LlamaModel::ReserveEntries(const ForwardBatch& b, KvCache& cache) {
+  const int64_t n = static_cast<int64_t>(b.tokens.size()), layers = plan_.layers();
+  // Each slot's rows in batch order: they take consecutive entries after the slot's last one.
+  std::map<int32_t, std::vector<int32_t>> rows_of_slot;
+  for (int64_t i = 0; i < n; ++i) rows_of_slot[b.slots[i]].push_back(static_cast<int32_t>(i));
+  for (int64_t l = 0; l < layers; ++l) {
+    for (const auto& [slot, rows] : rows_of_slot) {
+      if (cache.length(l, slot) + static_cast<int64_t>(rows.size()) > cache.max_seq()) {
+        return absl::OutOfRangeError(absl::StrCat(
+            "KV cache slot ", slot, " holds ", cache.length(l, slot), " entries in layer ", l,
+            " and cannot take the batch's ", rows.size(), " more: its capacity is ",
+            cache.max_seq(), " entries"));
+      }
+    }
+  }
+  entries_host_.assign(layers * n, 0);
+  std::vector<int32_t> positions;
+  for (int64_t l = 0; l < layers; ++l) {
+    for (const auto& [slot, rows] : rows_of_slot) {
+      positions.clear();
+      for (int32_t r : rows) positions.push_back(b.positions[r]);
+      ASSIGN_OR_RETURN(const int32_t first, cache.Append(l, slot, positions));
+      for (size_t j = 0; j < rows.size(); ++j) {
+        entries_host_[l * n + rows[j]] = first + static_cast<int32_t>(j);
+      }
+    }
+  }
+  uniform_entries_ = true;
+  for (int64_t l = 1; l < layers && uniform_entries_; ++l) {
+    uniform_entries_ = std::equal(entries_host_.begin(), entries_host_.begin() + n,
+                                  entries_host_.begin() + l * n);
+  }
+  if (uniform_entries_) entries_host_.resize(n);
+  return absl::OkStatus();
 }
 
 absl::Status LlamaModel::Prepare(const ForwardBatch& batch, int64_t rows_capacity) {
@@ -255,12 +295,14 @@ absl::Status LlamaModel::Prepare(const ForwardBatch& batch, int64_t rows_capacit
     RETURN_IF_ERROR(up_.Resize({n, plan_.ffn}));
     RETURN_IF_ERROR(selected_.Resize({n, c.hidden_size}));
     RETURN_IF_ERROR(head_.Resize({n, plan_.vocab_rows}));
-    for (Tensor* t : {&tokens_, &positions_, &slots_, &rows_}) RETURN_IF_ERROR(t->Resize({n}));
+    for (Tensor* t : {&tokens_, &positions_, &slots_, &rows_, &entries_}) {
+      RETURN_IF_ERROR(t->Resize({n}));
+    }
   }
   // A buffer that moved invalidates every captured graph.
   std::vector<const void*> buffers;
   for (const Tensor* t : {&x_, &h_, &q_, &k_, &v_, &attn_, &gate_, &up_, &selected_, &head_,
-                          &tokens_, &positions_, &slots_, &rows_}) {
+                          &tokens_, &positions_, &slots_, &rows_, &entries_}) {
     buffers.push_back(t->view().data);
   }
   if (graphs_ != nullptr && buffers != graph_buffers_) {
@@ -270,6 +312,7 @@ absl::Status LlamaModel::Prepare(const ForwardBatch& batch, int64_t rows_capacit
   RETURN_IF_ERROR(Upload(batch.tokens, &tokens_));
   RETURN_IF_ERROR(Upload(batch.positions, &positions_));
   RETURN_IF_ERROR(Upload(batch.slots, &slots_));
+  RETURN_IF_ERROR(Upload(entries_host_, &entries_));  // [n], or [layers * n] when they differ
   return Upload(batch.logit_rows, &rows_);
 }
 
@@ -303,6 +346,7 @@ absl::Status LlamaModel::Enqueue(const ForwardBatch& batch, KvCache& cache) {
 
 absl::Status LlamaModel::Forward(const ForwardBatch& batch, KvCache& cache, Tensor* logits) {
   RETURN_IF_ERROR(CheckBatch(batch, cache));
+  RETURN_IF_ERROR(ReserveEntries(batch, cache));
   if (!GraphEligible(batch)) {
     RETURN_IF_ERROR(Prepare(batch, 0));
     RETURN_IF_ERROR(Enqueue(batch, cache));

@@ -1,13 +1,16 @@
 // LlamaModel: the Llama forward pass over a ragged batch of tokens.
 //
 // A ForwardBatch lays the tokens of several sequences end to end. Token i belongs to the
-// sequence in cache slot slots[i] and sits at positions[i]; it attends to that slot's cache
-// entries 0..positions[i] (its own K/V are written first). Prefill (many tokens of one sequence),
-// decode (one token per sequence) and mixtures of both are the same call.
+// sequence in cache slot slots[i] and is rotated at positions[i]. In every layer its K/V is
+// appended after the slot's last cache entry (a slot's tokens in batch order), and it attends to
+// the slot's entries up to and including its own: the whole sequence so far, or what a method
+// kept of it (KvCache::Compact). Prefill (many tokens of one sequence), decode (one token per
+// sequence) and mixtures of both are the same call. A new sequence starts in an empty slot
+// (KvCache::Clear).
 //
 //   LlamaModel::Load(dir, backend) -> model
-//   KvCache cache(model->config(), n_slots, max_seq);
-//   model->Forward({tokens, positions, slots, logit_rows}, cache, &logits);  // logits [rows, vocab]
+//   auto cache = model->MakeCache(n_slots, max_seq);
+//   model->Forward({tokens, positions, slots, logit_rows}, *cache, &logits);  // [rows, vocab]
 //
 // Sharded: with a ModelParallelism, the model holds this rank's ShardPlan slices. Tensor-parallel
 // ranks all-reduce after the vocabulary-parallel embedding and after each RowParallel projection
@@ -81,11 +84,12 @@ class LlamaModel {
   // The model's own KV cache, with at least `n_slots` slots of at least `max_seq` positions:
   // kept between calls and reallocated (exactly as asked) only when a request does not fit, so
   // that repeated Generate / Loglikelihood calls allocate no device memory and captured decode
-  // graphs stay valid. Entries left by earlier calls are never read (a sequence attends only to
-  // positions it wrote). Valid until the next AcquireCache; one user at a time.
+  // graphs stay valid. Every slot is empty on return. Valid until the next AcquireCache; one user
+  // at a time.
   absl::StatusOr<KvCache*> AcquireCache(int64_t n_slots, int64_t max_seq);
 
-  // Runs the batch through this stage's layers, appending its K/V to `cache`. On the last stage,
+  // Runs the batch through this stage's layers, appending its K/V to `cache` (OutOfRange when a
+  // slot's entries would exceed the cache's capacity). On the last stage,
   // writes the logits of batch.logit_rows for this rank's vocabulary shard into `logits` as F32
   // [logit_rows.size(), plan().vocab_shard] in host memory (columns past the vocabulary are
   // -inf); other stages
@@ -95,6 +99,9 @@ class LlamaModel {
  private:
   LlamaModel() = default;
   absl::Status CheckBatch(const ForwardBatch& batch, const KvCache& cache) const;
+  // Appends the batch's tokens to their slots in every layer of `cache` and fills entries_host_
+  // with each token's entry (uniform_entries_: one row [n] for all layers, else [layers, n]).
+  absl::Status ReserveEntries(const ForwardBatch& batch, KvCache& cache);
   absl::Status UploadWeights();
   template <typename T>
   absl::Status Upload(const std::vector<T>& host, Tensor* device);
@@ -124,9 +131,11 @@ class LlamaModel {
   const ForwardBatch* batch_ = nullptr;  // the batch of the Forward call in progress
   // Backend memory, resized per call: residual x, normed h, q/k/v, attention output, MLP
   // gate/up, the rows for the LM head, a RowParallel partial sum, the LM head output, the rotary
-  // frequencies, and the batch's token ids, positions, slots and logit rows.
+  // frequencies, and the batch's token ids, positions, slots, logit rows and cache entries.
   Tensor x_, h_, q_, k_, v_, attn_, gate_, up_, selected_, partial_, head_, inv_freq_;
-  Tensor tokens_, positions_, slots_, rows_;
+  Tensor tokens_, positions_, slots_, rows_, entries_;
+  std::vector<int32_t> entries_host_;  // the cache entry of each token, see ReserveEntries
+  bool uniform_entries_ = true;
 };
 
 }  // namespace tessera

@@ -56,6 +56,7 @@ absl::StatusOr<std::vector<LoglikelihoodResult>> Scorer::Loglikelihood(
       const size_t fed = r.context.size() + r.continuation.size() - 1;
       if (end > begin && batch.tokens.size() + fed > static_cast<size_t>(max_tokens_per_pass_)) break;
       const int32_t slot = static_cast<int32_t>(end - begin);
+      cache->Clear(slot);
       for (size_t p = 0; p < fed; ++p) {
         batch.tokens.push_back(p < r.context.size() ? r.context[p]
                                                     : r.continuation[p - r.context.size()]);

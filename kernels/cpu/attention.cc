@@ -18,24 +18,24 @@ absl::Status CpuBackend::DoAttention(const AttentionArgs& a) {
   const int64_t n_slots = a.k_cache.dim(0), max_seq = a.k_cache.dim(1), kv_heads = a.k_cache.dim(2);
   const int64_t group = heads / kv_heads;
   const int32_t* slots = a.slots.as<const int32_t>();
-  const int32_t* positions = a.positions.as<const int32_t>();
+  const int32_t* entries = a.entries.as<const int32_t>();
   for (int64_t i = 0; i < n; ++i) {
-    if (slots[i] < 0 || slots[i] >= n_slots || positions[i] < 0 || positions[i] >= max_seq) {
+    if (slots[i] < 0 || slots[i] >= n_slots || entries[i] < 0 || entries[i] >= max_seq) {
       return absl::OutOfRangeError(absl::StrCat("Attention: token ", i, " slot ", slots[i],
-                                                " position ", positions[i],
+                                                " entry ", entries[i],
                                                 " is outside the cache"));
     }
   }
   const int64_t kv_row = kv_heads * head_dim;  // floats per cached position
   int64_t work = 0;  // multiply-adds, to decide whether threads pay off
-  for (int64_t i = 0; i < n; ++i) work += (positions[i] + 1) * heads * head_dim * 2;
+  for (int64_t i = 0; i < n; ++i) work += (entries[i] + 1) * heads * head_dim * 2;
 #pragma omp parallel if (work >= (1 << 18))
   {
     std::vector<float> scores;
 #pragma omp for schedule(dynamic, 4)
     for (int64_t item = 0; item < n * heads; ++item) {
       const int64_t i = item / heads, h = item % heads, g = h / group;
-      const int64_t len = positions[i] + 1;
+      const int64_t len = entries[i] + 1;
       const float* q = a.q.as<const float>() + item * head_dim;
       const float* k = a.k_cache.as<const float>() + slots[i] * max_seq * kv_row + g * head_dim;
       const float* v = a.v_cache.as<const float>() + slots[i] * max_seq * kv_row + g * head_dim;

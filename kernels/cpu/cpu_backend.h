@@ -35,6 +35,7 @@ class CpuBackend final : public Backend {
   absl::Status DoRope(const RopeArgs& a) override;
   absl::Status DoKvWrite(const KvWriteArgs& a) override;
   absl::Status DoAttention(const AttentionArgs& a) override;
+  absl::Status DoGatherRows(const GatherRowsArgs& a) override;
   absl::Status DoMergeAttention(const MergeAttentionArgs& a) override;
   absl::Status DoSiluMul(const SiluMulArgs& a) override;
   absl::Status DoAdd(const AddArgs& a) override;

@@ -61,7 +61,7 @@ __global__ void __launch_bounds__(kThreads) AttentionKernel(const AttentionParam
     if (gr < rows_total) {
       const int64_t t = gr / group, h = g * group + gr % group;
       orow = t * p.heads + h;
-      const int32_t s = p.slots[t], ps = p.positions[t];
+      const int32_t s = p.slots[t], ps = p.entries[t];
       if (s < 0 || s >= p.n_slots || ps < 0 || ps >= p.max_seq) {
         bad = 1;
         p.error_flags[kAttentionOutOfRange] = 1;

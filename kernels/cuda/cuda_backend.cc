@@ -224,13 +224,18 @@ absl::Status CudaBackend::Synchronize() {
   volatile int* flags = error_flags_host_;
   const bool kv = flags[cuda::kKvWriteOutOfRange] != 0;
   const bool attention = flags[cuda::kAttentionOutOfRange] != 0;
+  const bool gather = flags[cuda::kGatherOutOfRange] != 0;
+  for (int f = 0; f < cuda::kErrorFlagCount; ++f) flags[f] = 0;
   if (kv || attention) {
-    flags[cuda::kKvWriteOutOfRange] = 0;
-    flags[cuda::kAttentionOutOfRange] = 0;
     return absl::OutOfRangeError(absl::StrCat(
         kv ? "KvWrite" : "", kv && attention ? " and " : "", attention ? "Attention" : "",
-        " (CUDA backend): a token's cache slot or position was outside the KV cache; such tokens "
+        " (CUDA backend): a token's cache slot or entry was outside the KV cache; such tokens "
         "were skipped (attention output NaN)"));
+  }
+  if (gather) {
+    return absl::OutOfRangeError(
+        "GatherRows (CUDA backend): an index was outside the input rows; those rows were not "
+        "written");
   }
   return absl::OkStatus();
 }

@@ -60,16 +60,29 @@ absl::Status CudaBackend::DoKvWrite(const KvWriteArgs& a) {
                                                   {"k_cache", a.k_cache},
                                                   {"v_cache", a.v_cache},
                                                   {"slots", a.slots},
-                                                  {"positions", a.positions}}));
+                                                  {"entries", a.entries}}));
   const int64_t n = a.k.dim(0), row = a.k.row_size();
   if (n == 0 || row == 0) return absl::OkStatus();
   RETURN_IF_ERROR(Activate());
   CUDA_RETURN_IF_ERROR(
       cuda::LaunchKvWrite(a.k.as<const float>(), a.v.as<const float>(), a.k_cache.as<float>(),
                           a.v_cache.as<float>(), a.slots.as<const int32_t>(),
-                          a.positions.as<const int32_t>(), n, a.k_cache.dim(0), a.k_cache.dim(1),
+                          a.entries.as<const int32_t>(), n, a.k_cache.dim(0), a.k_cache.dim(1),
                           row, error_flags_device_, stream_),
       Describe("KvWrite", {{"k", a.k}, {"k_cache", a.k_cache}}));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::DoGatherRows(const GatherRowsArgs& a) {
+  RETURN_IF_ERROR(cuda::RequireDevice(
+      "GatherRows", {{"in", a.in}, {"indices", a.indices}, {"out", a.out}}));
+  const int64_t m = a.indices.dim(0);
+  if (m == 0 || a.in.row_bytes() == 0) return absl::OkStatus();
+  RETURN_IF_ERROR(Activate());
+  CUDA_RETURN_IF_ERROR(
+      cuda::LaunchGatherRows(a.in.data, a.in.dim(0), a.indices.as<const int32_t>(), m, a.out.data,
+                             static_cast<int64_t>(a.in.row_bytes()), error_flags_device_, stream_),
+      Describe("GatherRows", {{"in", a.in}, {"out", a.out}}));
   return absl::OkStatus();
 }
 
@@ -78,7 +91,7 @@ absl::Status CudaBackend::DoAttention(const AttentionArgs& a) {
                                                     {"k_cache", a.k_cache},
                                                     {"v_cache", a.v_cache},
                                                     {"slots", a.slots},
-                                                    {"positions", a.positions},
+                                                    {"entries", a.entries},
                                                     {"out", a.out},
                                                     {"lse", a.lse}}));
   const int64_t n = a.q.dim(0), heads = a.q.dim(1), head_dim = a.q.dim(2);
@@ -93,7 +106,7 @@ absl::Status CudaBackend::DoAttention(const AttentionArgs& a) {
   p.k_cache = a.k_cache.as<const float>();
   p.v_cache = a.v_cache.as<const float>();
   p.slots = a.slots.as<const int32_t>();
-  p.positions = a.positions.as<const int32_t>();
+  p.entries = a.entries.as<const int32_t>();
   p.out = a.out.as<float>();
   p.lse = a.lse.empty() ? nullptr : a.lse.as<float>();
   p.n = n;

@@ -21,7 +21,12 @@ namespace tessera::cuda {
 enum class Storage : int { kF32 = 0, kF16 = 1, kBF16 = 2 };
 
 // Indices into the error-flag words.
-enum ErrorFlag : int { kKvWriteOutOfRange = 0, kAttentionOutOfRange = 1, kErrorFlagCount = 2 };
+enum ErrorFlag : int {
+  kKvWriteOutOfRange = 0,
+  kAttentionOutOfRange = 1,
+  kGatherOutOfRange = 2,
+  kErrorFlagCount = 3
+};
 
 // embedding.cu: out[i, :] = table[ids[i] - vocab_start, :] widened to F32, or zeros when the id
 // is outside [vocab_start, vocab_start + rows).
@@ -38,12 +43,17 @@ cudaError_t LaunchRope(float* x, const int32_t* positions, const float* inv_freq
                        int64_t heads, int64_t head_dim, float attention_scaling,
                        cudaStream_t stream);
 
-// kv_write.cu: k_cache[slots[i], positions[i]] = k[i] (likewise v); rows are kv_heads*head_dim
+// kv_write.cu: k_cache[slots[i], entries[i]] = k[i] (likewise v); rows are kv_heads*head_dim
 // floats. Tokens outside the cache are skipped and flagged.
 cudaError_t LaunchKvWrite(const float* k, const float* v, float* k_cache, float* v_cache,
-                          const int32_t* slots, const int32_t* positions, int64_t n,
+                          const int32_t* slots, const int32_t* entries, int64_t n,
                           int64_t n_slots, int64_t max_seq, int64_t row, int* error_flags,
                           cudaStream_t stream);
+
+// gather_rows.cu: out[i, :] = in[indices[i], :] for rows of `row_bytes` bytes. Indices outside
+// [0, rows) are skipped and flagged (kGatherOutOfRange).
+cudaError_t LaunchGatherRows(const void* in, int64_t rows, const int32_t* indices, int64_t m,
+                             void* out, int64_t row_bytes, int* error_flags, cudaStream_t stream);
 
 // attention.cu. Head dimensions the attention kernel is compiled for.
 bool AttentionSupportsHeadDim(int64_t head_dim);
@@ -53,7 +63,7 @@ struct AttentionParams {
   const float* k_cache = nullptr;  // [n_slots, max_seq, kv_heads, head_dim]
   const float* v_cache = nullptr;
   const int32_t* slots = nullptr;      // [n]
-  const int32_t* positions = nullptr;  // [n]
+  const int32_t* entries = nullptr;  // [n] cache row of the token's own K/V
   float* out = nullptr;  // [n, heads, head_dim]
   float* lse = nullptr;  // optional [n, heads]
   int64_t n = 0, heads = 0, kv_heads = 0, head_dim = 0, n_slots = 0, max_seq = 0;

@@ -149,8 +149,12 @@ absl::Status GuardedDeviceBackend::DoKvWrite(const KvWriteArgs& a) {
                   {"k_cache", a.k_cache},
                   {"v_cache", a.v_cache},
                   {"slots", a.slots},
-                  {"positions", a.positions}},
+                  {"entries", a.entries}},
                  a, &Backend::KvWrite);
+}
+absl::Status GuardedDeviceBackend::DoGatherRows(const GatherRowsArgs& a) {
+  return Forward("GatherRows", {{"in", a.in}, {"indices", a.indices}, {"out", a.out}}, a,
+                 &Backend::GatherRows);
 }
 absl::Status GuardedDeviceBackend::DoAttention(const AttentionArgs& a) {
   return Forward("Attention",
@@ -158,7 +162,7 @@ absl::Status GuardedDeviceBackend::DoAttention(const AttentionArgs& a) {
                   {"k_cache", a.k_cache},
                   {"v_cache", a.v_cache},
                   {"slots", a.slots},
-                  {"positions", a.positions},
+                  {"entries", a.entries},
                   {"out", a.out},
                   {"lse", a.lse}},
                  a, &Backend::Attention);
