@@ -472,6 +472,24 @@ TEST_F(ParityTest, KvWrite) {
   }
 }
 
+TEST_F(ParityTest, GatherRows) {
+  struct Case {
+    DType dtype;
+    int64_t rows, width, m;
+  };
+  // F32 KV rows, BF16 rows of odd width (2-byte words), and a repeated / reversed index list.
+  for (const Case c : {Case{DType::kF32, 4096, 1024, 300}, Case{DType::kBF16, 57, 7, 57},
+                       Case{DType::kF16, 9, 128, 20}}) {
+    const std::string shape = absl::StrCat("[", c.rows, ",", c.width, "] -> ", c.m, " rows");
+    auto in = Floats(RandomFloats(c.rows * c.width, 21), c.dtype, {c.rows, c.width});
+    auto out = Floats(std::vector<float>(c.m * c.width, 0.0f), c.dtype, {c.m, c.width});
+    auto indices = Ints(RandomInts(c.m, 0, static_cast<int32_t>(c.rows - 1), 22));
+    ASSERT_OK(cpu_->GatherRows({in->cpu(), indices->cpu(), out->cpu()}));
+    ASSERT_OK(gpu_->GatherRows({in->gpu(), indices->gpu(), out->gpu()}));
+    ExpectExact(*out, "GatherRows", c.dtype, shape);
+  }
+}
+
 struct AttentionCase {
   const char* name;
   int64_t heads, kv_heads, head_dim, n_slots, max_seq;

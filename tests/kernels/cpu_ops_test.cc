@@ -151,6 +151,30 @@ TEST_F(CpuOpsTest, SiluMulAndAdd) {
   }
 }
 
+TEST_F(CpuOpsTest, GatherRowsCopiesRowsAndChecksIndices) {
+  std::vector<uint16_t> in(5 * 3), out(4 * 3);
+  for (size_t i = 0; i < in.size(); ++i) in[i] = static_cast<uint16_t>(i);
+  std::vector<int32_t> idx = {4, 0, 4, 2};
+  const TensorView in_v = TensorView::Of(in.data(), DType::kBF16, {5, 3});
+  ASSERT_OK(backend_->GatherRows({in_v, TensorView::Of(idx.data(), DType::kI32, {4}),
+                                  TensorView::Of(out.data(), DType::kBF16, {4, 3})}));
+  EXPECT_EQ(out, (std::vector<uint16_t>{12, 13, 14, 0, 1, 2, 12, 13, 14, 6, 7, 8}));
+  idx[1] = 5;
+  EXPECT_EQ(backend_->GatherRows({in_v, TensorView::Of(idx.data(), DType::kI32, {4}),
+                                  TensorView::Of(out.data(), DType::kBF16, {4, 3})})
+                .code(),
+            absl::StatusCode::kOutOfRange);
+  // Output overlapping the input, or of another dtype, is refused before the op runs.
+  EXPECT_EQ(backend_->GatherRows({in_v, TensorView::Of(idx.data(), DType::kI32, {1}),
+                                  TensorView::Of(in.data() + 3, DType::kBF16, {1, 3})})
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(backend_->GatherRows({in_v, TensorView::Of(idx.data(), DType::kI32, {4}),
+                                  TensorView::Of(out.data(), DType::kF16, {4, 3})})
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST_F(CpuOpsTest, CastRoundTrips) {
   std::vector<float> x = RandomFloats(33, 10), back(33);
   std::vector<uint16_t> h(33);

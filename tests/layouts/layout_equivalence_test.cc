@@ -3,16 +3,12 @@
 // layout (tp2, tp4 with KV-head replication where n_kv_heads < 4, pp2, tp2 x pp2), logits are
 // within 1e-5 relative of the single-rank run and greedy tokens, batched with micro-batching,
 // equal the tokens transformers produced.
-#include <omp.h>
-
-#include <thread>
-
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "kernels/status_macros.h"
-#include "parallel/local_communicator.h"
 #include "parallel/process_groups.h"
 #include "tests/layouts/layout_check.h"
+#include "tests/layouts/threaded_world.h"
 #include "tests/test_util.h"
 
 namespace tessera {
@@ -28,19 +24,10 @@ class LayoutTest : public ::testing::TestWithParam<LayoutCase> {};
 TEST_P(LayoutTest, MatchesSingleRankAndTransformers) {
   const LayoutCase& c = GetParam();
   const WorldLayout layout{c.tp, c.pp, 1, 0};
-  auto comms = LocalCommunicator::Create(layout.world_size(), absl::Seconds(60));
-  std::vector<absl::Status> statuses(layout.world_size());
-  std::vector<std::thread> threads;
-  for (int r = 0; r < layout.world_size(); ++r) {
-    threads.emplace_back([&, r, world = std::move(comms[r])]() mutable {
-      omp_set_num_threads(1);
-      statuses[r] = [&]() -> absl::Status {
-        ASSIGN_OR_RETURN(ProcessGroups groups, MakeProcessGroups(std::move(world), layout));
+  const std::vector<absl::Status> statuses = testing::RunThreadedWorld(
+      layout, [&](ProcessGroups& groups) {
         return testing::CheckLayout("tests/fixtures/models/" + c.model, groups);
-      }();
-    });
-  }
-  for (auto& t : threads) t.join();
+      });
   for (const absl::Status& s : statuses) EXPECT_OK(s);
 }
 

@@ -1,0 +1,123 @@
+// KvCache bookkeeping: lengths and positions per layer and slot, Append's capacity check,
+// Compact's argument checks, and that Compact moves the kept rows (and only those) to the front.
+#include "runtime/kv_cache.h"
+
+#include <numeric>
+
+#include "gtest/gtest.h"
+#include "kernels/backend.h"
+#include "tests/test_util.h"
+
+namespace tessera {
+namespace {
+
+constexpr int64_t kLayers = 2, kKvHeads = 2, kHeadDim = 4, kSlots = 3, kCapacity = 8;
+constexpr int64_t kRow = kKvHeads * kHeadDim;
+
+class KvCacheTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_OK_AND_ASSIGN(backend_, MakeBackend(BackendKind::kCpu));
+    ASSERT_OK_AND_ASSIGN(cache_, KvCache::Create(backend_.get(), kLayers, kKvHeads, kHeadDim,
+                                                 kSlots, kCapacity));
+  }
+  // Entry e of `slot` in layer `layer` holds the value 1000 * layer + 100 * slot + e (K) and its
+  // negation (V) in every element.
+  void Fill(int64_t layer, int64_t slot) {
+    float* k = cache_->k(layer).as<float>() + slot * kCapacity * kRow;
+    float* v = cache_->v(layer).as<float>() + slot * kCapacity * kRow;
+    for (int64_t e = 0; e < kCapacity; ++e) {
+      for (int64_t d = 0; d < kRow; ++d) {
+        k[e * kRow + d] = 1000.0f * layer + 100.0f * slot + e;
+        v[e * kRow + d] = -k[e * kRow + d];
+      }
+    }
+  }
+  float K(int64_t layer, int64_t slot, int64_t entry, int64_t d = 0) const {
+    return cache_->k(layer).as<float>()[(slot * kCapacity + entry) * kRow + d];
+  }
+  float V(int64_t layer, int64_t slot, int64_t entry, int64_t d = 0) const {
+    return cache_->v(layer).as<float>()[(slot * kCapacity + entry) * kRow + d];
+  }
+
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<KvCache> cache_;
+};
+
+TEST_F(KvCacheTest, AppendRecordsPositionsPerLayerAndSlot) {
+  ASSERT_OK_AND_ASSIGN(int32_t first, cache_->Append(0, 1, std::vector<int32_t>{5, 6, 7}));
+  EXPECT_EQ(first, 0);
+  ASSERT_OK_AND_ASSIGN(first, cache_->Append(0, 1, std::vector<int32_t>{40}));
+  EXPECT_EQ(first, 3);
+  EXPECT_EQ(cache_->length(0, 1), 4);
+  EXPECT_EQ(cache_->length(1, 1), 0);
+  EXPECT_EQ(cache_->length(0, 0), 0);
+  const auto pos = cache_->positions(0, 1);
+  EXPECT_EQ(std::vector<int32_t>(pos.begin(), pos.end()), (std::vector<int32_t>{5, 6, 7, 40}));
+  cache_->Clear(1);
+  EXPECT_EQ(cache_->length(0, 1), 0);
+}
+
+TEST_F(KvCacheTest, AppendRefusesMoreThanTheCapacity) {
+  ASSERT_OK(cache_->Append(1, 2, std::vector<int32_t>(6, 0)));
+  const auto status = cache_->Append(1, 2, std::vector<int32_t>(3, 0));
+  EXPECT_EQ(status.status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_NE(status.status().message().find("capacity is 8"), std::string::npos)
+      << status.status();
+  EXPECT_EQ(cache_->length(1, 2), 6);  // nothing reserved
+  EXPECT_FALSE(cache_->Append(2, 0, std::vector<int32_t>{0}).ok());  // no layer 2
+}
+
+TEST_F(KvCacheTest, CompactMovesTheKeptRowsAndPositions) {
+  for (int64_t l = 0; l < kLayers; ++l) {
+    for (int64_t s = 0; s < kSlots; ++s) Fill(l, s);
+  }
+  std::vector<int32_t> positions(7);
+  std::iota(positions.begin(), positions.end(), 10);
+  for (int64_t s = 0; s < kSlots; ++s) ASSERT_OK(cache_->Append(1, s, positions));
+  ASSERT_OK(cache_->Compact(1, 1, std::vector<int32_t>{1, 4, 6}));
+  EXPECT_EQ(cache_->length(1, 1), 3);
+  const auto pos = cache_->positions(1, 1);
+  EXPECT_EQ(std::vector<int32_t>(pos.begin(), pos.end()), (std::vector<int32_t>{11, 14, 16}));
+  for (int64_t d = 0; d < kRow; ++d) {
+    EXPECT_EQ(K(1, 1, 0, d), 1101.0f);
+    EXPECT_EQ(K(1, 1, 1, d), 1104.0f);
+    EXPECT_EQ(K(1, 1, 2, d), 1106.0f);
+    EXPECT_EQ(V(1, 1, 2, d), -1106.0f);
+  }
+  // Other slots and layers are untouched.
+  EXPECT_EQ(K(1, 0, 1), 1001.0f);
+  EXPECT_EQ(K(1, 2, 1), 1201.0f);
+  EXPECT_EQ(K(0, 1, 1), 101.0f);
+  EXPECT_EQ(cache_->length(1, 0), 7);
+  // An empty keep-set empties the slot.
+  ASSERT_OK(cache_->Compact(1, 2, {}));
+  EXPECT_EQ(cache_->length(1, 2), 0);
+}
+
+TEST_F(KvCacheTest, CompactRefusesABadKeepList) {
+  ASSERT_OK(cache_->Append(0, 0, std::vector<int32_t>{0, 1, 2, 3}));
+  for (const std::vector<int32_t>& bad :
+       {std::vector<int32_t>{2, 1}, std::vector<int32_t>{1, 1}, std::vector<int32_t>{0, 4},
+        std::vector<int32_t>{-1}}) {
+    const absl::Status s = cache_->Compact(0, 0, bad);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  }
+  EXPECT_EQ(cache_->length(0, 0), 4);
+  EXPECT_EQ(cache_->Compact(0, 5, {}).code(), absl::StatusCode::kOutOfRange);
+}
+
+TEST_F(KvCacheTest, CompactOfAllLayers) {
+  for (int64_t l = 0; l < kLayers; ++l) {
+    Fill(l, 0);
+    ASSERT_OK(cache_->Append(l, 0, std::vector<int32_t>{0, 1, 2, 3, 4}));
+  }
+  ASSERT_OK(cache_->Compact(0, std::vector<int32_t>{0, 3}));
+  for (int64_t l = 0; l < kLayers; ++l) {
+    EXPECT_EQ(cache_->length(l, 0), 2);
+    EXPECT_EQ(K(l, 0, 1), 1000.0f * l + 3);
+  }
+}
+
+}  // namespace
+}  // namespace tessera

@@ -1,0 +1,125 @@
+"""Records transformers' logits for decoding after KV-cache entries were dropped.
+
+For a fixture model, a prompt of P tokens is prefilled (transformers' own forward, eager
+attention, F32) and its per-layer key/value cache (keys already rotated at their positions) is
+pruned to a keep-set of entries, the same for every layer or one per layer. Then C continuation
+tokens at positions P .. P+C-1 run through the decoder layers of transformers' modules, each layer
+attending to its pruned cache plus the continuation (causal). The logits of the continuation
+rows are what Tessera must reproduce after KvCache::Compact.
+
+Sanity check before anything is written: keeping every entry reproduces the model's own forward
+over prompt + continuation.
+
+    python3 tools/reference/kv_compaction.py --out tests/fixtures/kv_compaction
+"""
+import argparse
+import json
+import os
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from transformers import LlamaForCausalLM
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
+
+MODELS = ["llama2_mha", "llama70b_gqa"]
+PROMPT_LEN = 24
+CONT_LEN = 4
+
+
+def prefill_cache(model, prompt):
+    """Per layer (K, V) of the prompt, [1, kv_heads, P, head_dim], keys rotated."""
+    out = model(prompt, use_cache=True)
+    cache = out.past_key_values
+    return [(layer.keys.clone(), layer.values.clone()) for layer in cache.layers]
+
+
+@torch.no_grad()
+def continue_with_cache(model, kv, keeps, cont, first_pos):
+    """Logits [C, vocab] of `cont` at positions first_pos.. attending to kv[l] pruned to keeps[l]."""
+    m = model.model
+    c = cont.shape[1]
+    h = m.embed_tokens(cont)
+    position_ids = torch.arange(first_pos, first_pos + c).unsqueeze(0)
+    cos, sin = m.rotary_emb(h, position_ids)
+    for i, layer in enumerate(m.layers):
+        attn = layer.self_attn
+        residual = h
+        x = layer.input_layernorm(h)
+        hd = attn.head_dim
+        q = attn.q_proj(x).view(1, c, -1, hd).transpose(1, 2)
+        k = attn.k_proj(x).view(1, c, -1, hd).transpose(1, 2)
+        v = attn.v_proj(x).view(1, c, -1, hd).transpose(1, 2)
+        q, k = apply_rotary_pos_emb(q, k, cos, sin)
+        keep = torch.tensor(keeps[i], dtype=torch.long)
+        keys = torch.cat([kv[i][0][:, :, keep], k], dim=2)
+        values = torch.cat([kv[i][1][:, :, keep], v], dim=2)
+        keys = repeat_kv(keys, attn.num_key_value_groups)
+        values = repeat_kv(values, attn.num_key_value_groups)
+        scores = torch.matmul(q, keys.transpose(2, 3)) * attn.scaling
+        n_kept = len(keeps[i])
+        mask = torch.zeros(c, n_kept + c)
+        for j in range(c):
+            mask[j, n_kept + j + 1:] = float("-inf")
+        probs = torch.softmax(scores + mask, dim=-1, dtype=torch.float32)
+        out = torch.matmul(probs, values).transpose(1, 2).reshape(1, c, -1)
+        h = residual + attn.o_proj(out)
+        residual = h
+        h = residual + layer.mlp(layer.post_attention_layernorm(h))
+    return model.lm_head(m.norm(h))[0]
+
+
+def record(model_dir, name, out_dir, seed):
+    model = LlamaForCausalLM.from_pretrained(
+        model_dir, torch_dtype=torch.float32, attn_implementation="eager").eval()
+    cfg = model.config
+    rng = np.random.default_rng(seed)
+    prompt_ids = [cfg.bos_token_id] + list(rng.integers(3, cfg.vocab_size, PROMPT_LEN - 1))
+    cont_ids = list(rng.integers(3, cfg.vocab_size, CONT_LEN))
+    prompt = torch.tensor([prompt_ids], dtype=torch.long)
+    cont = torch.tensor([cont_ids], dtype=torch.long)
+    layers = cfg.num_hidden_layers
+    with torch.no_grad():
+        kv = prefill_cache(model, prompt)
+        full = model(torch.cat([prompt, cont], dim=1)).logits[0, PROMPT_LEN:]
+        everything = [list(range(PROMPT_LEN))] * layers
+        check = continue_with_cache(model, kv, everything, cont, PROMPT_LEN)
+        err = (check - full).norm() / full.norm()
+        assert err < 1e-5, f"{name}: the manual layer loop differs from the model by {err}"
+        uniform = sorted(rng.choice(PROMPT_LEN, 11, replace=False).tolist())
+        per_layer = [sorted(rng.choice(PROMPT_LEN, int(rng.integers(5, PROMPT_LEN - 2)),
+                                       replace=False).tolist()) for _ in range(layers)]
+        tensors = {
+            "prompt_ids": torch.tensor(prompt_ids, dtype=torch.int32),
+            "continuation_ids": torch.tensor(cont_ids, dtype=torch.int32),
+        }
+        for case, keeps in (("uniform", [uniform] * layers), ("per_layer", per_layer)):
+            logits = continue_with_cache(model, kv, keeps, cont, PROMPT_LEN)
+            tensors[f"{case}.logits"] = logits.contiguous()
+            for i, keep in enumerate(keeps):
+                tensors[f"{case}.keep.{i}"] = torch.tensor(keep, dtype=torch.int32)
+    os.makedirs(out_dir, exist_ok=True)
+    save_file(tensors, os.path.join(out_dir, f"{name}.safetensors"),
+              metadata={"tool": "tools/reference/kv_compaction.py", "seed": str(seed),
+                        "full_keep_check_rel_l2": f"{err:.3e}"})
+    return float(err)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--models", default="tests/fixtures/models")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    report = {}
+    for i, name in enumerate(MODELS):
+        report[name] = record(os.path.join(args.models, name), name, args.out, seed=7000 + i)
+    import transformers
+    report["versions"] = {"torch": torch.__version__, "transformers": transformers.__version__}
+    with open(os.path.join(args.out, "MANIFEST.json"), "w") as f:
+        json.dump(report, f, indent=1, sort_keys=True)
+    print(json.dumps(report, indent=1, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
