@@ -42,6 +42,10 @@ class Backend {
   // Synchronous copies between host memory and the device (plain memcpy on the CPU).
   virtual absl::Status CopyToDevice(void* device_dst, const void* host_src, size_t bytes) = 0;
   virtual absl::Status CopyToHost(void* host_dst, const void* device_src, size_t bytes) = 0;
+  // A copy between two device buffers, ordered with the ops (enqueued on a device backend;
+  // the buffers must not overlap).
+  virtual absl::Status CopyWithinDevice(void* device_dst, const void* device_src,
+                                        size_t bytes) = 0;
 
   absl::Status Embedding(const EmbeddingArgs& a) { return Run(a, &Backend::DoEmbedding); }
   absl::Status RmsNorm(const RmsNormArgs& a) { return Run(a, &Backend::DoRmsNorm); }

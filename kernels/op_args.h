@@ -145,13 +145,14 @@ struct TopKArgs {
 };
 
 // Per row statistics from which log-softmax and entropy follow, and which combine across
-// vocabulary shards: max m, S = sum exp(x - m), Sx = sum exp(x - m) * x.
-// log p(x_i) = x_i - m - log S;  entropy = m + log S - Sx / S.
+// vocabulary shards: max m, S = sum exp(x - m), E = sum (x - m) exp(x - m) (centred, so that no
+// large logit cancels). log p(x_i) = x_i - m - log S;  entropy = log S - E / S (nats).
+// Entries of -inf have weight 0 and add nothing; a row of only -inf gives m = -inf, S = E = 0.
 struct SoftmaxStatsArgs {
-  TensorView logits;         // [n, v] F32
-  TensorView max;            // [n] F32
-  TensorView sum_exp;        // [n] F32
-  TensorView sum_exp_logit;  // [n] F32
+  TensorView logits;           // [n, v] F32
+  TensorView max;              // [n] F32
+  TensorView sum_exp;          // [n] F32
+  TensorView sum_exp_shifted;  // [n] F32
 };
 
 }  // namespace tessera

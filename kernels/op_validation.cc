@@ -215,7 +215,7 @@ absl::Status Validate(const SoftmaxStatsArgs& a) {
   int64_t n = a.logits.dim(0);
   RETURN_IF_ERROR(Check(op, "max", a.max, DType::kF32, {n}));
   RETURN_IF_ERROR(Check(op, "sum_exp", a.sum_exp, DType::kF32, {n}));
-  return Check(op, "sum_exp_logit", a.sum_exp_logit, DType::kF32, {n});
+  return Check(op, "sum_exp_shifted", a.sum_exp_shifted, DType::kF32, {n});
 }
 
 }  // namespace tessera

@@ -47,7 +47,9 @@ const char* FinishReasonName(FinishReason reason) {
 }
 
 Generator::Generator(LlamaModel* model, const Tokenizer* tokenizer, GeneratorOptions options)
-    : model_(model), tokenizer_(tokenizer), options_(options) {}
+    : model_(model),
+      tokenizer_(tokenizer),
+      options_(options) {}
 
 absl::Status Generator::Validate(const std::vector<GenerationRequest>& requests) const {
   const ModelConfig& c = model_->config();
@@ -116,7 +118,6 @@ absl::StatusOr<std::vector<GenerationResult>> Generator::Generate(
   std::vector<int32_t> free_slots;
   for (int32_t s = static_cast<int32_t>(n_slots) - 1; s >= 0; --s) free_slots.push_back(s);
   std::vector<Sequence> running;
-  std::vector<Tensor> logits(micro_batches);
 
   // Streams the part of the text that can no longer change: complete UTF-8, no trailing
   // replacement character (a byte-fallback sequence still being built), and not a possible
@@ -173,22 +174,19 @@ absl::StatusOr<std::vector<GenerationResult>> Generator::Generate(
         }
         batch.logit_rows.push_back(static_cast<int32_t>(batch.tokens.size()) - 1);
       }
-      RETURN_IF_ERROR(model_->Forward(batch, *cache, &logits[g]));
-    }
-    if (plan.last_stage()) {
-      for (size_t g = 0; g < groups; ++g) {
-        const size_t begin = running.size() * g / groups, end = running.size() * (g + 1) / groups;
-        std::vector<const GenerationRequest*> reqs;
-        std::vector<uint64_t> ids, steps;
-        for (size_t i = begin; i < end; ++i) {
-          const GenerationRequest& r = requests[running[i].request];
-          reqs.push_back(&r);
-          ids.push_back(r.id == GenerationRequest::kIndex ? running[i].request : r.id);
-          steps.push_back(running[i].result.token_ids.size());
-        }
-        ASSIGN_OR_RETURN(std::vector<int32_t> tokens, SelectTokens(logits[g], reqs, ids, steps));
-        std::copy(tokens.begin(), tokens.end(), next.begin() + begin);
+      // The last stage picks the group's tokens before the next group overwrites the logits.
+      ASSIGN_OR_RETURN(const TensorView logits, model_->Forward(batch, *cache));
+      if (!plan.last_stage()) continue;
+      std::vector<const GenerationRequest*> reqs;
+      std::vector<uint64_t> ids, steps;
+      for (size_t i = begin; i < end; ++i) {
+        const GenerationRequest& r = requests[running[i].request];
+        reqs.push_back(&r);
+        ids.push_back(r.id == GenerationRequest::kIndex ? running[i].request : r.id);
+        steps.push_back(running[i].result.token_ids.size());
       }
+      ASSIGN_OR_RETURN(std::vector<int32_t> tokens, SelectTokens(logits, reqs, ids, steps));
+      std::copy(tokens.begin(), tokens.end(), next.begin() + begin);
     }
     if (plan.pp_size > 1) {  // the last stage's choice reaches every stage
       RETURN_IF_ERROR(model_->parallel().pp->Broadcast(
@@ -245,16 +243,14 @@ absl::StatusOr<std::vector<GenerationResult>> Generator::Generate(
 }
 
 absl::StatusOr<std::vector<int32_t>> Generator::SelectTokens(
-    const Tensor& logits, const std::vector<const GenerationRequest*>& requests,
+    TensorView logits, const std::vector<const GenerationRequest*>& requests,
     const std::vector<uint64_t>& ids, const std::vector<uint64_t>& steps) {
   const bool all_greedy = std::all_of(requests.begin(), requests.end(), [](const auto* r) {
     return r->sampling.temperature == 0.0f;
   });
-  const ShardPlan& plan = model_->plan();
-  Communicator* tp = model_->parallel().tp;
-  if (all_greedy) return VocabParallelArgMax(tp, plan, logits);
+  if (all_greedy) return model_->vocab().ArgMax(logits);
   const int64_t vocab = model_->config().vocab_size;
-  RETURN_IF_ERROR(GatherLogits(tp, plan, vocab, logits, &full_logits_));
+  RETURN_IF_ERROR(model_->vocab().GatherFull(logits, vocab, &full_logits_));
   std::vector<int32_t> tokens(requests.size());
   for (size_t i = 0; i < requests.size(); ++i) {
     const absl::Span<const float> row(full_logits_.data<float>() + i * vocab, vocab);

@@ -72,7 +72,7 @@ class Generator {
  private:
   absl::Status Validate(const std::vector<GenerationRequest>& requests) const;
   // Next token of each row of one micro-batch's logits (last stage only).
-  absl::StatusOr<std::vector<int32_t>> SelectTokens(const Tensor& logits,
+  absl::StatusOr<std::vector<int32_t>> SelectTokens(TensorView logits,
                                                     const std::vector<const GenerationRequest*>& requests,
                                                     const std::vector<uint64_t>& ids,
                                                     const std::vector<uint64_t>& steps);

@@ -37,6 +37,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
   RopeFrequencies rope = ComputeRopeFrequencies(m->config_, /*seq_len=*/0);
   RETURN_IF_ERROR(m->Upload(rope.inv_freq, &m->inv_freq_));
   m->attention_scaling_ = rope.attention_scaling;
+  m->vocab_ = std::make_unique<VocabReducer>(backend, parallel.tp, m->plan_);
   return m;
 }
 
@@ -345,6 +346,12 @@ absl::Status LlamaModel::Enqueue(const ForwardBatch& batch, KvCache& cache) {
 }
 
 absl::Status LlamaModel::Forward(const ForwardBatch& batch, KvCache& cache, Tensor* logits) {
+  RETURN_IF_ERROR(Forward(batch, cache).status());
+  if (plan_.last_stage()) RETURN_IF_ERROR(CopyLogits(batch, logits));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<TensorView> LlamaModel::Forward(const ForwardBatch& batch, KvCache& cache) {
   RETURN_IF_ERROR(CheckBatch(batch, cache));
   RETURN_IF_ERROR(ReserveEntries(batch, cache));
   if (!GraphEligible(batch)) {
@@ -364,8 +371,8 @@ absl::Status LlamaModel::Forward(const ForwardBatch& batch, KvCache& cache, Tens
     }
   }
   RETURN_IF_ERROR(backend_->Synchronize());
-  if (plan_.last_stage()) RETURN_IF_ERROR(CopyLogits(batch, logits));
-  return absl::OkStatus();
+  if (!plan_.last_stage()) return TensorView();
+  return head_.view().Rows(0, static_cast<int64_t>(batch.logit_rows.size()));
 }
 
 }  // namespace tessera

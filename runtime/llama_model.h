@@ -38,6 +38,7 @@
 #include "runtime/safetensors.h"
 #include "runtime/shard_plan.h"
 #include "runtime/tensor.h"
+#include "runtime/vocab_parallel.h"
 
 namespace tessera {
 
@@ -74,6 +75,11 @@ class LlamaModel {
   const LlamaWeights& weights() const { return weights_; }
   size_t weight_bytes() const { return weights_.bytes; }
 
+  // Reductions over the logits Forward leaves on the backend (greedy choice, log-probabilities,
+  // confidence statistics, gathered logits for sampling), over this rank's tensor-parallel
+  // group. Its device scratch lives as long as the model.
+  VocabReducer& vocab() { return *vocab_; }
+
   // Decode steps (one token per sequence) on a single rank replay CUDA graphs, one per batch
   // size and cache (see runtime/decode_graphs.h). FailedPrecondition unless the backend is CUDA.
   absl::Status EnableDecodeGraphs(bool enable);
@@ -95,6 +101,10 @@ class LlamaModel {
   // -inf); other stages
   // leave `logits` untouched. With one rank the shard is the whole vocabulary.
   absl::Status Forward(const ForwardBatch& batch, KvCache& cache, Tensor* logits);
+  // The same, leaving the logits in the backend's memory: on the last stage, a view of
+  // [logit_rows.size(), plan().vocab_rows] F32 (this rank's vocabulary shard, no padding) that
+  // stays valid until the next Forward; an empty view on other stages. For VocabReducer.
+  absl::StatusOr<TensorView> Forward(const ForwardBatch& batch, KvCache& cache);
 
  private:
   LlamaModel() = default;
@@ -126,6 +136,7 @@ class LlamaModel {
   std::vector<Tensor> device_weights_;  // weight copies on a device backend
   std::unique_ptr<DecodeGraphs> graphs_;  // null: every step runs eagerly
   std::unique_ptr<KvCache> pooled_cache_;  // AcquireCache's
+  std::unique_ptr<VocabReducer> vocab_;
   std::vector<const void*> graph_buffers_;  // the activation buffers the graphs captured
   float attention_scaling_ = 1.0f;
   const ForwardBatch* batch_ = nullptr;  // the batch of the Forward call in progress

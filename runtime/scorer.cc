@@ -43,7 +43,6 @@ absl::StatusOr<std::vector<LoglikelihoodResult>> Scorer::Loglikelihood(
   const int64_t slots = std::min<int64_t>(max_batch_, requests.size());
   ASSIGN_OR_RETURN(KvCache * cache, model_->AcquireCache(slots, longest));
   const ShardPlan& plan = model_->plan();
-  Tensor logits;
   int32_t step = 0;
   for (size_t begin = 0; begin < requests.size();) {
     // One pass: consecutive requests while slots and the token budget last (at least one).
@@ -71,12 +70,11 @@ absl::StatusOr<std::vector<LoglikelihoodResult>> Scorer::Loglikelihood(
       }
       ++end;
     }
-    RETURN_IF_ERROR(model_->Forward(batch, *cache, &logits));
+    ASSIGN_OR_RETURN(const TensorView logits, model_->Forward(batch, *cache));
     // (log-prob, greedy) per scored row, computed on the last stage and sent to every stage.
     std::vector<float> scored(2 * targets.size());
     if (plan.last_stage()) {
-      ASSIGN_OR_RETURN(std::vector<TokenLogProb> lp,
-                       VocabParallelLogProbs(model_->parallel().tp, plan, logits, targets));
+      ASSIGN_OR_RETURN(std::vector<TokenLogProb> lp, model_->vocab().LogProbs(logits, targets));
       for (size_t j = 0; j < lp.size(); ++j) {
         scored[2 * j] = static_cast<float>(lp[j].logprob);
         scored[2 * j + 1] = lp[j].is_greedy ? 1.0f : 0.0f;

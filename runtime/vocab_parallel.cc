@@ -1,73 +1,202 @@
 #include "runtime/vocab_parallel.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
-#include "kernels/cpu/cpu_backend.h"
 #include "kernels/status_macros.h"
 
 namespace tessera {
+namespace {
 
-absl::StatusOr<std::vector<int32_t>> VocabParallelArgMax(Communicator* tp, const ShardPlan& plan,
-                                                         const Tensor& local) {
-  CpuBackend backend;  // the logits are in host memory
-  const int64_t rows = local.dim(0);
-  // (value, index) pairs as two F32 words per row; ids below 2^24 are exact in F32.
-  Tensor values(DType::kF32, {rows}), indices(DType::kI32, {rows});
-  RETURN_IF_ERROR(backend.ArgMax({local.view(), values.view(), indices.view(), plan.vocab_begin}));
-  std::vector<int32_t> best(indices.data<int32_t>(), indices.data<int32_t>() + rows);
-  if (tp == nullptr || tp->size() == 1) return best;
-  const int n = tp->size();
-  Tensor all_values(DType::kF32, {n, rows}), all_indices(DType::kI32, {n, rows});
-  RETURN_IF_ERROR(tp->AllGather(values.view(), all_values.view()));
-  RETURN_IF_ERROR(tp->AllGather(indices.view(), all_indices.view()));
-  for (int64_t r = 0; r < rows; ++r) {
-    float best_value = all_values.data<float>()[r];
-    best[r] = all_indices.data<int32_t>()[r];
-    for (int s = 1; s < n; ++s) {  // shards in vocabulary order: strict > keeps the lowest id
-      const float v = all_values.data<float>()[s * rows + r];
-      if (v > best_value) {
-        best_value = v;
-        best[r] = all_indices.data<int32_t>()[s * rows + r];
+constexpr double kNegInf = -std::numeric_limits<double>::infinity();
+
+// Word w of row r in the packed layout [kWords, rows]: each statistic is a contiguous row, so
+// the backend's ops write straight into it.
+enum Word : int { kMax = 0, kSum = 1, kShifted = 2, kTopValues = 3, kTopIds = 5, kTarget = 7 };
+
+int32_t BitsId(float f) {
+  int32_t id;
+  std::memcpy(&id, &f, sizeof(id));
+  return id;
+}
+
+// all: [n, rows, shard] gathered shards (ids [s * shard, (s + 1) * shard) in shard s) into
+// out [rows, vocab_size], dropping the padding past the vocabulary.
+void AssembleShards(const float* all, int n, int64_t rows, int64_t shard, int64_t vocab_size,
+                    float* out) {
+  for (int s = 0; s < n; ++s) {
+    const int64_t begin = s * shard, count = std::min(shard, vocab_size - begin);
+    for (int64_t r = 0; r < rows && count > 0; ++r) {
+      std::memcpy(out + r * vocab_size + begin, all + (s * rows + r) * shard,
+                  count * sizeof(float));
+    }
+  }
+}
+
+}  // namespace
+
+double VocabRowStats::top1_prob() const { return std::exp(top1_logit - log_sum_exp); }
+double VocabRowStats::top2_prob() const { return std::exp(top2_logit - log_sum_exp); }
+
+VocabReducer::VocabReducer(Backend* backend, Communicator* tp, const ShardPlan& plan)
+    : backend_(backend),
+      tp_(tp != nullptr && tp->size() > 1 ? tp : nullptr),
+      plan_(plan),
+      packed_(backend, DType::kF32),
+      all_packed_(backend, DType::kF32),
+      padded_(backend, DType::kF32),
+      all_padded_(backend, DType::kF32) {}
+
+absl::Status VocabReducer::Gather(TensorView logits, const std::vector<int32_t>* targets) {
+  const int64_t rows = logits.dim(0), width = logits.dim(1);
+  if (width != plan_.vocab_rows || width < 2) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "VocabReducer: logits of ", width, " columns, but this rank holds ", plan_.vocab_rows,
+        " vocabulary rows", width < 2 ? " (at least 2 are needed; use fewer tensor-parallel "
+                                        "ranks)" : ""));
+  }
+  // One more row than is exchanged: the target indices (I32), so that scoring needs no buffer
+  // of its own.
+  RETURN_IF_ERROR(packed_.Resize({kWords + 1, rows}));
+  const TensorView p = packed_.view().Rows(0, kWords);
+  auto words = [&](int first, int count, DType dtype) {
+    TensorView v = p.Rows(first, first + count);
+    v.dtype = dtype;
+    return v.Reshaped({rows, count});
+  };
+  auto row = [&](int w) { return p.Rows(w, w + 1).Reshaped({rows}); };
+  RETURN_IF_ERROR(backend_->SoftmaxStats({logits, row(kMax), row(kSum), row(kShifted)}));
+  RETURN_IF_ERROR(backend_->TopK({logits, words(kTopValues, 2, DType::kF32),
+                                  words(kTopIds, 2, DType::kI32), plan_.vocab_begin}));
+  if (targets != nullptr) {  // each row's target logit, where this shard holds the target
+    std::vector<int32_t> index(rows);
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t local = (*targets)[r] - plan_.vocab_begin;
+      index[r] = static_cast<int32_t>(r * width + ((local >= 0 && local < width) ? local : 0));
+    }
+    TensorView target_index = packed_.view().Rows(kWords, kWords + 1).Reshaped({rows});
+    target_index.dtype = DType::kI32;
+    RETURN_IF_ERROR(backend_->Synchronize());  // a previous call's gather may still read it
+    RETURN_IF_ERROR(backend_->CopyToDevice(target_index.data, index.data(), rows * sizeof(int32_t)));
+    RETURN_IF_ERROR(backend_->GatherRows({logits.Reshaped({rows * width, 1}), target_index,
+                                          row(kTarget).Reshaped({rows, 1})}));
+  }
+  const int n = tp_ == nullptr ? 1 : tp_->size();
+  gathered_.resize(static_cast<size_t>(n) * kWords * rows);
+  if (tp_ == nullptr) {
+    return backend_->CopyToHost(gathered_.data(), p.data, p.bytes());
+  }
+  RETURN_IF_ERROR(all_packed_.Resize({n, kWords * rows}));
+  RETURN_IF_ERROR(backend_->Synchronize());
+  RETURN_IF_ERROR(tp_->AllGather(p.Reshaped({kWords * rows}), all_packed_.view()));
+  return backend_->CopyToHost(gathered_.data(), all_packed_.view().data,
+                              all_packed_.view().bytes());
+}
+
+// Spec: M = max_r m_r, Z = sum_r S_r e^(m_r - M), log-sum-exp = M + log Z,
+// entropy = log Z - sum_r e^(m_r - M) (E_r + (m_r - M) S_r) / Z; the top-2 merged over ranks in
+// rank order (shards hold increasing ids, so strict comparisons keep the smaller id on ties).
+VocabRowStats VocabReducer::Reduce(int64_t rows, int64_t row, double* target_logit,
+                                   int32_t target) const {
+  const int n = tp_ == nullptr ? 1 : tp_->size();
+  auto word = [&](int rank, int w) { return gathered_[(rank * kWords + w) * rows + row]; };
+  double big_m = kNegInf;
+  for (int r = 0; r < n; ++r) big_m = std::max<double>(big_m, word(r, kMax));
+  double z = 0.0, shifted = 0.0;
+  VocabRowStats s;
+  s.top1_logit = s.top2_logit = -std::numeric_limits<float>::infinity();
+  s.top1 = s.top2 = std::numeric_limits<int32_t>::max();
+  for (int r = 0; r < n; ++r) {
+    const double m = word(r, kMax), sum = word(r, kSum);
+    if (sum > 0.0) {
+      const double scale = std::exp(m - big_m);
+      z += sum * scale;
+      shifted += scale * (word(r, kShifted) + (m - big_m) * sum);
+    }
+    for (int k = 0; k < 2; ++k) {
+      const float v = gathered_[(r * kWords + kTopValues) * rows + 2 * row + k];
+      const int32_t id = BitsId(gathered_[(r * kWords + kTopIds) * rows + 2 * row + k]);
+      if (v > s.top1_logit || (v == s.top1_logit && id < s.top1)) {
+        s.top2_logit = s.top1_logit;
+        s.top2 = s.top1;
+        s.top1_logit = v;
+        s.top1 = id;
+      } else if (v > s.top2_logit || (v == s.top2_logit && id < s.top2)) {
+        s.top2_logit = v;
+        s.top2 = id;
       }
     }
   }
-  return best;
+  s.max_logit = static_cast<float>(big_m);
+  s.log_sum_exp = big_m + std::log(z);
+  s.entropy = std::log(z) - shifted / z;
+  if (target_logit != nullptr) {
+    const int holder = static_cast<int>(target / plan_.vocab_shard);
+    *target_logit = word(std::min(holder, n - 1), kTarget);
+  }
+  return s;
 }
 
-absl::StatusOr<std::vector<TokenLogProb>> VocabParallelLogProbs(
-    Communicator* tp, const ShardPlan& plan, const Tensor& local,
-    const std::vector<int32_t>& targets) {
-  CpuBackend backend;  // the logits are in host memory
-  const int64_t rows = local.dim(0), width = local.dim(1);
+absl::StatusOr<std::vector<VocabRowStats>> VocabReducer::Stats(TensorView logits) {
+  RETURN_IF_ERROR(Gather(logits, nullptr));
+  const int64_t rows = logits.dim(0);
+  std::vector<VocabRowStats> out(rows);
+  for (int64_t r = 0; r < rows; ++r) out[r] = Reduce(rows, r, nullptr, 0);
+  return out;
+}
+
+absl::StatusOr<std::vector<int32_t>> VocabReducer::ArgMax(TensorView logits) {
+  ASSIGN_OR_RETURN(std::vector<VocabRowStats> stats, Stats(logits));
+  std::vector<int32_t> out(stats.size());
+  for (size_t r = 0; r < stats.size(); ++r) out[r] = stats[r].top1;
+  return out;
+}
+
+absl::StatusOr<std::vector<TokenLogProb>> VocabReducer::LogProbs(
+    TensorView logits, const std::vector<int32_t>& targets) {
+  const int64_t rows = logits.dim(0);
   if (static_cast<int64_t>(targets.size()) != rows) {
-    return absl::InvalidArgumentError("VocabParallelLogProbs: one target per row");
+    return absl::InvalidArgumentError("VocabReducer::LogProbs: one target per row");
   }
-  Tensor max(DType::kF32, {rows}), sum(DType::kF32, {rows}), sum_x(DType::kF32, {rows});
-  RETURN_IF_ERROR(backend.SoftmaxStats({local.view(), max.view(), sum.view(), sum_x.view()}));
-  // Rebase every shard's sum to the global max: one max all-reduce, one sum all-reduce, and one
-  // sum all-reduce carrying the target logit (held by exactly one shard).
-  Tensor global_max(DType::kF32, {rows});
-  std::memcpy(global_max.data<float>(), max.data<float>(), rows * sizeof(float));
-  if (tp != nullptr) RETURN_IF_ERROR(tp->AllReduce(global_max.view(), ReduceOp::kMax));
-  Tensor packed(DType::kF32, {rows, 2});  // (rebased sum, target logit or 0)
-  for (int64_t r = 0; r < rows; ++r) {
-    packed.data<float>()[2 * r] =
-        sum.data<float>()[r] * std::exp(max.data<float>()[r] - global_max.data<float>()[r]);
-    const int64_t local_id = targets[r] - plan.vocab_begin;
-    packed.data<float>()[2 * r + 1] =
-        (local_id >= 0 && local_id < plan.vocab_rows) ? local.data<float>()[r * width + local_id] : 0.0f;
-  }
-  if (tp != nullptr) RETURN_IF_ERROR(tp->AllReduce(packed.view(), ReduceOp::kSum));
-  ASSIGN_OR_RETURN(std::vector<int32_t> argmax, VocabParallelArgMax(tp, plan, local));
+  RETURN_IF_ERROR(Gather(logits, &targets));
   std::vector<TokenLogProb> out(rows);
   for (int64_t r = 0; r < rows; ++r) {
-    out[r].logprob = packed.data<float>()[2 * r + 1] - global_max.data<float>()[r] -
-                     std::log(static_cast<double>(packed.data<float>()[2 * r]));
-    out[r].is_greedy = argmax[r] == targets[r];
+    double target_logit = 0.0;
+    const VocabRowStats s = Reduce(rows, r, &target_logit, targets[r]);
+    out[r].logprob = target_logit - s.log_sum_exp;
+    out[r].is_greedy = s.top1 == targets[r];
   }
   return out;
+}
+
+absl::Status VocabReducer::GatherFull(TensorView logits, int64_t vocab_size, Tensor* host_full) {
+  const int64_t rows = logits.dim(0), width = logits.dim(1), shard = plan_.vocab_shard;
+  RETURN_IF_ERROR(host_full->Resize({rows, vocab_size}));
+  if (tp_ == nullptr) {
+    return backend_->CopyToHost(host_full->data<float>(), logits.data, logits.bytes());
+  }
+  // Every rank sends [rows, shard]: a short last shard is copied into a padded buffer first.
+  TensorView send = logits;
+  if (width < shard) {
+    RETURN_IF_ERROR(padded_.Resize({rows, shard}));
+    for (int64_t r = 0; r < rows; ++r) {
+      RETURN_IF_ERROR(backend_->CopyWithinDevice(padded_.data<float>() + r * shard,
+                                                 logits.as<const float>() + r * width,
+                                                 width * sizeof(float)));
+    }
+    send = padded_.view();
+  }
+  const int n = tp_->size();
+  RETURN_IF_ERROR(all_padded_.Resize({n, rows, shard}));
+  RETURN_IF_ERROR(backend_->Synchronize());
+  RETURN_IF_ERROR(tp_->AllGather(send, all_padded_.view()));
+  std::vector<float> all(static_cast<size_t>(n) * rows * shard);
+  RETURN_IF_ERROR(backend_->CopyToHost(all.data(), all_padded_.view().data, all.size() * 4));
+  AssembleShards(all.data(), n, rows, shard, vocab_size, host_full->data<float>());
+  return absl::OkStatus();
 }
 
 absl::Status GatherLogits(Communicator* tp, const ShardPlan& plan, int64_t vocab_size,
@@ -84,13 +213,7 @@ absl::Status GatherLogits(Communicator* tp, const ShardPlan& plan, int64_t vocab
   const int n = tp->size();
   Tensor all(DType::kF32, {n, rows, shard});
   RETURN_IF_ERROR(tp->AllGather(local.view(), all.view()));
-  for (int s = 0; s < n; ++s) {
-    const int64_t begin = s * shard, count = std::min(shard, vocab_size - begin);
-    for (int64_t r = 0; r < rows && count > 0; ++r) {
-      std::memcpy(full->data<float>() + r * vocab_size + begin,
-                  all.data<float>() + (s * rows + r) * shard, count * sizeof(float));
-    }
-  }
+  AssembleShards(all.data<float>(), n, rows, shard, vocab_size, full->data<float>());
   return absl::OkStatus();
 }
 

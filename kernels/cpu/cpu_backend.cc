@@ -38,4 +38,10 @@ absl::Status CpuBackend::CopyToHost(void* host_dst, const void* device_src, size
   return absl::OkStatus();
 }
 
+absl::Status CpuBackend::CopyWithinDevice(void* device_dst, const void* device_src,
+                                          size_t bytes) {
+  if (bytes > 0) std::memcpy(device_dst, device_src, bytes);
+  return absl::OkStatus();
+}
+
 }  // namespace tessera

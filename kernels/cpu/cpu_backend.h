@@ -27,6 +27,7 @@ class CpuBackend final : public Backend {
   void Free(void* pointer) override;
   absl::Status CopyToDevice(void* device_dst, const void* host_src, size_t bytes) override;
   absl::Status CopyToHost(void* host_dst, const void* device_src, size_t bytes) override;
+  absl::Status CopyWithinDevice(void* device_dst, const void* device_src, size_t bytes) override;
 
  protected:
   absl::Status DoEmbedding(const EmbeddingArgs& a) override;

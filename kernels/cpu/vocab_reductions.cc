@@ -2,6 +2,7 @@
 // log-probabilities and entropy follow and which combine across shards.
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <vector>
 
@@ -45,15 +46,19 @@ absl::Status CpuBackend::DoSoftmaxStats(const SoftmaxStatsArgs& a) {
   for (int64_t i = 0; i < n; ++i) {
     const float* row = a.logits.as<const float>() + i * v;
     const float m = *std::max_element(row, row + v);
-    double s = 0.0, sx = 0.0;
-    for (int64_t j = 0; j < v; ++j) {
-      const double e = std::exp(static_cast<double>(row[j]) - m);
-      s += e;
-      sx += e * row[j];
+    double s = 0.0, shifted = 0.0;
+    if (m > -std::numeric_limits<float>::infinity()) {  // a row of only -inf has no mass
+      for (int64_t j = 0; j < v; ++j) {
+        const double d = static_cast<double>(row[j]) - m;
+        const double e = std::exp(d);
+        if (e == 0.0) continue;  // -inf (and underflow): no weight, and d * e would be NaN
+        s += e;
+        shifted += d * e;
+      }
     }
     a.max.as<float>()[i] = m;
     a.sum_exp.as<float>()[i] = static_cast<float>(s);
-    a.sum_exp_logit.as<float>()[i] = static_cast<float>(sx);
+    a.sum_exp_shifted.as<float>()[i] = static_cast<float>(shifted);
   }
   return absl::OkStatus();
 }

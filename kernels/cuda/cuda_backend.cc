@@ -205,6 +205,17 @@ absl::Status CudaBackend::CopyToDevice(void* device_dst, const void* host_src, s
   return absl::OkStatus();
 }
 
+absl::Status CudaBackend::CopyWithinDevice(void* device_dst, const void* device_src,
+                                           size_t bytes) {
+  if (bytes == 0) return absl::OkStatus();
+  RETURN_IF_ERROR(Activate());
+  // Enqueued like an op (and so capturable in a graph): no synchronisation.
+  CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(device_dst, device_src, bytes, cudaMemcpyDeviceToDevice, stream_),
+      absl::StrCat("CopyWithinDevice of ", bytes, " bytes"));
+  return absl::OkStatus();
+}
+
 absl::Status CudaBackend::CopyToHost(void* host_dst, const void* device_src, size_t bytes) {
   if (bytes == 0) return absl::OkStatus();
   RETURN_IF_ERROR(RefuseWhileCapturing("CopyToHost"));

@@ -95,6 +95,7 @@ class CudaBackend final : public Backend {
   void Free(void* pointer) override;
   absl::Status CopyToDevice(void* device_dst, const void* host_src, size_t bytes) override;
   absl::Status CopyToHost(void* host_dst, const void* device_src, size_t bytes) override;
+  absl::Status CopyWithinDevice(void* device_dst, const void* device_src, size_t bytes) override;
 
   // The device: its index among the visible devices, their count, its PCI bus id
   // ("0000:3b:00.0", unique per physical GPU of a host), name, multiprocessors and memory.

@@ -230,13 +230,13 @@ absl::Status CudaBackend::DoSoftmaxStats(const SoftmaxStatsArgs& a) {
   RETURN_IF_ERROR(cuda::RequireDevice("SoftmaxStats", {{"logits", a.logits},
                                                        {"max", a.max},
                                                        {"sum_exp", a.sum_exp},
-                                                       {"sum_exp_logit", a.sum_exp_logit}}));
+                                                       {"sum_exp_shifted", a.sum_exp_shifted}}));
   const int64_t n = a.logits.dim(0), v = a.logits.dim(1);
   if (n == 0) return absl::OkStatus();
   RETURN_IF_ERROR(Activate());
   CUDA_RETURN_IF_ERROR(
       cuda::LaunchSoftmaxStats(a.logits.as<const float>(), n, v, a.max.as<float>(),
-                               a.sum_exp.as<float>(), a.sum_exp_logit.as<float>(), stream_),
+                               a.sum_exp.as<float>(), a.sum_exp_shifted.as<float>(), stream_),
       Describe("SoftmaxStats", {{"logits", a.logits}}));
   return absl::OkStatus();
 }

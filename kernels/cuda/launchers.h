@@ -121,7 +121,7 @@ cudaError_t LaunchTopKSort(const float* logits, int64_t n, int64_t v, int64_t k,
                            int32_t* indices, int64_t index_offset, void* scratch,
                            size_t scratch_bytes, cudaStream_t stream);
 cudaError_t LaunchSoftmaxStats(const float* logits, int64_t n, int64_t v, float* max,
-                               float* sum_exp, float* sum_exp_logit, cudaStream_t stream);
+                               float* sum_exp, float* sum_exp_shifted, cudaStream_t stream);
 
 // probes.cu: sums `count` floats (count a multiple of 4, data 16-byte aligned) with vectorised
 // loads into *sink, for the read-bandwidth probe.

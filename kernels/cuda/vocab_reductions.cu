@@ -109,26 +109,29 @@ __global__ void TopKTakeKernel(const float* row, const int32_t* sorted_ids, int6
 
 __global__ void __launch_bounds__(kThreads)
     SoftmaxStatsKernel(const float* logits, int64_t v, float* max_out, float* sum_exp,
-                       float* sum_exp_logit) {
+                       float* sum_exp_shifted) {
   __shared__ float fshared[32];
   __shared__ double dshared[32];
   const float* row = logits + blockIdx.x * v;
   float m = -INFINITY;
   for (int64_t j = threadIdx.x; j < v; j += kThreads) m = fmaxf(m, row[j]);
   m = BlockMax(m, fshared);
-  double s = 0.0, sx = 0.0;
-  for (int64_t j = threadIdx.x; j < v; j += kThreads) {
-    const double x = row[j];
-    const double e = exp(x - static_cast<double>(m));
-    s += e;
-    sx += e * x;
+  double s = 0.0, shifted = 0.0;
+  if (m != -INFINITY) {  // a row of only -inf has no mass (uniform branch: m is block-wide)
+    for (int64_t j = threadIdx.x; j < v; j += kThreads) {
+      const double d = static_cast<double>(row[j]) - static_cast<double>(m);
+      const double e = exp(d);
+      if (e == 0.0) continue;  // -inf entries have no weight; d * e would be NaN
+      s += e;
+      shifted += d * e;
+    }
   }
   s = BlockSum(s, dshared);
-  sx = BlockSum(sx, dshared);
+  shifted = BlockSum(shifted, dshared);
   if (threadIdx.x == 0) {
     max_out[blockIdx.x] = m;
     sum_exp[blockIdx.x] = static_cast<float>(s);
-    sum_exp_logit[blockIdx.x] = static_cast<float>(sx);
+    sum_exp_shifted[blockIdx.x] = static_cast<float>(shifted);
   }
 }
 
@@ -190,9 +193,9 @@ cudaError_t LaunchTopKSort(const float* logits, int64_t n, int64_t v, int64_t k,
 }
 
 cudaError_t LaunchSoftmaxStats(const float* logits, int64_t n, int64_t v, float* max,
-                               float* sum_exp, float* sum_exp_logit, cudaStream_t stream) {
+                               float* sum_exp, float* sum_exp_shifted, cudaStream_t stream) {
   SoftmaxStatsKernel<<<static_cast<unsigned>(n), kThreads, 0, stream>>>(logits, v, max, sum_exp,
-                                                                        sum_exp_logit);
+                                                                        sum_exp_shifted);
   return cudaGetLastError();
 }
 

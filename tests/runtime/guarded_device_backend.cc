@@ -83,6 +83,19 @@ absl::Status GuardedDeviceBackend::CopyToDevice(void* device_dst, const void* ho
   return absl::OkStatus();
 }
 
+absl::Status GuardedDeviceBackend::CopyWithinDevice(void* device_dst, const void* device_src,
+                                                    size_t bytes) {
+  if (bytes == 0) return absl::OkStatus();
+  if (!Inside(device_src, bytes) || !Inside(device_dst, bytes)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "guarded device: CopyWithinDevice of ", bytes, " bytes with a side outside device memory"));
+  }
+  SetAccess(true);
+  std::memcpy(device_dst, device_src, bytes);
+  SetAccess(false);
+  return absl::OkStatus();
+}
+
 absl::Status GuardedDeviceBackend::CopyToHost(void* host_dst, const void* device_src,
                                               size_t bytes) {
   if (bytes == 0) return absl::OkStatus();
@@ -200,7 +213,7 @@ absl::Status GuardedDeviceBackend::DoSoftmaxStats(const SoftmaxStatsArgs& a) {
                  {{"logits", a.logits},
                   {"max", a.max},
                   {"sum_exp", a.sum_exp},
-                  {"sum_exp_logit", a.sum_exp_logit}},
+                  {"sum_exp_shifted", a.sum_exp_shifted}},
                  a, &Backend::SoftmaxStats);
 }
 

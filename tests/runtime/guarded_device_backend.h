@@ -42,6 +42,7 @@ class GuardedDeviceBackend final : public Backend {
   void Free(void* pointer) override;
   absl::Status CopyToDevice(void* device_dst, const void* host_src, size_t bytes) override;
   absl::Status CopyToHost(void* host_dst, const void* device_src, size_t bytes) override;
+  absl::Status CopyWithinDevice(void* device_dst, const void* device_src, size_t bytes) override;
 
   // Ops run, allocations made and bytes copied so far.
   int64_t ops() const { return ops_; }
