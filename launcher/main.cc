@@ -39,11 +39,12 @@ constexpr char kUsage[] =
     "  eval      --config RUN.textproto [--set path=value ...] [--model DIR --limit N\n"
     "            --output-dir DIR]\n"
     "  bench     --model DIR [--prompt-tokens N --decode-tokens N --batch B]\n"
-    "            generate, eval and bench also take --config RUN.textproto,\n"
-    "            --method METHODS.textproto and --set path=value (e.g. method.homer.target_len=4096)\n"
+
     "  plan      --model DIR|config.json --device-memory 80GiB [--tp T --pp P --dtype bf16\n"
     "            --kv-dtype bf16 --memory-utilization 0.9 --workspace 2GiB --json]  (no MPI)\n"
     "layout (with mpirun -np tp*pp*dp or srun --mpi=pmix): --tp T --pp P --dp D\n"
+    "run config and methods (generate, eval, bench): --config RUN.textproto\n"
+    "  --method METHODS.textproto (presets: configs/methods/) --set method.homer.target_len=4096\n"
     "Run `tessera <command> --help` for every flag.";
 
 int Fail(const std::string& prefix, const std::string& message) {

@@ -20,7 +20,8 @@ class FirstError : public pb::io::ErrorCollector {
  public:
   explicit FirstError(std::string source) : source_(std::move(source)) {}
   void AddError(int line, pb::io::ColumnNumber column, const std::string& message) override {
-    if (first_.empty()) first_ = absl::StrCat(source_, ":", line + 1, ":", column + 1, ": ", message);
+    if (first_.empty())
+      first_ = absl::StrCat(source_, ":", line + 1, ":", column + 1, ": ", message);
   }
   const std::string& first() const { return first_; }
 
@@ -65,10 +66,10 @@ absl::Status CheckNoReservedFields(const std::string& text, const std::string& s
     Level& level = levels.back();
     if (level.type == nullptr) continue;
     if (level.type->IsReservedName(token.text)) {
-      std::string message = absl::StrCat(
-          source, ":", token.line + 1, ":", token.column + 1, ": \"", token.text,
-          "\" is no longer a field of ", level.type->full_name(),
-          " (it was removed and would be ignored); delete it");
+      std::string message =
+          absl::StrCat(source, ":", token.line + 1, ":", token.column + 1, ": \"", token.text,
+                       "\" is no longer a field of ", level.type->full_name(),
+                       " (it was removed and would be ignored); delete it");
       const auto hint = hints.find(absl::StrCat(level.type->full_name(), ".", token.text));
       if (hint != hints.end()) absl::StrAppend(&message, ": ", hint->second);
       return absl::InvalidArgumentError(message);

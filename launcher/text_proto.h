@@ -25,8 +25,7 @@ using RemovedFieldHints = std::map<std::string, std::string>;
 // from ("--config") for the error when the file cannot be opened. Unknown fields, malformed
 // values and reserved field names are InvalidArgument naming path:line:column.
 absl::Status ParseTextProtoFile(const std::string& path, const std::string& flag,
-                                const RemovedFieldHints& hints,
-                                google::protobuf::Message* message);
+                                const RemovedFieldHints& hints, google::protobuf::Message* message);
 
 // The same for text already read; `source` names it in errors (a path, "<flag>").
 absl::Status ParseTextProto(const std::string& text, const std::string& source,

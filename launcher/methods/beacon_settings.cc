@@ -47,8 +47,9 @@ absl::Status ValidateBeaconSettings(const BeaconSettings& s, const std::string& 
   if (s.has_adapt_new_tokens()) {
     const std::string field = Join(path, "adapt_new_tokens");
     if (s.ratios_size() < 2) {
-      return FieldError(field, "applies only when ratios lists several values to choose from; "
-                               "remove it or list the ratios");
+      return FieldError(field,
+                        "applies only when ratios lists several values to choose from; "
+                        "remove it or list the ratios");
     }
     RETURN_IF_ERROR(method_checks::AtLeast(field, s.adapt_new_tokens(), 0, "unset: 1024"));
   }

@@ -19,8 +19,9 @@ absl::Status ValidateEarlyExitSettings(const EarlyExitSettings& s, const std::st
   const std::string exit_layer = Join(path, "exit_layer");
   if (calm) {
     if (s.exit_layer() != 0) {
-      return FieldError(exit_layer, "applies to policies FREE and STATIC; CALM checks before "
-                                    "every block from min_exit_layer on, so remove it");
+      return FieldError(exit_layer,
+                        "applies to policies FREE and STATIC; CALM checks before "
+                        "every block from min_exit_layer on, so remove it");
     }
   } else if (s.exit_layer() == 0) {
     return FieldError(exit_layer, absl::StrCat("is required with policy ", policy,
@@ -31,15 +32,17 @@ absl::Status ValidateEarlyExitSettings(const EarlyExitSettings& s, const std::st
   }
   if (s.has_min_exit_layer()) {
     const std::string field = Join(path, "min_exit_layer");
-    if (!calm) return FieldError(field, "applies to policy CALM only; remove it or set policy: CALM");
-    RETURN_IF_ERROR(method_checks::AtLeast(field, s.min_exit_layer(), 1,
-                                           "the first block checked; unset: 1"));
+    if (!calm)
+      return FieldError(field, "applies to policy CALM only; remove it or set policy: CALM");
+    RETURN_IF_ERROR(
+        method_checks::AtLeast(field, s.min_exit_layer(), 1, "the first block checked; unset: 1"));
   }
   if (s.has_threshold()) {
     const std::string field = Join(path, "threshold");
     if (!calm && !free) {
-      return FieldError(field, "has no effect with policy STATIC (every token exits at "
-                               "exit_layer); remove it");
+      return FieldError(field,
+                        "has no effect with policy STATIC (every token exits at "
+                        "exit_layer); remove it");
     }
     RETURN_IF_ERROR(method_checks::Finite(field, s.threshold(), "unset: 1.0, never exit"));
   }

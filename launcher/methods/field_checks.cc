@@ -1,7 +1,6 @@
 #include "launcher/methods/field_checks.h"
 
 #include <cmath>
-
 #include <string>
 #include <vector>
 
@@ -39,8 +38,8 @@ absl::Status Positive(absl::string_view path, int64_t value, absl::string_view m
 absl::Status AtLeastReal(absl::string_view path, double value, double min,
                          absl::string_view meaning) {
   if (std::isfinite(value) && value >= min) return absl::OkStatus();
-  return FieldError(path, absl::StrCat("must be a finite number >= ", min, ", got ", value,
-                                       Meaning(meaning)));
+  return FieldError(
+      path, absl::StrCat("must be a finite number >= ", min, ", got ", value, Meaning(meaning)));
 }
 
 absl::Status InRange(absl::string_view path, double value, double lo, double hi, bool hi_open,
@@ -48,8 +47,8 @@ absl::Status InRange(absl::string_view path, double value, double lo, double hi,
   if (std::isfinite(value) && value >= lo && (hi_open ? value < hi : value <= hi)) {
     return absl::OkStatus();
   }
-  return FieldError(path, absl::StrCat("must be in [", lo, ", ", hi, hi_open ? ")" : "]",
-                                       ", got ", value, Meaning(meaning)));
+  return FieldError(path, absl::StrCat("must be in [", lo, ", ", hi, hi_open ? ")" : "]", ", got ",
+                                       value, Meaning(meaning)));
 }
 
 absl::Status Finite(absl::string_view path, double value, absl::string_view meaning) {

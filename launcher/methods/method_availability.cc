@@ -14,12 +14,12 @@ absl::Status CheckMethodsAvailable(const config::MethodSettings& m) {
     const char* field;  // as in the run config: method.<field>
     const char* name;   // as users know it
   };
-  const Method methods[] = {{m.has_early_exit(), "early_exit", "Early exit"},
-                            {m.has_sparse_attention(), "sparse_attention",
-                             "Sparse attention (Top-theta / Top-k)"},
-                            {m.has_homer(), "homer", "HOMER"},
-                            {m.has_harp(), "harp", "HARP"},
-                            {m.has_beacon(), "beacon", "Activation Beacon"}};
+  const Method methods[] = {
+      {m.has_early_exit(), "early_exit", "Early exit"},
+      {m.has_sparse_attention(), "sparse_attention", "Sparse attention (Top-theta / Top-k)"},
+      {m.has_homer(), "homer", "HOMER"},
+      {m.has_harp(), "harp", "HARP"},
+      {m.has_beacon(), "beacon", "Activation Beacon"}};
   std::vector<std::string> missing;
   for (const Method& method : methods) {
     if (!method.present) continue;

@@ -13,8 +13,7 @@
 namespace tessera {
 
 // shared/specs/early_exit.md: policy, exit_layer, min_exit_layer, threshold, adaptive, cap.
-absl::Status ValidateEarlyExitSettings(const config::EarlyExitSettings& s,
-                                       const std::string& path);
+absl::Status ValidateEarlyExitSettings(const config::EarlyExitSettings& s, const std::string& path);
 
 // shared/specs/top_theta.md §5, including the reference CLI's constraints between options.
 absl::Status ValidateSparseAttentionSettings(const config::SparseAttentionSettings& s,

@@ -1,6 +1,8 @@
 // Method settings (configs/method_settings.proto): every preset parses and validates and then
 // reaches only the not-built check; bad values name the full field path and what was given;
 // --method files report file:line; --set reaches method fields, enums included.
+#include "launcher/methods/method_settings.h"
+
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -11,7 +13,6 @@
 #include "gtest/gtest.h"
 #include "launcher/eval/run_config.h"
 #include "launcher/methods/method_availability.h"
-#include "launcher/methods/method_settings.h"
 #include "tests/test_util.h"
 
 namespace tessera {
@@ -49,9 +50,9 @@ TEST(MethodPresetsTest, EveryPresetValidatesAndStopsOnlyAtTheNotBuiltCheck) {
     const std::string name = entry.path().stem().string();
     const absl::Status available = CheckMethodsAvailable(m);
     EXPECT_EQ(available.code(), absl::StatusCode::kUnimplemented) << available;
-    EXPECT_THAT(std::string(available.message()),
-                StartsWith("method." + name + ": "));
-    EXPECT_THAT(std::string(available.message()), ::testing::Not(HasSubstr("\n"))) << "one method only";
+    EXPECT_THAT(std::string(available.message()), StartsWith("method." + name + ": "));
+    EXPECT_THAT(std::string(available.message()), ::testing::Not(HasSubstr("\n")))
+        << "one method only";
     names.push_back(name);
   }
   EXPECT_THAT(names, ::testing::UnorderedElementsAre("early_exit", "sparse_attention", "homer",
@@ -154,10 +155,10 @@ TEST(EarlyExitValidationTest, BadValuesNameTheField) {
               StartsWith("method.early_exit.min_exit_layer: applies to policy CALM only"));
   EXPECT_THAT(ErrorAfter({"method.early_exit.exit_layer=8", "method.early_exit.threshold=nan"}),
               StartsWith("method.early_exit.threshold: must be a finite number, got nan"));
-  EXPECT_THAT(ErrorAfter({"method.early_exit.exit_layer=8",
-                          "method.early_exit.adaptive_threshold=true"}),
-              StartsWith("method.early_exit.threshold: must be below 1 with adaptive_threshold, "
-                         "got 1"));
+  EXPECT_THAT(
+      ErrorAfter({"method.early_exit.exit_layer=8", "method.early_exit.adaptive_threshold=true"}),
+      StartsWith("method.early_exit.threshold: must be below 1 with adaptive_threshold, "
+                 "got 1"));
   EXPECT_THAT(ErrorAfter({"method.early_exit.exit_layer=8", "method.early_exit.max_pending=-1"}),
               StartsWith("method.early_exit.max_pending: must be >= 0, got -1"));
 }
@@ -178,13 +179,14 @@ TEST(SparseAttentionValidationTest, BadValuesNameTheField) {
   EXPECT_THAT(ErrorAfter({"method.sparse_attention.kind=TOP_K",
                           "method.sparse_attention.sdc=SDC_EXP_THRESHOLD"}),
               StartsWith("method.sparse_attention.sdc: SDC_EXP_THRESHOLD needs a threshold"));
-  EXPECT_THAT(ErrorAfter({"method.sparse_attention.kind=TOP_K", "method.sparse_attention.vmc=true"}),
-              StartsWith("method.sparse_attention.vmc: with placement PRE_SOFTMAX needs an sdc"));
-  EXPECT_THAT(ErrorAfter({"method.sparse_attention.kind=TOP_K",
-                          "method.sparse_attention.sdc=SDC_EXACT",
-                          "method.sparse_attention.sdc_scale=-0.5"}),
-              StartsWith("method.sparse_attention.sdc_scale: must be a finite number >= 0, got "
-                         "-0.5"));
+  EXPECT_THAT(
+      ErrorAfter({"method.sparse_attention.kind=TOP_K", "method.sparse_attention.vmc=true"}),
+      StartsWith("method.sparse_attention.vmc: with placement PRE_SOFTMAX needs an sdc"));
+  EXPECT_THAT(
+      ErrorAfter({"method.sparse_attention.kind=TOP_K", "method.sparse_attention.sdc=SDC_EXACT",
+                  "method.sparse_attention.sdc_scale=-0.5"}),
+      StartsWith("method.sparse_attention.sdc_scale: must be a finite number >= 0, got "
+                 "-0.5"));
   EXPECT_THAT(ErrorAfter({"method.sparse_attention.kind=TOP_K", "method.sparse_attention.cap_k=1"}),
               StartsWith("method.sparse_attention.cap_k: applies to kind TOP_THETA only"));
 }
