@@ -13,8 +13,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
-#include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "launcher/command_help.h"
 #include "launcher/commands.h"
 #include "launcher/eval/eval_command.h"
@@ -39,7 +39,6 @@ constexpr char kUsage[] =
     "  eval      --config RUN.textproto [--set path=value ...] [--model DIR --limit N\n"
     "            --output-dir DIR]\n"
     "  bench     --model DIR [--prompt-tokens N --decode-tokens N --batch B]\n"
-
     "  plan      --model DIR|config.json --device-memory 80GiB [--tp T --pp P --dtype bf16\n"
     "            --kv-dtype bf16 --memory-utilization 0.9 --workspace 2GiB --json]  (no MPI)\n"
     "layout (with mpirun -np tp*pp*dp or srun --mpi=pmix): --tp T --pp P --dp D\n"

@@ -128,6 +128,16 @@ TEST(MethodFileTest, ParseErrorsNameFileAndLine) {
   EXPECT_THAT(std::string(m.status().message()), HasSubstr("--method: cannot open"));
 }
 
+// Text format accepts an enum number the schema does not define (proto3 enums are open);
+// validation names it.
+TEST(MethodFileTest, UndefinedEnumNumberIsRefusedByValidation) {
+  ASSERT_OK_AND_ASSIGN(
+      config::MethodSettings m,
+      LoadMethodSettings(Write("enum_number.textproto", "early_exit { policy: 7 exit_layer: 2 }")));
+  EXPECT_EQ(std::string(ValidateMethodSettings(m).message()),
+            "method.early_exit.policy: is 7, which names no value; use one of FREE, CALM, STATIC");
+}
+
 TEST(MethodFileTest, RunConfigSectionAndMethodFileHoldTheSameText) {
   const std::string text = "homer { max_chunk_len: 1024 bias_path: \"b.safetensors\" }\n";
   ASSERT_OK_AND_ASSIGN(config::MethodSettings from_file,
