@@ -37,6 +37,9 @@ ABSL_FLAG(int32_t, micro_batches, 0, "Micro-batches per step (0: one per pipelin
 ABSL_FLAG(int32_t, comm_timeout_s, 300,
           "Seconds a collective may wait for the other ranks before the job fails");
 ABSL_FLAG(std::string, config, "", "Run configuration (configs/run_config.proto, text format)");
+ABSL_FLAG(std::string, method, "",
+          "Method settings (a MethodSettings of configs/method_settings.proto, text format; "
+          "examples in configs/methods/); replaces the run config's method section");
 ABSL_FLAG(std::string, output_dir, "", "Where eval writes results_*.json and samples_*.jsonl");
 ABSL_FLAG(int32_t, limit, 0, "Evaluate only the first N samples (0: all)");
 ABSL_FLAG(bool, cuda_graphs, false,

@@ -38,6 +38,7 @@ ABSL_DECLARE_FLAG(std::vector<std::string>, stage_layers);
 ABSL_DECLARE_FLAG(int32_t, micro_batches);
 ABSL_DECLARE_FLAG(int32_t, comm_timeout_s);
 ABSL_DECLARE_FLAG(std::string, config);
+ABSL_DECLARE_FLAG(std::string, method);
 ABSL_DECLARE_FLAG(std::string, output_dir);
 ABSL_DECLARE_FLAG(int32_t, limit);
 ABSL_DECLARE_FLAG(bool, cuda_graphs);

@@ -13,13 +13,17 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "launcher/command_help.h"
 #include "launcher/commands.h"
 #include "launcher/eval/eval_command.h"
 #include "launcher/eval/run_config.h"
 #include "launcher/flags.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "launcher/job.h"
+#include "launcher/methods/method_availability.h"
+#include "launcher/methods/method_settings.h"
 #include "parallel/launch_env.h"
 #if defined(TESSERA_WITH_MPI)
 #include <mpi.h>
@@ -38,6 +42,8 @@ constexpr char kUsage[] =
     "  plan      --model DIR|config.json --device-memory 80GiB [--tp T --pp P --dtype bf16\n"
     "            --kv-dtype bf16 --memory-utilization 0.9 --workspace 2GiB --json]  (no MPI)\n"
     "layout (with mpirun -np tp*pp*dp or srun --mpi=pmix): --tp T --pp P --dp D\n"
+    "run config and methods (generate, eval, bench): --config RUN.textproto\n"
+    "  --method METHODS.textproto (presets: configs/methods/) --set method.homer.target_len=4096\n"
     "Run `tessera <command> --help` for every flag.";
 
 int Fail(const std::string& prefix, const std::string& message) {
@@ -53,7 +59,7 @@ int FailBeforeStart(const std::string& message) {
 }
 
 int Run(const std::string& command, const tessera::WorldLayout& requested,
-        const tessera::config::RunConfig& eval_config, bool mpi) {
+        const tessera::config::RunConfig& run_config, bool mpi) {
   auto job = tessera::StartJob(requested, mpi, absl::Seconds(absl::GetFlag(FLAGS_comm_timeout_s)));
   if (!job.ok()) return FailBeforeStart(std::string(job.status().message()));
   // Ranks sharing a machine share its cores; one spin-waiting thread too many per core makes
@@ -69,7 +75,7 @@ int Run(const std::string& command, const tessera::WorldLayout& requested,
   if (command == "generate") {
     status = tessera::RunGenerate(*job);
   } else if (command == "eval") {
-    status = tessera::RunEval(*job, eval_config);
+    status = tessera::RunEval(*job, run_config);
   } else {
     status = tessera::RunBench(*job);
   }
@@ -77,6 +83,33 @@ int Run(const std::string& command, const tessera::WorldLayout& requested,
   if (tessera::IsReportedElsewhere(status)) return 1;
   const std::string prefix = job->layout().world_size() > 1 ? job->layout().Prefix() : "";
   return Fail(prefix, std::string(status.message()));
+}
+
+// generate and bench take the model, layout and sampling sections of a run config (--config),
+// with flags given on the command line winning, and its method section (--config, --method,
+// --set method.*), validated. Without --config, --set may change method fields only.
+absl::StatusOr<tessera::config::RunConfig> GenerateOrBenchConfig(
+    const std::vector<std::string>& sets) {
+  tessera::config::RunConfig c;
+  const bool has_config = tessera::FlagWasGiven("config");
+  if (has_config) {
+    absl::StatusOr<tessera::config::RunConfig> loaded =
+        tessera::LoadRunConfig(absl::GetFlag(FLAGS_config));
+    if (!loaded.ok()) return loaded.status();
+    c = *std::move(loaded);
+  }
+  if (absl::Status s = tessera::ApplyMethodFlag(&c); !s.ok()) return s;
+  for (const std::string& set : sets) {
+    if (!has_config && !absl::StartsWith(set, "method.")) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--set ", set, ": needs --config (a run config to change); without one, --set "
+          "changes method.* fields only"));
+    }
+    if (absl::Status s = tessera::SetField(&c, set); !s.ok()) return s;
+  }
+  tessera::ApplyRunConfigToFlags(c);
+  if (absl::Status s = tessera::ValidateMethodSettings(c.method()); !s.ok()) return s;
+  return c;
 }
 
 // libgomp reads its spin-wait settings once, when it loads, so they can only be chosen by
@@ -95,16 +128,24 @@ void ChooseOpenMpSpinning(char** argv) {
 int main(int argc, char** argv) {
   ChooseOpenMpSpinning(argv);
   absl::SetProgramUsageMessage(kUsage);
+  if (argc >= 2 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h")) {
+    std::printf("%s\n", kUsage);
+    return 0;
+  }
   if (argc < 2 || argv[1][0] == '-') {
     std::fprintf(stderr, "%s\n", kUsage);
-    return argc >= 2 && std::string(argv[1]) == "--help" ? 0 : 2;
+    return 2;
   }
   const std::string command = argv[1];
-  if (command != "generate" && command != "bench" && command != "plan" && command != "eval") {
+  if (!tessera::IsCommand(command)) {
     return Fail("", absl::StrCat("unknown command \"", command, "\"\n", kUsage));
   }
   std::vector<std::string> args = {std::string(argv[0]) + " " + command};
   for (int i = 2; i < argc; ++i) args.push_back(argv[i]);
+  if (tessera::WantsHelp({args.begin() + 1, args.end()})) {
+    std::printf("%s", tessera::CommandHelp(command).c_str());
+    return 0;
+  }
   args = tessera::NormalizeFlagNames(args);
   const std::vector<std::string> sets = tessera::TakeRepeatedFlag(&args, "set");
   std::vector<char*> cargs;
@@ -119,25 +160,14 @@ int main(int argc, char** argv) {
     return status.ok() ? 0 : Fail("", std::string(status.message()));
   }
   // eval takes its layout from the run config; the other commands from --tp/--pp/--dp.
-  tessera::WorldLayout requested = tessera::LayoutFromFlags();
-  tessera::config::RunConfig eval_config;
-  if (command == "eval") {
-    auto c = tessera::EvalConfigFromFlags(sets);
-    if (!c.ok()) return FailBeforeStart(std::string(c.status().message()));
-    eval_config = *c;
-    requested = tessera::LayoutOf(eval_config);
-  } else if (tessera::FlagWasGiven("config")) {
-    // generate and bench take the model, layout and sampling sections of a run config; flags
-    // given on the command line win.
-    auto c = tessera::LoadRunConfig(absl::GetFlag(FLAGS_config));
-    absl::Status applied = c.status();
-    for (size_t i = 0; applied.ok() && i < sets.size(); ++i) applied = tessera::SetField(&*c, sets[i]);
-    if (applied.ok()) tessera::ApplyRunConfigToFlags(*c);
-    if (!applied.ok()) return FailBeforeStart(std::string(applied.message()));
-    requested = tessera::LayoutFromFlags();
-  } else if (!sets.empty()) {
-    return FailBeforeStart("--set needs --config (a run config to change)");
-  }
+  absl::StatusOr<tessera::config::RunConfig> run_config =
+      command == "eval" ? tessera::EvalConfigFromFlags(sets) : GenerateOrBenchConfig(sets);
+  if (!run_config.ok()) return FailBeforeStart(std::string(run_config.status().message()));
+  const tessera::WorldLayout requested =
+      command == "eval" ? tessera::LayoutOf(*run_config) : tessera::LayoutFromFlags();
+  // A method that is set but not built fails here, before any rank loads the model.
+  const absl::Status methods = tessera::CheckMethodsAvailable(run_config->method());
+  if (!methods.ok()) return FailBeforeStart(std::string(methods.message()));
   const bool mpi = tessera::WantMpi(requested);
 #if defined(TESSERA_WITH_MPI)
   if (mpi) {
@@ -152,7 +182,7 @@ int main(int argc, char** argv) {
     MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
   }
 #endif
-  const int code = Run(command, requested, eval_config, mpi);
+  const int code = Run(command, requested, *run_config, mpi);
 #if defined(TESSERA_WITH_MPI)
   if (mpi) MPI_Finalize();
 #endif

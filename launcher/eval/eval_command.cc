@@ -13,6 +13,7 @@
 #include "launcher/eval/results.h"
 #include "launcher/eval/run_config.h"
 #include "launcher/flags.h"
+#include "launcher/methods/method_settings.h"
 #include "launcher/model_bundle.h"
 
 namespace tessera {
@@ -81,6 +82,7 @@ absl::StatusOr<config::RunConfig> EvalConfigFromFlags(const std::vector<std::str
   if (FlagWasGiven("config")) {
     ASSIGN_OR_RETURN(c, LoadRunConfig(absl::GetFlag(FLAGS_config)));
   }
+  RETURN_IF_ERROR(ApplyMethodFlag(&c));
   if (FlagWasGiven("model")) c.mutable_model()->set_path(absl::GetFlag(FLAGS_model));
   if (FlagWasGiven("backend")) c.mutable_model()->set_backend(absl::GetFlag(FLAGS_backend));
   if (FlagWasGiven("tp")) c.mutable_layout()->set_tp(absl::GetFlag(FLAGS_tp));

@@ -14,8 +14,9 @@
 namespace tessera {
 
 // The run config: --config FILE (optional), then the flags that were given (--model, --tp,
-// --pp, --dp, --backend, --output-dir, --limit, --seed, --max-batch), then each `--set
-// path=value` in order; validated.
+// --pp, --dp, --backend, --output-dir, --limit, --seed, --max-batch), then --method FILE (which
+// replaces the method section), then each `--set path=value` in order; validated, the method
+// settings included.
 absl::StatusOr<config::RunConfig> EvalConfigFromFlags(const std::vector<std::string>& sets);
 
 // The layout the config asks for (defaults filled in).

@@ -1,33 +1,18 @@
 #include "launcher/eval/run_config.h"
 
-#include <fstream>
-#include <sstream>
-
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
-#include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
 #include "kernels/status_macros.h"
+#include "launcher/methods/method_settings.h"
+#include "launcher/text_proto.h"
 
 namespace tessera {
 namespace {
 
 namespace pb = google::protobuf;
-
-// Collects text-format errors with their position.
-class ErrorCollector : public pb::io::ErrorCollector {
- public:
-  explicit ErrorCollector(std::string source) : source_(std::move(source)) {}
-  void AddError(int line, pb::io::ColumnNumber column, const std::string& message) override {
-    if (first_.empty()) first_ = absl::StrCat(source_, ":", line + 1, ":", column + 1, ": ", message);
-  }
-  const std::string& first() const { return first_; }
-
- private:
-  std::string source_;
-  std::string first_;
-};
 
 absl::Status FieldError(absl::string_view path, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat(path, ": ", what));
@@ -85,6 +70,18 @@ absl::Status SetScalar(pb::Message* m, const pb::FieldDescriptor* f, const std::
     case pb::FieldDescriptor::CPPTYPE_STRING:
       rep ? r->AddString(m, f, text) : r->SetString(m, f, text);
       break;
+    case pb::FieldDescriptor::CPPTYPE_ENUM: {
+      const pb::EnumDescriptor* e = f->enum_type();
+      const pb::EnumValueDescriptor* v = e->FindValueByName(text);
+      if (v == nullptr) {
+        std::vector<std::string> names;
+        for (int i = 0; i < e->value_count(); ++i) names.push_back(e->value(i)->name());
+        return FieldError(path, absl::StrCat("\"", text, "\" is not one of ",
+                                             absl::StrJoin(names, ", ")));
+      }
+      rep ? r->AddEnum(m, f, v) : r->SetEnum(m, f, v);
+      break;
+    }
     default:
       return FieldError(path, "is not a scalar field; set one of its fields instead");
   }
@@ -94,17 +91,14 @@ absl::Status SetScalar(pb::Message* m, const pb::FieldDescriptor* f, const std::
 }  // namespace
 
 absl::StatusOr<config::RunConfig> LoadRunConfig(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("--config: cannot open ", path));
-  std::stringstream ss;
-  ss << in.rdbuf();
   config::RunConfig c;
-  pb::TextFormat::Parser parser;
-  ErrorCollector errors(path);
-  parser.RecordErrorsTo(&errors);
-  if (!parser.ParseFromString(ss.str(), &c)) {
-    return absl::InvalidArgumentError(errors.first().empty() ? path + ": cannot parse" : errors.first());
-  }
+  RETURN_IF_ERROR(ParseTextProtoFile(
+      path, "--config",
+      {{"tessera.config.RunConfig.methods",
+        "methods are set in `method { ... }`, one typed section per method (early_exit, "
+        "sparse_attention, homer, harp, beacon; configs/method_settings.proto), or with "
+        "--method FILE; examples in configs/methods/"}},
+      &c));
   return c;
 }
 
@@ -208,6 +202,7 @@ absl::Status ValidateRunConfig(const config::RunConfig& c) {
       if (t.generation().data().empty()) return FieldError("task.generation.data", "is required (a JSONL file)");
       break;
   }
+  if (c.has_method()) RETURN_IF_ERROR(ValidateMethodSettings(c.method()));
   return absl::OkStatus();
 }
 

@@ -16,15 +16,19 @@
 
 namespace tessera {
 
-// Parses a .textproto file; unknown fields and malformed values are errors naming file:line:col.
+// Parses a .textproto file; unknown fields, malformed values and removed (reserved) fields such
+// as the old `methods` map are errors naming file:line:col.
 absl::StatusOr<config::RunConfig> LoadRunConfig(const std::string& path);
 
 // Sets one field from "path=value", e.g. "layout.tp=2", "task.passkey.context_lengths=256,512"
-// (repeated fields take comma-separated values and replace the list), "model.path=models/x".
-// Sub-messages are created as needed (setting task.perplexity.stride selects that task kind).
+// (repeated fields take comma-separated values and replace the list), "model.path=models/x",
+// "method.sparse_attention.kind=TOP_K" (enums by name). Sub-messages are created as needed
+// (setting task.perplexity.stride selects that task kind; method.homer.max_chunk_len turns HOMER
+// on). Repeated messages and maps cannot be set.
 absl::Status SetField(config::RunConfig* config, const std::string& assignment);
 
-// Semantic checks with the field path in every message; fills no defaults.
+// Semantic checks with the field path in every message, the method section included
+// (ValidateMethodSettings); fills no defaults.
 absl::Status ValidateRunConfig(const config::RunConfig& config);
 
 // The config as protobuf text, for results files.

@@ -4,15 +4,18 @@
 #include <sys/wait.h>
 
 #include <filesystem>
+#include <map>
 #include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "launcher/command_help.h"
 #include "nlohmann/json.hpp"
 #include "tests/runtime/test_files.h"
 
@@ -198,6 +201,137 @@ TEST(CliTest, NoArgumentsPrintsUsage) {
   const CliRun r = Tessera({});
   ExpectFailure(r, {"usage: tessera"});
   EXPECT_EQ(r.code, 2);
+}
+
+// ---- Help ----
+
+TEST(CliHelpTest, GeneralHelpExitsZero) {
+  const CliRun r = Tessera({"--help"});
+  ASSERT_TRUE(r.exited) << r;
+  EXPECT_EQ(r.code, 0) << r;
+  EXPECT_THAT(r.out, HasSubstr("usage: tessera <command>")) << r;
+  for (const char* command : {"generate", "eval", "bench", "plan"}) {
+    EXPECT_THAT(r.out, HasSubstr(std::string("  ") + command)) << r;
+  }
+}
+
+// `tessera <command> --help` prints that command's flags (name, type, default, help) on stdout
+// and exits 0, for every command.
+TEST(CliHelpTest, EachCommandListsItsFlagsAndExitsZero) {
+  // Flags each command must list (beyond what the launcher's own table says), and flags of other
+  // commands it must not.
+  const std::map<std::string, std::vector<std::string>> must = {
+      {"generate", {"--model=<string>", "--prompt=<string>", "--prompts=<string>",
+                    "--max-new-tokens=<int32>  (default: 64)", "--temperature=<float>",
+                    "--config=<string>", "--method=<string>", "--set=<path=value>", "--tp=<int32>"}},
+      {"eval", {"--config=<string>", "--method=<string>", "--set=<path=value>",
+                "--limit=<int32>  (default: 0)", "--output-dir=<string>", "--model=<string>"}},
+      {"bench", {"--model=<string>", "--prompt-tokens=<int32>  (default: 128)",
+                 "--decode-tokens=<int32>", "--batch=<int32>", "--method=<string>",
+                 "--set=<path=value>"}},
+      {"plan", {"--model=<string>", "--device-memory=<string>", "--kv-dtype=<string>",
+                "--memory-utilization=<float>  (default: 0.9)", "--json[=<bool>]"}}};
+  const std::map<std::string, std::vector<std::string>> must_not = {
+      {"generate", {"--device-memory", "--prompt-tokens", "--limit"}},
+      {"eval", {"--prompt=", "--device-memory"}},
+      {"bench", {"--prompts=", "--limit"}},
+      {"plan", {"--prompt=", "--method", "--set", "--config"}}};
+  ASSERT_EQ(CommandNames().size(), must.size());
+  for (const std::string& command : CommandNames()) {
+    SCOPED_TRACE(command);
+    const CliRun r = Tessera({command, "--help"});
+    ASSERT_TRUE(r.exited) << r;
+    EXPECT_EQ(r.code, 0) << r;
+    EXPECT_THAT(r.out, ::testing::StartsWith("usage: tessera " + command + " ")) << r;
+    for (const std::string& flag : CommandFlags(command)) {
+      EXPECT_THAT(r.out, HasSubstr("\n  --" + absl::StrReplaceAll(flag, {{"_", "-"}})))
+          << flag << "\n" << r;
+    }
+    for (const std::string& entry : must.at(command)) EXPECT_THAT(r.out, HasSubstr(entry)) << r;
+    for (const std::string& entry : must_not.at(command)) {
+      EXPECT_THAT(r.out, ::testing::Not(HasSubstr(entry))) << r;
+    }
+  }
+}
+
+// Help wins over the other flags (nothing runs), also as -h.
+TEST(CliHelpTest, HelpAmongOtherFlags) {
+  CliRun r = Tessera({"generate", "--model", kMha, "--prompt", "hi", "--help"});
+  EXPECT_EQ(r.code, 0) << r;
+  EXPECT_THAT(r.out, ::testing::StartsWith("usage: tessera generate")) << r;
+  r = Tessera({"bench", "-h"});
+  EXPECT_EQ(r.code, 0) << r;
+  EXPECT_THAT(r.out, ::testing::StartsWith("usage: tessera bench")) << r;
+}
+
+// ---- Methods: none is built yet, so setting one fails before the model is loaded ----
+
+constexpr char kNotBuilt[] = "is not built in this version of Tessera (Unimplemented)";
+
+// The model path does not exist: the method check must come first.
+TEST(CliMethodTest, AMethodFileFailsEveryCommandBeforeTheModelLoads) {
+  const std::vector<std::vector<std::string>> runs = {
+      {"generate", "--model", "/nonexistent/model", "--prompt", "hi"},
+      {"bench", "--model", "/nonexistent/model", "--prompt-tokens", "2", "--decode-tokens", "1"},
+      {"eval", "--config", "configs/tasks/passkey.textproto", "--model", "/nonexistent/model"}};
+  for (std::vector<std::string> run : runs) {
+    run.push_back("--method");
+    run.push_back("configs/methods/homer.textproto");
+    SCOPED_TRACE(run[0]);
+    const CliRun r = Tessera(run);
+    ExpectFailure(r, {"method.homer: HOMER ", kNotBuilt, "remove it from the run config"});
+    EXPECT_THAT(r.err, ::testing::Not(HasSubstr("/nonexistent/model"))) << r;
+  }
+}
+
+TEST(CliMethodTest, SetAloneTurnsAMethodOn) {
+  const CliRun r = Tessera({"generate", "--model", kMha, "--prompt", "hi", "--set",
+                            "method.harp.delta=0.1"});
+  ExpectFailure(r, {"method.harp: HARP ", kNotBuilt});
+}
+
+TEST(CliMethodTest, RunConfigMethodSectionFailsEval) {
+  ScopedTempDir dir;
+  const std::string config = dir.Join("run.textproto");
+  testing::WriteFile(config, absl::StrCat("model { path: \"", kMha, "\" }\n",
+                                          "task { perplexity { data: \"absent.jsonl\" } }\n",
+                                          "method { early_exit { exit_layer: 2 } }\n"));
+  ExpectFailure(Tessera({"eval", "--config", config}), {"method.early_exit: Early exit ", kNotBuilt});
+  // The same section for generate.
+  ExpectFailure(Tessera({"generate", "--config", config, "--prompt", "hi"}),
+                {"method.early_exit: ", kNotBuilt});
+}
+
+TEST(CliMethodTest, SetOverridesTheMethodFileAndIsValidated) {
+  const CliRun r = Tessera({"bench", "--model", kGqa, "--method", "configs/methods/homer.textproto",
+                            "--set", "method.homer.max_chunk_len=-3"});
+  ExpectFailure(r, {"method.homer.max_chunk_len: must be > 0, got -3"});
+  EXPECT_THAT(r.err, ::testing::Not(HasSubstr(kNotBuilt))) << r;
+}
+
+TEST(CliMethodTest, MethodFileErrorsNameFileAndLine) {
+  ScopedTempDir dir;
+  const std::string file = dir.Join("methods.textproto");
+  testing::WriteFile(file, "# HARP\nharp {\n  theta: 1.0\n}\n");
+  ExpectFailure(Tessera({"generate", "--model", kMha, "--prompt", "hi", "--method", file}),
+                {file + ":3:", "\"theta\""});
+  ExpectFailure(Tessera({"eval", "--config", "configs/tasks/passkey.textproto", "--method",
+                         dir.Join("absent.textproto")}),
+                {"--method: cannot open", dir.Join("absent.textproto")});
+}
+
+TEST(CliMethodTest, SetOfANonMethodFieldStillNeedsAConfig) {
+  ExpectFailure(Tessera({"generate", "--model", kMha, "--prompt", "hi", "--set", "layout.tp=2"}),
+                {"--set layout.tp=2", "needs --config"});
+}
+
+TEST(CliMethodTest, OldMethodsMapInARunConfigIsRefused) {
+  ScopedTempDir dir;
+  const std::string config = dir.Join("run.textproto");
+  testing::WriteFile(config, absl::StrCat("model { path: \"", kMha, "\" }\n",
+                                          "methods { key: \"homer\" value: \"\" }\n"));
+  ExpectFailure(Tessera({"generate", "--config", config, "--prompt", "hi"}),
+                {config + ":2:1: \"methods\" is no longer a field", "method { ... }"});
 }
 
 // ---- Errors ----

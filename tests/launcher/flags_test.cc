@@ -3,7 +3,10 @@
 #include <string>
 #include <vector>
 
+#include "absl/flags/reflection.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "launcher/command_help.h"
 #include "launcher/flags.h"
 
 namespace tessera {
@@ -35,6 +38,46 @@ TEST(NormalizeFlagNamesTest, ValueInTheNextArgumentIsNotRewritten) {
                                 "--stop", "--end-of-text"}),
             (Args{"tessera generate", "--prompt", "-- SQL-style comment", "--stop",
                   "--end-of-text"}));
+}
+
+// Every flag a command's help lists is a defined flag (else its entry would say "not defined").
+TEST(CommandHelpTest, EveryListedFlagIsDefined) {
+  EXPECT_EQ(CommandNames(), (Args{"generate", "eval", "bench", "plan"}));
+  for (const std::string& command : CommandNames()) {
+    const Args flags = CommandFlags(command);
+    EXPECT_FALSE(flags.empty()) << command;
+    for (const std::string& flag : flags) {
+      if (flag == "set") continue;  // parsed by the launcher, not absl
+      EXPECT_NE(absl::FindCommandLineFlag(flag), nullptr) << command << " --" << flag;
+    }
+    EXPECT_THAT(CommandHelp(command), ::testing::Not(::testing::HasSubstr("not defined")));
+  }
+  EXPECT_TRUE(CommandFlags("frobnicate").empty());
+  EXPECT_EQ(CommandHelp("frobnicate"), "");
+}
+
+TEST(CommandHelpTest, EntryGivesNameTypeDefaultAndHelp) {
+  const std::string help = CommandHelp("generate");
+  EXPECT_THAT(help, ::testing::StartsWith("usage: tessera generate "));
+  EXPECT_THAT(help, ::testing::HasSubstr("  --max-new-tokens=<int32>  (default: 64)\n"
+                                         "      Tokens to generate at most per prompt\n"));
+  EXPECT_THAT(help, ::testing::HasSubstr("  --ignore-eos[=<bool>]  (default: false)\n"));
+  EXPECT_THAT(help, ::testing::HasSubstr("  --backend=<string>  (default: \"cpu\")\n"));
+  EXPECT_THAT(help, ::testing::HasSubstr("  --set=<path=value>  (repeatable; default: none)\n"));
+}
+
+TEST(WantsHelpTest, HelpWhereAFlagMayStand) {
+  EXPECT_TRUE(WantsHelp({"--help"}));
+  EXPECT_TRUE(WantsHelp({"-h"}));
+  EXPECT_TRUE(WantsHelp({"--model", "m", "--ignore-eos", "--help"}));
+  EXPECT_TRUE(WantsHelp({"--max-new-tokens=4", "--help"}));
+  EXPECT_FALSE(WantsHelp({}));
+  EXPECT_FALSE(WantsHelp({"--model", "m"}));
+  // The value of the flag before it: a prompt, a --set assignment.
+  EXPECT_FALSE(WantsHelp({"--prompt", "--help"}));
+  EXPECT_FALSE(WantsHelp({"--max-new-tokens", "-h"}));
+  EXPECT_FALSE(WantsHelp({"--set", "--help"}));
+  EXPECT_FALSE(WantsHelp({"--", "--help"}));
 }
 
 }  // namespace

@@ -40,6 +40,42 @@ TEST(RunConfigTest, UnknownFieldIsAnErrorWithItsLine) {
   EXPECT_THAT(std::string(c.status().message()), HasSubstr("perplexty"));
 }
 
+// protobuf's text parser skips a field whose name is reserved without a word; the old
+// `methods` map (which nothing read) must be refused, not ignored, and the error must say what
+// replaced it.
+TEST(RunConfigTest, OldMethodsMapIsRefusedWithWhatReplacedIt) {
+  const std::string p = Write("old_methods.textproto",
+                              "model { path: \"m\" }\n"
+                              "task { perplexity { data: \"x\" } }\n"
+                              "methods { key: \"homer\" value: \"max_chunk_len: 2048\" }\n");
+  auto c = LoadRunConfig(p);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  const std::string message(c.status().message());
+  EXPECT_THAT(message, HasSubstr(p + ":3:1: \"methods\" is no longer a field of "
+                                 "tessera.config.RunConfig"));
+  EXPECT_THAT(message, HasSubstr("method { ... }"));
+  EXPECT_THAT(message, HasSubstr("--method"));
+  // Also in the `methods: {...}` and `methods <...>` spellings.
+  for (const char* text : {"methods: { key: \"a\" value: \"b\" }\n", "methods < key: \"a\" >\n"}) {
+    auto d = LoadRunConfig(Write("old_methods_2.textproto", text));
+    EXPECT_THAT(std::string(d.status().message()), HasSubstr("\"methods\" is no longer a field"))
+        << text;
+  }
+}
+
+// The reserved-name check looks at field names only: the word in a string, a comment or a
+// nested message's field of another name is fine.
+TEST(RunConfigTest, TheWordMethodsElsewhereIsNotAField) {
+  const std::string p = Write("methods_word.textproto",
+                              "# methods { } was the old spelling\n"
+                              "task { name: \"methods\" perplexity { data: \"methods\" } }\n"
+                              "method { harp { delta: 0.1 } }\n");
+  ASSERT_OK_AND_ASSIGN(config::RunConfig c, LoadRunConfig(p));
+  EXPECT_EQ(c.task().name(), "methods");
+  EXPECT_FLOAT_EQ(c.method().harp().delta(), 0.1f);
+}
+
 TEST(RunConfigTest, SetReachesNestedAndRepeatedFields) {
   config::RunConfig c;
   ASSERT_OK(SetField(&c, "model.path=models/x"));

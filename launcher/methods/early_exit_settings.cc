@@ -1,0 +1,69 @@
+// Validation of EarlyExitSettings (shared/specs/early_exit.md §1, §2, §4, §6.3).
+#include "absl/strings/str_cat.h"
+#include "kernels/status_macros.h"
+#include "launcher/methods/field_checks.h"
+#include "launcher/methods/method_validators.h"
+
+namespace tessera {
+
+using config::EarlyExitSettings;
+using method_checks::FieldError;
+using method_checks::Join;
+
+absl::Status ValidateEarlyExitSettings(const EarlyExitSettings& s, const std::string& path) {
+  RETURN_IF_ERROR(method_checks::KnownEnum(Join(path, "policy"),
+                                           EarlyExitSettings::Policy_descriptor(), s.policy()));
+  const std::string policy = EarlyExitSettings::Policy_Name(s.policy());
+  const bool calm = s.policy() == EarlyExitSettings::CALM;
+  const bool free = s.policy() == EarlyExitSettings::FREE;
+  const std::string exit_layer = Join(path, "exit_layer");
+  if (calm) {
+    if (s.exit_layer() != 0) {
+      return FieldError(exit_layer,
+                        "applies to policies FREE and STATIC; CALM checks before "
+                        "every block from min_exit_layer on, so remove it");
+    }
+  } else if (s.exit_layer() == 0) {
+    return FieldError(exit_layer, absl::StrCat("is required with policy ", policy,
+                                               ": the blocks run before the exit (e.g. 8 of "
+                                               "Llama-2-7B's 32)"));
+  } else {
+    RETURN_IF_ERROR(method_checks::Positive(exit_layer, s.exit_layer(), "blocks before the exit"));
+  }
+  if (s.has_min_exit_layer()) {
+    const std::string field = Join(path, "min_exit_layer");
+    if (!calm)
+      return FieldError(field, "applies to policy CALM only; remove it or set policy: CALM");
+    RETURN_IF_ERROR(
+        method_checks::AtLeast(field, s.min_exit_layer(), 1, "the first block checked; unset: 1"));
+  }
+  if (s.has_threshold()) {
+    const std::string field = Join(path, "threshold");
+    if (!calm && !free) {
+      return FieldError(field,
+                        "has no effect with policy STATIC (every token exits at "
+                        "exit_layer); remove it");
+    }
+    RETURN_IF_ERROR(method_checks::Finite(field, s.threshold(), "unset: 1.0, never exit"));
+  }
+  if (s.adaptive_threshold()) {
+    if (!free) {
+      return FieldError(Join(path, "adaptive_threshold"), "applies to policy FREE only");
+    }
+    const float initial = s.has_threshold() ? s.threshold() : 1.0f;
+    if (initial >= 1.0f) {
+      return FieldError(Join(path, "threshold"),
+                        absl::StrCat("must be below 1 with adaptive_threshold, got ", initial,
+                                     " (the initial tau; at >= 1 no token exits, so nothing is "
+                                     "learned; FREE's scripts start at 0.9)"));
+    }
+  }
+  if (s.max_pending() != 0) {
+    const std::string field = Join(path, "max_pending");
+    if (!free) return FieldError(field, "applies to policy FREE only; remove it");
+    RETURN_IF_ERROR(method_checks::AtLeast(field, s.max_pending(), 0, "0: no cap"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace tessera
