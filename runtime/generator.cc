@@ -175,7 +175,8 @@ absl::StatusOr<std::vector<GenerationResult>> Generator::Generate(
         batch.logit_rows.push_back(static_cast<int32_t>(batch.tokens.size()) - 1);
       }
       // The last stage picks the group's tokens before the next group overwrites the logits.
-      ASSIGN_OR_RETURN(const TensorView logits, model_->Forward(batch, *cache));
+      ASSIGN_OR_RETURN(const ForwardOutput out, model_->Forward(batch, *cache));
+      const TensorView logits = out.logits;
       if (!plan.last_stage()) continue;
       std::vector<const GenerationRequest*> reqs;
       std::vector<uint64_t> ids, steps;

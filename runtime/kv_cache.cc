@@ -64,6 +64,16 @@ absl::StatusOr<int32_t> KvCache::Append(int64_t layer, int64_t slot,
   return first;
 }
 
+absl::Status KvCache::Truncate(int64_t layer, int64_t slot, int32_t length) {
+  if (layer < 0 || layer >= layers() || slot < 0 || slot >= n_slots_ || length < 0 ||
+      length > lengths_[Index(layer, slot)]) {
+    return absl::OutOfRangeError(absl::StrCat("KvCache::Truncate: layer ", layer, " slot ", slot,
+                                              " cannot be cut to ", length, " entries"));
+  }
+  lengths_[Index(layer, slot)] = length;
+  return absl::OkStatus();
+}
+
 // Rows keep_[0, count) of `slot` in `cache` to rows [0, count), through scratch_ (a gather may
 // not write the rows it reads).
 absl::Status KvCache::GatherSlotRows(TensorView cache, int64_t slot, int64_t count) {

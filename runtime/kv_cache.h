@@ -62,6 +62,9 @@ class KvCache {
   // exceed the capacity. The caller writes the K/V rows (Backend::KvWrite).
   absl::StatusOr<int32_t> Append(int64_t layer, int64_t slot, absl::Span<const int32_t> positions);
 
+  // Drops the entries past `length` (<= the current length) of `slot` in `layer`.
+  absl::Status Truncate(int64_t layer, int64_t slot, int32_t length);
+
   // Keeps only the entries `keep` (strictly increasing, each < length) of `slot` in `layer`,
   // moved to rows [0, keep.size()) in that order with their positions; the length becomes
   // keep.size(). Enqueued on the backend (GatherRows); InvalidArgument for a bad keep list.

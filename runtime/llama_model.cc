@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <numeric>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
@@ -12,10 +13,12 @@ namespace tessera {
 
 absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& model_dir,
                                                              Backend* backend,
-                                                             const ModelParallelism& parallel) {
+                                                             const ModelParallelism& parallel,
+                                                             const ModelOptions& options) {
   std::unique_ptr<LlamaModel> m(new LlamaModel());
   m->backend_ = backend;
   m->parallel_ = parallel;
+  m->options_ = options;
   ASSIGN_OR_RETURN(m->config_, LoadModelConfig(model_dir));
   ASSIGN_OR_RETURN(m->plan_, MakeShardPlan(m->config_, parallel.layout, parallel.stage_layers));
   if (m->plan_.tp_size > 1 && parallel.tp == nullptr) {
@@ -24,16 +27,28 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
   if (m->plan_.pp_size > 1 && parallel.pp == nullptr) {
     return absl::InvalidArgumentError("pipeline parallel layout without a pp communicator");
   }
-  ASSIGN_OR_RETURN(m->checkpoint_, Checkpoint::Open(model_dir));
-  ASSIGN_OR_RETURN(m->weights_, LoadLlamaWeights(*m->checkpoint_, m->config_, m->plan_));
-  if (backend->device() != Device::kCpu) RETURN_IF_ERROR(m->UploadWeights());
-  for (Tensor* t : {&m->x_, &m->h_, &m->q_, &m->k_, &m->v_, &m->attn_, &m->gate_, &m->up_,
-                    &m->selected_, &m->partial_, &m->head_, &m->inv_freq_}) {
-    *t = Tensor(backend, DType::kF32);
+  bool head_on_stage = false;
+  for (int64_t l : options.head_after_layers) {
+    if (l < 0 || l >= m->config_.num_hidden_layers) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "a head after layer ", l, " was asked for; the model has layers 0..",
+          m->config_.num_hidden_layers - 1));
+    }
+    head_on_stage = head_on_stage || (l >= m->plan_.layer_begin && l < m->plan_.layer_end);
   }
+  ASSIGN_OR_RETURN(m->checkpoint_, Checkpoint::Open(model_dir));
+  ASSIGN_OR_RETURN(m->weights_,
+                   LoadLlamaWeights(*m->checkpoint_, m->config_, m->plan_, head_on_stage));
+  if (backend->device() != Device::kCpu) RETURN_IF_ERROR(m->UploadWeights());
+  for (auto [tensor, width] : m->Activations()) *tensor = Tensor(backend, DType::kF32);
   for (Tensor* t : {&m->tokens_, &m->positions_, &m->slots_, &m->rows_, &m->entries_}) {
     *t = Tensor(backend, DType::kI32);
   }
+  m->inv_freq_ = Tensor(backend, DType::kF32);
+  m->exit_head_ = Tensor(backend, DType::kF32);
+  m->exit_normed_ = Tensor(backend, DType::kF32);
+  m->partial_ = Tensor(backend, DType::kF32);
+  m->keep_rows_ = Tensor(backend, DType::kI32);
   RopeFrequencies rope = ComputeRopeFrequencies(m->config_, /*seq_len=*/0);
   RETURN_IF_ERROR(m->Upload(rope.inv_freq, &m->inv_freq_));
   m->attention_scaling_ = rope.attention_scaling;
@@ -148,13 +163,15 @@ absl::Status LlamaModel::ApplyRope(const ForwardBatch& b, TensorView q, TensorVi
 // One decoder layer, as transformers' LlamaDecoderLayer:
 //   x += o_proj(attention(rope(q_proj(norm(x))), rope(k_proj(..)), v_proj(..)))
 //   x += down_proj(silu(gate_proj(norm(x))) * up_proj(norm(x)))
-absl::Status LlamaModel::Layer(const LayerWeights& w, int64_t layer, KvCache& cache) {
+absl::Status LlamaModel::Layer(const LayerWeights& w, const LayerContext& ctx,
+                               const AttentionVariant& variant) {
   const ModelConfig& c = config_;
-  const int64_t n = x_.dim(0);
+  const int64_t n = x_.dim(0), layer = ctx.local_layer;
   const float eps = static_cast<float>(c.rms_norm_eps);
   const TensorView slots = slots_.view();
   const TensorView entries =
       entries_.view().Rows(uniform_entries_ ? 0 : layer * n, uniform_entries_ ? n : (layer + 1) * n);
+  KvCache& cache = *ctx.cache;
   Backend& be = *backend_;
 
   RETURN_IF_ERROR(be.RmsNorm({x_.view(), w.attn_norm, h_.view(), eps}));
@@ -164,11 +181,12 @@ absl::Status LlamaModel::Layer(const LayerWeights& w, int64_t layer, KvCache& ca
   TensorView q = q_.view().Reshaped({n, plan_.heads, c.head_dim});
   TensorView k = k_.view().Reshaped({n, plan_.kv_heads, c.head_dim});
   TensorView v = v_.view().Reshaped({n, plan_.kv_heads, c.head_dim});
-  RETURN_IF_ERROR(ApplyRope(*batch_, q, k));
+  RETURN_IF_ERROR(ApplyRope(*ctx.batch, q, k));
   RETURN_IF_ERROR(be.KvWrite({k, v, cache.k(layer), cache.v(layer), slots, entries}));
   TensorView attn = attn_.view().Reshaped({n, plan_.heads, c.head_dim});
   AttentionArgs aa{q, cache.k(layer), cache.v(layer), slots, entries, attn};
   aa.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  aa.variant = variant;
   RETURN_IF_ERROR(be.Attention(aa));
   RETURN_IF_ERROR(RowParallelResidual(attn_.view(), w.wo));
 
@@ -188,15 +206,32 @@ absl::Status LlamaModel::RowParallelResidual(TensorView x, TensorView w) {
   return backend_->Add({x_.view(), partial_.view(), x_.view()});
 }
 
-// Final norm and this rank's vocabulary shard of the LM head on the requested rows only (the
-// gather of rows is an embedding lookup into the residual stream), into head_.
-absl::Status LlamaModel::LmHead(const ForwardBatch& batch) {
-  const int64_t rows = static_cast<int64_t>(batch.logit_rows.size());
-  const TensorView selected = selected_.view().Rows(0, rows);
-  RETURN_IF_ERROR(backend_->Embedding({rows_.view(), x_.view(), selected}));
+// Final norm and this rank's vocabulary shard of the LM head on the rows `rows` of `hidden`
+// only (the gather of rows is an embedding lookup into the residual stream), into `out`.
+absl::Status LlamaModel::LmHead(const ForwardBatch& batch, TensorView hidden, TensorView rows,
+                                Tensor* out) {
+  const int64_t n = static_cast<int64_t>(batch.logit_rows.size());
+  const TensorView selected = selected_.view().Rows(0, n);
+  RETURN_IF_ERROR(backend_->Embedding({rows.Rows(0, n), hidden, selected}));
   RETURN_IF_ERROR(backend_->RmsNorm({selected, weights_.final_norm, selected,
                                      static_cast<float>(config_.rms_norm_eps)}));
-  return backend_->Gemm({selected, weights_.lm_head, head_.view().Rows(0, rows)});
+  return backend_->Gemm({selected, weights_.lm_head, out->view().Rows(0, n)});
+}
+
+absl::StatusOr<TensorView> LlamaModel::HeadLogits(TensorView hidden) {
+  if (!has_head()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "pipeline stage ", plan_.pp_rank, " holds no head (layers ", plan_.layer_begin, "..",
+        plan_.layer_end - 1, "); ask for one with ModelOptions::head_after_layers"));
+  }
+  const int64_t n = hidden.dim(0);
+  RETURN_IF_ERROR(exit_normed_.Resize({n, config_.hidden_size}));
+  RETURN_IF_ERROR(exit_head_.Resize({n, plan_.vocab_rows}));
+  const TensorView selected = exit_normed_.view();
+  RETURN_IF_ERROR(backend_->RmsNorm({hidden, weights_.final_norm, selected,
+                                     static_cast<float>(config_.rms_norm_eps)}));
+  RETURN_IF_ERROR(backend_->Gemm({selected, weights_.lm_head, exit_head_.view()}));
+  return exit_head_.view();
 }
 
 // head_ to host logits [rows, vocab_shard]; the last shard of a vocabulary that does not divide
@@ -243,16 +278,40 @@ bool LlamaModel::GraphEligible(const ForwardBatch& batch) const {
   return true;
 }
 
-absl::Status LlamaModel::ReserveEntries(const ForwardBatch& b, KvCache& cache) {
+std::vector<std::pair<Tensor*, int64_t>> LlamaModel::Activations() {
+  const ModelConfig& c = config_;
+  return {{&x_, c.hidden_size},
+          {&h_, c.hidden_size},
+          {&q_, plan_.heads * c.head_dim},
+          {&k_, plan_.kv_heads * c.head_dim},
+          {&v_, plan_.kv_heads * c.head_dim},
+          {&attn_, plan_.heads * c.head_dim},
+          {&gate_, plan_.ffn},
+          {&up_, plan_.ffn},
+          {&selected_, c.hidden_size},
+          {&head_, plan_.vocab_rows}};
+}
+
+absl::Status LlamaModel::ResizeActivations(int64_t rows) {
+  for (auto [tensor, width] : Activations()) RETURN_IF_ERROR(tensor->Resize({rows, width}));
+  for (Tensor* t : {&tokens_, &positions_, &slots_, &rows_, &entries_}) {
+    RETURN_IF_ERROR(t->Resize({rows}));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status LlamaModel::ReserveEntries(const ForwardBatch& b, KvCache& cache, int64_t from) {
   const int64_t n = static_cast<int64_t>(b.tokens.size()), layers = plan_.layers();
-  // Each slot's rows in batch order: they take consecutive entries after the slot's last one.
+  // Each slot's rows in batch order: they take consecutive entries after the slot's entries
+  // from before this step.
   std::map<int32_t, std::vector<int32_t>> rows_of_slot;
   for (int64_t i = 0; i < n; ++i) rows_of_slot[b.slots[i]].push_back(static_cast<int32_t>(i));
-  for (int64_t l = 0; l < layers; ++l) {
+  for (int64_t l = from; l < layers; ++l) {
     for (const auto& [slot, rows] : rows_of_slot) {
-      if (cache.length(l, slot) + static_cast<int64_t>(rows.size()) > cache.max_seq()) {
+      const int32_t base = base_lengths_.at({l, slot});
+      if (base + static_cast<int64_t>(rows.size()) > cache.max_seq()) {
         return absl::OutOfRangeError(absl::StrCat(
-            "KV cache slot ", slot, " holds ", cache.length(l, slot), " entries in layer ", l,
+            "KV cache slot ", slot, " holds ", base, " entries in layer ", plan_.layer_begin + l,
             " and cannot take the batch's ", rows.size(), " more: its capacity is ",
             cache.max_seq(), " entries"));
       }
@@ -260,8 +319,9 @@ absl::Status LlamaModel::ReserveEntries(const ForwardBatch& b, KvCache& cache) {
   }
   entries_host_.assign(layers * n, 0);
   std::vector<int32_t> positions;
-  for (int64_t l = 0; l < layers; ++l) {
+  for (int64_t l = from; l < layers; ++l) {
     for (const auto& [slot, rows] : rows_of_slot) {
+      RETURN_IF_ERROR(cache.Truncate(l, slot, base_lengths_.at({l, slot})));
       positions.clear();
       for (int32_t r : rows) positions.push_back(b.positions[r]);
       ASSIGN_OR_RETURN(const int32_t first, cache.Append(l, slot, positions));
@@ -271,45 +331,19 @@ absl::Status LlamaModel::ReserveEntries(const ForwardBatch& b, KvCache& cache) {
     }
   }
   uniform_entries_ = true;
-  for (int64_t l = 1; l < layers && uniform_entries_; ++l) {
-    uniform_entries_ = std::equal(entries_host_.begin(), entries_host_.begin() + n,
+  for (int64_t l = from + 1; l < layers && uniform_entries_; ++l) {
+    uniform_entries_ = std::equal(entries_host_.begin() + from * n,
+                                  entries_host_.begin() + (from + 1) * n,
                                   entries_host_.begin() + l * n);
   }
-  if (uniform_entries_) entries_host_.resize(n);
+  if (uniform_entries_ && layers > 0) {
+    entries_host_.erase(entries_host_.begin(), entries_host_.begin() + from * n);
+    entries_host_.resize(n);
+  }
   return absl::OkStatus();
 }
 
-absl::Status LlamaModel::Prepare(const ForwardBatch& batch, int64_t rows_capacity) {
-  const ModelConfig& c = config_;
-  // Sizing to the capacity first keeps buffer addresses fixed for every smaller batch, which a
-  // captured graph relies on.
-  const int64_t rows = static_cast<int64_t>(std::max(batch.tokens.size(), batch.logit_rows.size()));
-  for (int64_t n : {rows_capacity, rows}) {
-    if (n <= 0) continue;
-    RETURN_IF_ERROR(x_.Resize({n, c.hidden_size}));
-    RETURN_IF_ERROR(h_.Resize({n, c.hidden_size}));
-    RETURN_IF_ERROR(q_.Resize({n, plan_.heads * c.head_dim}));
-    RETURN_IF_ERROR(k_.Resize({n, plan_.kv_heads * c.head_dim}));
-    RETURN_IF_ERROR(v_.Resize({n, plan_.kv_heads * c.head_dim}));
-    RETURN_IF_ERROR(attn_.Resize({n, plan_.heads * c.head_dim}));
-    RETURN_IF_ERROR(gate_.Resize({n, plan_.ffn}));
-    RETURN_IF_ERROR(up_.Resize({n, plan_.ffn}));
-    RETURN_IF_ERROR(selected_.Resize({n, c.hidden_size}));
-    RETURN_IF_ERROR(head_.Resize({n, plan_.vocab_rows}));
-    for (Tensor* t : {&tokens_, &positions_, &slots_, &rows_, &entries_}) {
-      RETURN_IF_ERROR(t->Resize({n}));
-    }
-  }
-  // A buffer that moved invalidates every captured graph.
-  std::vector<const void*> buffers;
-  for (const Tensor* t : {&x_, &h_, &q_, &k_, &v_, &attn_, &gate_, &up_, &selected_, &head_,
-                          &tokens_, &positions_, &slots_, &rows_, &entries_}) {
-    buffers.push_back(t->view().data);
-  }
-  if (graphs_ != nullptr && buffers != graph_buffers_) {
-    graphs_->Clear();
-    graph_buffers_ = std::move(buffers);
-  }
+absl::Status LlamaModel::UploadBatch(const ForwardBatch& batch) {
   RETURN_IF_ERROR(Upload(batch.tokens, &tokens_));
   RETURN_IF_ERROR(Upload(batch.positions, &positions_));
   RETURN_IF_ERROR(Upload(batch.slots, &slots_));
@@ -317,46 +351,102 @@ absl::Status LlamaModel::Prepare(const ForwardBatch& batch, int64_t rows_capacit
   return Upload(batch.logit_rows, &rows_);
 }
 
+absl::Status LlamaModel::Prepare(const ForwardBatch& batch, int64_t rows_capacity) {
+  // Sizing to the capacity first keeps buffer addresses fixed for every smaller batch, which a
+  // captured graph relies on.
+  const int64_t rows = static_cast<int64_t>(std::max(batch.tokens.size(), batch.logit_rows.size()));
+  for (int64_t n : {rows_capacity, rows}) {
+    if (n > 0) RETURN_IF_ERROR(ResizeActivations(n));
+  }
+  // A buffer that moved invalidates every captured graph.
+  std::vector<const void*> buffers;
+  for (auto [tensor, width] : Activations()) buffers.push_back(tensor->view().data);
+  for (const Tensor* t : {&tokens_, &positions_, &slots_, &rows_, &entries_}) {
+    buffers.push_back(t->view().data);
+  }
+  if (graphs_ != nullptr && buffers != graph_buffers_) {
+    graphs_->Clear();
+    graph_buffers_ = std::move(buffers);
+  }
+  return UploadBatch(batch);
+}
+
 // Everything a step enqueues on this rank, from the embedding (or the previous stage's
-// activations) to the LM head's output in head_ (last stage) or the send to the next stage.
-absl::Status LlamaModel::Enqueue(const ForwardBatch& batch, KvCache& cache) {
-  batch_ = &batch;
-  const int64_t n = static_cast<int64_t>(batch.tokens.size());
-  const StageHeader header{static_cast<int32_t>(n), 0, batch.step, batch.micro_batch};
+// activations) to the LM head's output in head_ (last stage, or an exit) or the send to the next
+// stage, with the hooks called at their points.
+absl::Status LlamaModel::Enqueue(const ForwardBatch& batch, KvCache& cache,
+                                 const ForwardHooks& hooks, ForwardOutput* out) {
+  running_ = &batch;
+  subset_ = false;
+  produced_logits_ = false;
+  StageMessage message;
+  LayerContext ctx{-1, -1, &plan_, running_, x_.view(), &cache, backend_, this, &message};
   if (plan_.first_stage()) {
     RETURN_IF_ERROR(backend_->Embedding({tokens_.view(), weights_.embed, x_.view(), plan_.vocab_begin}));
     if (plan_.tp_size > 1) {  // each rank embedded the ids of its vocabulary shard
       RETURN_IF_ERROR(backend_->Synchronize());
       RETURN_IF_ERROR(parallel_.tp->AllReduce(x_.view(), ReduceOp::kSum));
     }
+    if (hooks.input != nullptr) RETURN_IF_ERROR(hooks.input->OnEmbeddings(ctx));
   } else {
-    RETURN_IF_ERROR(StageChannel(parallel_.pp).RecvPrevious(header, x_.view()).status());
+    bool exited = false;
+    RETURN_IF_ERROR(ReceiveFromPreviousStage(batch, cache, &message, &exited));
+    if (exited) {
+      out->exit_layer = message.exit_layer;
+      out->message = message;
+      return absl::OkStatus();
+    }
   }
   for (int64_t l = 0; l < plan_.layers(); ++l) {
-    RETURN_IF_ERROR(Layer(weights_.layers[l], l, cache));
+    ctx = LayerContext{plan_.layer_begin + l, l, &plan_, running_, x_.view(), &cache,
+                       backend_, this, &message};
+    AttentionVariant variant;
+    if (hooks.attention != nullptr) {
+      ASSIGN_OR_RETURN(variant, hooks.attention->Variant(ctx));
+    }
+    RETURN_IF_ERROR(Layer(weights_.layers[l], ctx, variant));
+    if (hooks.layer == nullptr) continue;
+    ctx.hidden = x_.view();
+    ASSIGN_OR_RETURN(const LayerAction action, AfterLayer(hooks, ctx));
+    if (action.kind == LayerAction::Kind::kExit) return ExitAt(l, message, out);
+    if (action.kind == LayerAction::Kind::kKeepRows) {
+      RETURN_IF_ERROR(KeepRows(action.keep_rows, l + 1, cache));
+      message.flags |= StageMessage::kRowSubset;
+    }
   }
+  out->message = message;
   if (!plan_.last_stage()) {
     RETURN_IF_ERROR(backend_->Synchronize());
-    RETURN_IF_ERROR(StageChannel(parallel_.pp).SendNext(header, x_.view()));
-  } else {
-    RETURN_IF_ERROR(LmHead(batch));
+    StageHeader header{static_cast<int32_t>(running_->tokens.size()), batch.step,
+                       batch.micro_batch, 0, message};
+    return StageChannel(parallel_.pp).SendNext(
+        header, x_.view(), subset_ ? absl::MakeConstSpan(active_rows_) : absl::Span<const int32_t>());
   }
-  batch_ = nullptr;
-  return absl::OkStatus();
+  produced_logits_ = true;
+  return LmHead(*running_, x_.view(), rows_.view(), &head_);
 }
 
 absl::Status LlamaModel::Forward(const ForwardBatch& batch, KvCache& cache, Tensor* logits) {
-  RETURN_IF_ERROR(Forward(batch, cache).status());
-  if (plan_.last_stage()) RETURN_IF_ERROR(CopyLogits(batch, logits));
+  ASSIGN_OR_RETURN(const ForwardOutput out, Forward(batch, cache));
+  if (!out.logits.empty()) RETURN_IF_ERROR(CopyLogits(batch, logits));
   return absl::OkStatus();
 }
 
-absl::StatusOr<TensorView> LlamaModel::Forward(const ForwardBatch& batch, KvCache& cache) {
+absl::StatusOr<ForwardOutput> LlamaModel::Forward(const ForwardBatch& batch, KvCache& cache,
+                                                  const ForwardHooks& hooks) {
   RETURN_IF_ERROR(CheckBatch(batch, cache));
-  RETURN_IF_ERROR(ReserveEntries(batch, cache));
-  if (!GraphEligible(batch)) {
+  base_lengths_.clear();
+  for (int64_t l = 0; l < plan_.layers(); ++l) {
+    for (int32_t slot : batch.slots) base_lengths_[{l, slot}] = cache.length(l, slot);
+  }
+  RETURN_IF_ERROR(ReserveEntries(batch, cache, 0));
+  ForwardOutput out;
+  running_ = &batch;
+  subset_ = false;
+  produced_logits_ = false;
+  if (hooks.any() || !GraphEligible(batch)) {
     RETURN_IF_ERROR(Prepare(batch, 0));
-    RETURN_IF_ERROR(Enqueue(batch, cache));
+    RETURN_IF_ERROR(Enqueue(batch, cache, hooks, &out));
   } else {
     const DecodeGraphKey key{static_cast<int64_t>(batch.tokens.size()), cache.k(0).data,
                              cache.n_slots(), cache.max_seq()};
@@ -365,14 +455,25 @@ absl::StatusOr<TensorView> LlamaModel::Forward(const ForwardBatch& batch, KvCach
       RETURN_IF_ERROR(graphs_->Replay(key));
     } else {
       // The first step of this shape runs eagerly (sizing scratch), then is captured for the next.
-      RETURN_IF_ERROR(Enqueue(batch, cache));
+      RETURN_IF_ERROR(Enqueue(batch, cache, hooks, &out));
       RETURN_IF_ERROR(backend_->Synchronize());
-      RETURN_IF_ERROR(graphs_->Capture(key, [&] { return Enqueue(batch, cache); }));
+      RETURN_IF_ERROR(graphs_->Capture(key, [&] { return Enqueue(batch, cache, hooks, &out); }));
+    }
+    produced_logits_ = true;  // a graph step runs on a single rank: the last stage
+  }
+  if (hooks.kv != nullptr) RETURN_IF_ERROR(hooks.kv->AfterStep(batch, cache));
+  RETURN_IF_ERROR(backend_->Synchronize());
+  if (produced_logits_) {
+    out.logits = head_.view().Rows(0, static_cast<int64_t>(running_->logit_rows.size()));
+    if (subset_) {
+      out.logit_rows = logit_map_;
+    } else {
+      out.logit_rows.resize(batch.logit_rows.size());
+      std::iota(out.logit_rows.begin(), out.logit_rows.end(), 0);
     }
   }
-  RETURN_IF_ERROR(backend_->Synchronize());
-  if (!plan_.last_stage()) return TensorView();
-  return head_.view().Rows(0, static_cast<int64_t>(batch.logit_rows.size()));
+  running_ = nullptr;
+  return out;
 }
 
 }  // namespace tessera

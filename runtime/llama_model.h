@@ -12,6 +12,12 @@
 //   auto cache = model->MakeCache(n_slots, max_seq);
 //   model->Forward({tokens, positions, slots, logit_rows}, *cache, &logits);  // [rows, vocab]
 //
+// Methods plug in through ForwardHooks (runtime/forward_hooks.h): the layer loop calls them at
+// fixed points, passing a LayerContext (global layer, plan, the rows still running, hidden
+// states, cache, backend); a hook may end the pass early (an exit: the logits then come from the
+// head of that layer's stage) or keep a subset of the rows for the remaining layers. Stages
+// learn of both from the stage header.
+//
 // Sharded: with a ModelParallelism, the model holds this rank's ShardPlan slices. Tensor-parallel
 // ranks all-reduce after the vocabulary-parallel embedding and after each RowParallel projection
 // (o, down); a pipeline stage receives its input from the previous stage and sends its output to
@@ -22,6 +28,7 @@
 #ifndef TESSERA_RUNTIME_LLAMA_MODEL_H_
 #define TESSERA_RUNTIME_LLAMA_MODEL_H_
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -35,6 +42,7 @@
 #include "parallel/communicator.h"
 #include "parallel/stage_channel.h"
 #include "parallel/world_layout.h"
+#include "runtime/forward_hooks.h"
 #include "runtime/safetensors.h"
 #include "runtime/shard_plan.h"
 #include "runtime/tensor.h"
@@ -49,6 +57,25 @@ struct ForwardBatch {
   std::vector<int32_t> logit_rows;  // indices into [0, n) whose logits are wanted, in output order
   int32_t step = 0;         // checked across pipeline stages
   int32_t micro_batch = 0;  // checked across pipeline stages
+};
+
+// What a method needs loaded beyond the plain model.
+struct ModelOptions {
+  // Global layers after which a head (final norm + LM head) may be applied: the stages holding
+  // them load a copy of the head (an early exit's shallow head, LayerContext users of HeadLogits).
+  std::vector<int64_t> head_after_layers;
+};
+
+// What one Forward call produced on this rank.
+struct ForwardOutput {
+  // [rows, plan().vocab_rows] F32 in the backend's memory, this rank's vocabulary shard of the
+  // logits of the batch's logit_rows that are still running (all of them unless a hook kept a
+  // subset; `logit_rows` then says which), on the stage that produced them: the last stage, or
+  // the stage where the pass exited. Empty elsewhere. Valid until the next Forward.
+  TensorView logits;
+  std::vector<int32_t> logit_rows;  // indices into batch.logit_rows, one per row of `logits`
+  int64_t exit_layer = -1;  // the global layer after which a hook ended the pass; -1: none
+  StageMessage message;     // the control word as it left (or reached) this stage
 };
 
 // How the model is split across ranks. The communicators are not owned and may be null when
@@ -66,7 +93,8 @@ class LlamaModel {
   // The layout is checked against the config (MakeShardPlan) before any weight is read.
   static absl::StatusOr<std::unique_ptr<LlamaModel>> Load(const std::string& model_dir,
                                                           Backend* backend,
-                                                          const ModelParallelism& parallel = {});
+                                                          const ModelParallelism& parallel = {},
+                                                          const ModelOptions& options = {});
 
   const ModelConfig& config() const { return config_; }
   const ShardPlan& plan() const { return plan_; }
@@ -101,30 +129,58 @@ class LlamaModel {
   // -inf); other stages
   // leave `logits` untouched. With one rank the shard is the whole vocabulary.
   absl::Status Forward(const ForwardBatch& batch, KvCache& cache, Tensor* logits);
-  // The same, leaving the logits in the backend's memory: on the last stage, a view of
-  // [logit_rows.size(), plan().vocab_rows] F32 (this rank's vocabulary shard, no padding) that
-  // stays valid until the next Forward; an empty view on other stages. For VocabReducer.
-  absl::StatusOr<TensorView> Forward(const ForwardBatch& batch, KvCache& cache);
+  // The same with hooks, leaving the logits in the backend's memory (see ForwardOutput; for
+  // VocabReducer). Steps with hooks never replay CUDA graphs.
+  absl::StatusOr<ForwardOutput> Forward(const ForwardBatch& batch, KvCache& cache,
+                                        const ForwardHooks& hooks = {});
+
+  // Whether this stage holds a head (the last stage, or one asked for in ModelOptions).
+  bool has_head() const { return !weights_.lm_head.empty(); }
+  // The final norm and this rank's LM head shard applied to `hidden` [rows, hidden_size] F32
+  // (backend memory, e.g. LayerContext::hidden or a subset of its rows): [rows, plan().vocab_rows]
+  // F32 in the backend's memory, valid until the next HeadLogits or Forward. For hooks.
+  absl::StatusOr<TensorView> HeadLogits(TensorView hidden);
 
  private:
   LlamaModel() = default;
   absl::Status CheckBatch(const ForwardBatch& batch, const KvCache& cache) const;
-  // Appends the batch's tokens to their slots in every layer of `cache` and fills entries_host_
-  // with each token's entry (uniform_entries_: one row [n] for all layers, else [layers, n]).
-  absl::Status ReserveEntries(const ForwardBatch& batch, KvCache& cache);
+  // Appends the batch's tokens to their slots in the layers [from, layers) of `cache` (each
+  // (layer, slot) first cut back to its length before this step) and fills entries_host_ with
+  // each token's entry (uniform_entries_: one row [n] for all layers, else [layers, n]).
+  absl::Status ReserveEntries(const ForwardBatch& batch, KvCache& cache, int64_t from);
+  // Resizes every activation to `rows` rows (no reallocation when shrinking).
+  absl::Status ResizeActivations(int64_t rows);
+  // The activation buffers, listed once.
+  std::vector<std::pair<Tensor*, int64_t>> Activations();  // each with its row width
+  absl::Status UploadBatch(const ForwardBatch& batch);
   absl::Status UploadWeights();
   template <typename T>
   absl::Status Upload(const std::vector<T>& host, Tensor* device);
   absl::Status ApplyRope(const ForwardBatch& batch, TensorView q, TensorView k);
-  absl::Status Layer(const LayerWeights& w, int64_t layer, KvCache& cache);
+  absl::Status Layer(const LayerWeights& w, const LayerContext& ctx, const AttentionVariant& variant);
+  // Runs the after-layer hook and checks that the tp group agrees on its decision.
+  absl::StatusOr<LayerAction> AfterLayer(const ForwardHooks& hooks, const LayerContext& ctx);
+  // Keeps the running rows `keep` (indices into the running rows): gathers the hidden states,
+  // narrows the batch and re-reserves cache entries for the layers from local layer `from`.
+  absl::Status KeepRows(const std::vector<int32_t>& keep, int64_t from, KvCache& cache);
+  // Narrows running_ to the running rows `keep` (host bookkeeping only) and re-reserves the
+  // cache entries of the layers from `from`; sizes and uploads the batch's buffers.
+  absl::Status NarrowTo(const std::vector<int32_t>& keep, int64_t from, KvCache& cache);
+  // Ends the pass after local layer `local_layer`: the head's logits (this stage must hold a
+  // head) and an empty message with kExited to the later stages.
+  absl::Status ExitAt(int64_t local_layer, StageMessage& message, ForwardOutput* out);
+  // A later stage's input: the header, an exit (forwarded on), a row subset, the activations.
+  absl::Status ReceiveFromPreviousStage(const ForwardBatch& batch, KvCache& cache,
+                                        StageMessage* message, bool* exited);
   // out = x * w^T summed over the tensor-parallel group (RowParallel), then added to the residual.
   absl::Status RowParallelResidual(TensorView x, TensorView w);
-  absl::Status LmHead(const ForwardBatch& batch);
+  absl::Status LmHead(const ForwardBatch& batch, TensorView hidden, TensorView rows, Tensor* out);
   absl::Status CopyLogits(const ForwardBatch& batch, Tensor* logits);
   // Resizes activations (first to `rows_capacity` rows, when > 0) and uploads the index arrays.
   absl::Status Prepare(const ForwardBatch& batch, int64_t rows_capacity);
   // Enqueues the whole step on the backend (no synchronisation on a single rank).
-  absl::Status Enqueue(const ForwardBatch& batch, KvCache& cache);
+  absl::Status Enqueue(const ForwardBatch& batch, KvCache& cache, const ForwardHooks& hooks,
+                       ForwardOutput* out);
   bool GraphEligible(const ForwardBatch& batch) const;
 
   ModelConfig config_;
@@ -139,7 +195,18 @@ class LlamaModel {
   std::unique_ptr<VocabReducer> vocab_;
   std::vector<const void*> graph_buffers_;  // the activation buffers the graphs captured
   float attention_scaling_ = 1.0f;
-  const ForwardBatch* batch_ = nullptr;  // the batch of the Forward call in progress
+  ModelOptions options_;
+  // The Forward in progress: the rows still running (the call's batch, or active_ once a hook
+  // kept a subset: active_rows_ are then their indices in the batch and logit_map_ the indices
+  // of their logit rows in batch.logit_rows), whether logits were made on this stage, and each
+  // (local layer, slot)'s cache length before the step.
+  const ForwardBatch* running_ = nullptr;
+  ForwardBatch active_;
+  std::vector<int32_t> active_rows_, logit_map_;
+  bool subset_ = false, produced_logits_ = false;
+  std::map<std::pair<int64_t, int32_t>, int32_t> base_lengths_;
+  Tensor exit_normed_, exit_head_;  // HeadLogits' scratch and output
+  Tensor keep_rows_;                // KeepRows' row indices
   // Backend memory, resized per call: residual x, normed h, q/k/v, attention output, MLP
   // gate/up, the rows for the LM head, a RowParallel partial sum, the LM head output, the rotary
   // frequencies, and the batch's token ids, positions, slots, logit rows and cache entries.

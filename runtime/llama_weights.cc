@@ -52,7 +52,7 @@ TensorView CopyColumns(const TensorView& w, int64_t begin, int64_t count,
 }  // namespace
 
 absl::StatusOr<LlamaWeights> LoadLlamaWeights(Checkpoint& ckpt, const ModelConfig& c,
-                                              const ShardPlan& plan) {
+                                              const ShardPlan& plan, bool head_on_stage) {
   // Checked first, from the tensor names alone, before any weight is read.
   // Layers the config does not know about mean the config and the weights disagree.
   for (const auto& [name, file] : ckpt.names()) {
@@ -71,7 +71,8 @@ absl::StatusOr<LlamaWeights> LoadLlamaWeights(Checkpoint& ckpt, const ModelConfi
                 kv_dim = c.num_key_value_heads * hd, ffn = c.intermediate_size;
   const int64_t q0 = plan.head_begin * hd, q_len = plan.heads * hd;
   const int64_t kv0 = plan.kv_head_begin * hd, kv_len = plan.kv_heads * hd;
-  const bool need_embed = plan.first_stage() || (plan.last_stage() && c.tie_word_embeddings &&
+  const bool need_head = plan.last_stage() || head_on_stage;
+  const bool need_embed = plan.first_stage() || (need_head && c.tie_word_embeddings &&
                                                  !ckpt.Contains("lm_head.weight"));
   auto rows = [&](TensorView v, int64_t begin, int64_t count) {
     TensorView s = v.Rows(begin, begin + count);
@@ -120,7 +121,7 @@ absl::StatusOr<LlamaWeights> LoadLlamaWeights(Checkpoint& ckpt, const ModelConfi
     w.layer_bytes += w.bytes - before;
     w.layers.push_back(l);
   }
-  if (plan.last_stage()) {
+  if (need_head) {
     ASSIGN_OR_RETURN(TensorView norm, Get(ckpt, "model.norm.weight", {dim}, "hidden_size"));
     w.final_norm = rows(norm, 0, dim);
     if (ckpt.Contains("lm_head.weight")) {

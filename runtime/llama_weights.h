@@ -38,8 +38,8 @@ struct LayerWeights {
 struct LlamaWeights {
   TensorView embed;                  // [vocab_rows, dim]; first stage, and last stage when tied
   std::vector<LayerWeights> layers;  // the stage's layers, in order
-  TensorView final_norm;             // last stage
-  TensorView lm_head;                // [vocab_rows, dim], last stage; the embedding when tied
+  TensorView final_norm;             // stages with a head (the last, and any asked for)
+  TensorView lm_head;                // [vocab_rows, dim] on those stages; the embedding when tied
   size_t bytes = 0;        // weight bytes this rank holds (a tied head counted once)
   size_t layer_bytes = 0;  // of which in decoder layers
   size_t stage_layer_bytes = 0;  // whole (unsharded) decoder layers of this stage, for reports
@@ -50,8 +50,10 @@ struct LlamaWeights {
 // config implies (checked from the header before any data is read); then takes this rank's
 // slices. A checkpoint with layers beyond num_hidden_layers, or a config that disagrees with the
 // weights, is refused with a message naming the tensor and the config field.
+// The final norm and LM head are loaded on the last stage, and also on this stage when
+// `head_on_stage` (a method applies the head after one of its layers: an early exit).
 absl::StatusOr<LlamaWeights> LoadLlamaWeights(Checkpoint& ckpt, const ModelConfig& config,
-                                              const ShardPlan& plan);
+                                              const ShardPlan& plan, bool head_on_stage = false);
 
 }  // namespace tessera
 

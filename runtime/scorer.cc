@@ -70,7 +70,8 @@ absl::StatusOr<std::vector<LoglikelihoodResult>> Scorer::Loglikelihood(
       }
       ++end;
     }
-    ASSIGN_OR_RETURN(const TensorView logits, model_->Forward(batch, *cache));
+    ASSIGN_OR_RETURN(const ForwardOutput out, model_->Forward(batch, *cache));
+    const TensorView logits = out.logits;
     // (log-prob, greedy) per scored row, computed on the last stage and sent to every stage.
     std::vector<float> scored(2 * targets.size());
     if (plan.last_stage()) {

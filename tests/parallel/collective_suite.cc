@@ -468,55 +468,70 @@ absl::Status CheckProcessGroups(Communicator& comm, const SuiteOptions& options)
 
 absl::Status CheckStageChannel(Communicator& comm, const SuiteOptions& options) {
   Mismatches bad(comm, "StageChannel");
-  constexpr int kTokens = 3, kDim = 8, kStep = 7, kMicroBatch = 2;
+  constexpr int kDim = 8, kStep = 7, kMicroBatch = 2;
   for (const Layout3& l : LayoutsOf(comm.size())) {
     if (l.pp < 2) continue;
     ASSIGN_OR_RETURN(ProcessGroups g, GroupsFor(comm, l));
     const int stage = g.layout.pp_rank();
     const std::string where = absl::StrCat(LayoutName(l), " stage ", stage);
-    // Each stage's payload is distinct per (replica, tp position, stage).
+    // Stage s sends 3 + s rows (the count varies along the pipeline), a row subset of a batch,
+    // flags and payload words that name it; each value is distinct per (replica, tp, stage).
     auto value = [&](int from_stage, int64_t i) {
       return (g.layout.dp_rank() * 100 + g.layout.tp_rank() * 10 + from_stage) * 1000 + i;
     };
+    auto rows_of = [](int from_stage) {
+      std::vector<int32_t> rows;
+      for (int i = 0; i < 3 + from_stage; ++i) rows.push_back(2 * i + from_stage);
+      return rows;
+    };
     StageChannel channel(g.pp.get());
-    ASSIGN_OR_RETURN(auto hidden, Buffer<float>::Make(options, kTokens * kDim));
-    const TensorView hidden_view = hidden->view().Reshaped({kTokens, kDim});
+    const int max_tokens = 3 + l.pp;
+    ASSIGN_OR_RETURN(auto hidden, Buffer<float>::Make(options, max_tokens * kDim));
     if (stage > 0) {
-      StageHeader expected;
-      expected.n_tokens = kTokens;
-      expected.step = kStep;
-      expected.micro_batch = kMicroBatch;
+      const int tokens = 3 + stage - 1;
+      ASSIGN_OR_RETURN(StageHeader h, channel.RecvHeader(kStep, kMicroBatch, kDim));
+      std::vector<int32_t> rows;
+      RETURN_IF_ERROR(channel.RecvRows(h, &rows));
       RETURN_IF_ERROR(hidden->Fill([](int64_t) { return -1; }));
-      ASSIGN_OR_RETURN(uint32_t flags, channel.RecvPrevious(expected, hidden_view));
+      RETURN_IF_ERROR(channel.RecvPayload(h, hidden->view().Rows(0, h.n_tokens * kDim)
+                                                 .Reshaped({h.n_tokens, kDim})));
       RETURN_IF_ERROR(hidden->Read());
-      bad.Expect(flags == 0x50u + static_cast<uint32_t>(stage - 1),
-                 absl::StrCat(where, ": flags ", flags, " from stage ", stage - 1));
-      bad.Values(where + " payload", hidden->host(), kTokens * kDim,
+      bad.Expect(h.n_tokens == tokens,
+                 absl::StrCat(where, ": ", h.n_tokens, " rows, want ", tokens));
+      bad.Expect(h.message.flags == (StageMessage::kRowSubset | (0x50u + stage - 1) << 8),
+                 absl::StrCat(where, ": flags ", h.message.flags, " from stage ", stage - 1));
+      bad.Expect(h.message.payload[StageMessage::kPayloadWords - 1] == 900 + stage - 1 &&
+                     h.message.exit_layer == stage - 1,
+                 absl::StrCat(where, ": payload or exit layer lost"));
+      bad.Expect(rows == rows_of(stage - 1), where + ": the row subset differs");
+      bad.Values(where + " payload", hidden->host(), tokens * kDim,
                  [&](int64_t i) { return value(stage - 1, i); });
     }
     if (stage + 1 < l.pp) {
+      const int tokens = 3 + stage;
       StageHeader header;
-      header.n_tokens = kTokens;
-      header.flags = 0x50u + static_cast<uint32_t>(stage);
+      header.n_tokens = tokens;
+      header.message.flags = StageMessage::kRowSubset | (0x50u + stage) << 8;
+      header.message.exit_layer = stage;
+      header.message.payload[StageMessage::kPayloadWords - 1] = 900 + stage;
       header.step = kStep;
       header.micro_batch = kMicroBatch;
       RETURN_IF_ERROR(hidden->Fill([&](int64_t i) { return value(stage, i); }));
-      RETURN_IF_ERROR(channel.SendNext(header, hidden_view));
+      RETURN_IF_ERROR(channel.SendNext(
+          header, hidden->view().Rows(0, tokens * kDim).Reshaped({tokens, kDim}), rows_of(stage)));
     }
 
-    // A stage out of step: stage 0 sends step 8 while stage 1 expects step 7. The payload is
-    // empty so that the error leaves no unread data behind (RecvPrevious returns before it).
-    ASSIGN_OR_RETURN(auto empty, Buffer<float>::Make(options, 0));
-    const TensorView empty_view = empty->view().Reshaped({0, kDim});
+    // A stage out of step: stage 0 sends step 8 (with two rows) while stage 1 expects step 7; the
+    // receiver drains the message and names both stages and steps.
     StageHeader wrong;
+    wrong.n_tokens = 2;
     wrong.step = kStep + 1;
     wrong.micro_batch = kMicroBatch;
-    if (stage == 0) RETURN_IF_ERROR(channel.SendNext(wrong, empty_view));
+    if (stage == 0) {
+      RETURN_IF_ERROR(channel.SendNext(wrong, hidden->view().Rows(0, 2 * kDim).Reshaped({2, kDim})));
+    }
     if (stage == 1) {
-      StageHeader expected;
-      expected.step = kStep;
-      expected.micro_batch = kMicroBatch;
-      const absl::StatusOr<uint32_t> result = channel.RecvPrevious(expected, empty_view);
+      const absl::StatusOr<StageHeader> result = channel.RecvHeader(kStep, kMicroBatch, kDim);
       const std::string message(result.status().message());
       bad.Expect(!result.ok(), where + ": a header with the wrong step was accepted");
       bad.Expect(absl::StrContains(message, "stage 1") && absl::StrContains(message, "stage 0") &&
