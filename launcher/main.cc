@@ -114,6 +114,9 @@ int main(int argc, char** argv) {
     return Fail("", absl::StrCat("unexpected argument \"", rest[1],
                                  "\"; flags take the form --name=value or --name value"));
   }
+  if (const absl::Status flags = tessera::ValidateFlagValues(); !flags.ok()) {
+    return FailBeforeStart(std::string(flags.message()));
+  }
   if (command == "plan") {  // a single process, no MPI and no weights
     const absl::Status status = tessera::RunPlan();
     return status.ok() ? 0 : Fail("", std::string(status.message()));

@@ -1,14 +1,12 @@
 #include "launcher/eval/run_config.h"
 
-#include <fstream>
-#include <sstream>
-
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
 #include "kernels/status_macros.h"
+#include "runtime/file_io.h"
 
 namespace tessera {
 namespace {
@@ -94,15 +92,12 @@ absl::Status SetScalar(pb::Message* m, const pb::FieldDescriptor* f, const std::
 }  // namespace
 
 absl::StatusOr<config::RunConfig> LoadRunConfig(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("--config: cannot open ", path));
-  std::stringstream ss;
-  ss << in.rdbuf();
+  ASSIGN_OR_RETURN(std::string text, ReadWholeFile(path, "--config"));
   config::RunConfig c;
   pb::TextFormat::Parser parser;
   ErrorCollector errors(path);
   parser.RecordErrorsTo(&errors);
-  if (!parser.ParseFromString(ss.str(), &c)) {
+  if (!parser.ParseFromString(text, &c)) {
     return absl::InvalidArgumentError(errors.first().empty() ? path + ": cannot parse" : errors.first());
   }
   return c;
