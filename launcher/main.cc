@@ -135,6 +135,13 @@ int main(int argc, char** argv) {
     auto c = tessera::LoadRunConfig(absl::GetFlag(FLAGS_config));
     absl::Status applied = c.status();
     for (size_t i = 0; applied.ok() && i < sets.size(); ++i) applied = tessera::SetField(&*c, sets[i]);
+    if (applied.ok()) {
+      // A value that makes no sense (model.max_seq_len: -1) must not be skipped silently.
+      if (absl::Status valid = tessera::ValidateRunSettings(*c); !valid.ok()) {
+        applied = absl::InvalidArgumentError(
+            absl::StrCat(absl::GetFlag(FLAGS_config), ": ", valid.message()));
+      }
+    }
     if (applied.ok()) tessera::ApplyRunConfigToFlags(*c);
     if (!applied.ok()) return FailBeforeStart(std::string(applied.message()));
     requested = tessera::LayoutFromFlags();

@@ -404,6 +404,16 @@ TEST(CliMalformedInputTest, RunConfigIsADirectory) {
   EXPECT_THAT(r.err, ::testing::Not(HasSubstr("model.path"))) << r;
 }
 
+// generate takes model, layout and sampling from a run config; a value there that makes no sense
+// used to be skipped silently (only values > 0 were applied).
+TEST(CliMalformedInputTest, RunConfigSettingsAreValidatedForGenerate) {
+  ScopedTempDir dir;
+  const std::string config = dir.Join("run.textproto");
+  testing::WriteFile(config, absl::StrCat("model { path: \"", kMha, "\" max_seq_len: -1 }\n"));
+  ExpectFailure(Tessera({"generate", "--config", config, "--prompt", "hi"}),
+                {config, "model.max_seq_len", ">= 0"});
+}
+
 // Values beyond int32 used to wrap (4294967297 -> 1, 4294967296 -> 0) and run.
 TEST(CliMalformedInputTest, PromptsFileIntegersBeyondTheirRange) {
   ScopedTempDir dir;
