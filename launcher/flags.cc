@@ -136,8 +136,8 @@ absl::Status ValidateFlagValues() {
   };
   for (const IntFlag& f : flags) {
     if (f.value < f.min) {
-      return absl::InvalidArgumentError(absl::StrCat("--", f.name, ": must be >= ", f.min, f.meaning,
-                                                     ", got ", f.value));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", f.name, ": must be >= ", f.min, f.meaning, ", got ", f.value));
     }
   }
   return absl::OkStatus();

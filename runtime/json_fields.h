@@ -65,7 +65,8 @@ class JsonFields {
   absl::StatusOr<std::vector<int32_t>> Int32OrList(absl::string_view field, int32_t lo,
                                                    int32_t hi) const;
 
-  // InvalidArgument "FILE[:LINE]: field \"FIELD\" WHAT". `field` may be a path ("rope_scaling.factor").
+  // InvalidArgument "FILE[:LINE]: field \"FIELD\" WHAT"; `field` may be a path
+  // ("rope_scaling.factor").
   absl::Status Error(absl::string_view field, absl::string_view what) const;
   // "FILE" or "FILE:LINE".
   const std::string& where() const { return where_; }

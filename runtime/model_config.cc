@@ -42,7 +42,9 @@ absl::StatusOr<RopeScaling> ParseRopeScaling(const json& rs, const std::string& 
   }
   const std::string type = f.Raw(type_key).get<std::string>();
   auto number = [&](const char* key) -> absl::StatusOr<double> {
-    if (!f.Has(key)) return error(key, absl::StrCat("is missing; rope type \"", type, "\" needs it"));
+    if (!f.Has(key)) {
+      return error(key, absl::StrCat("is missing; rope type \"", type, "\" needs it"));
+    }
     if (!f.Raw(key).is_number()) {
       return error(key, absl::StrCat("must be a number, got ", f.Raw(key).dump()));
     }
@@ -179,7 +181,8 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text,
   ASSIGN_OR_RETURN(std::string act, f.String("hidden_act", "silu"));
   if (act != "silu" && act != "swish") {
     return FieldError(source, "hidden_act",
-                      absl::StrCat("is \"", act, "\"; Llama uses \"silu\" (or its alias \"swish\")"));
+                      absl::StrCat("is \"", act,
+                                   "\"; Llama uses \"silu\" (or its alias \"swish\")"));
   }
   // Rotary parameters: the classic rope_theta + rope_scaling, or transformers' newer
   // rope_parameters object that carries both.

@@ -109,7 +109,9 @@ absl::StatusOr<json> ParseHeader(const std::string& path, const char* begin, uin
 // __metadata__: null or a map of strings to strings.
 absl::Status CheckMetadata(const std::string& path, const json& metadata) {
   if (metadata.is_null()) return absl::OkStatus();
-  if (!metadata.is_object()) return Corrupt(path, "__metadata__ must be a map of strings to strings");
+  if (!metadata.is_object()) {
+    return Corrupt(path, "__metadata__ must be a map of strings to strings");
+  }
   for (const auto& [key, value] : metadata.items()) {
     if (!value.is_string()) {
       return Corrupt(path, absl::StrCat("__metadata__[\"", key, "\"] must be a string, got ",

@@ -53,8 +53,10 @@ TEST(JsonFieldsTest, WrongTypesAreRefused) {
               AllOf(HasSubstr("config.json: field \"float\""), HasSubstr("integer"),
                     HasSubstr("2.5")));
   EXPECT_THAT(Message(f.Int32("text", 0, 10).status()), HasSubstr("\"5\""));
-  EXPECT_THAT(Message(f.Double("text").status()), AllOf(HasSubstr("\"text\""), HasSubstr("number")));
-  EXPECT_THAT(Message(f.String("small").status()), AllOf(HasSubstr("\"small\""), HasSubstr("string")));
+  EXPECT_THAT(Message(f.Double("text").status()),
+              AllOf(HasSubstr("\"text\""), HasSubstr("number")));
+  EXPECT_THAT(Message(f.String("small").status()),
+              AllOf(HasSubstr("\"small\""), HasSubstr("string")));
   EXPECT_THAT(Message(f.Bool("small", false).status()), HasSubstr("true or false"));
   EXPECT_THAT(Message(f.StringList("names").status()), HasSubstr("field \"names[1]\""));
 }

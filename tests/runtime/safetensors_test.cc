@@ -466,7 +466,8 @@ TEST(CheckpointTest, IndexNamingAMissingShardIsRefusedAtOpen) {
   ASSERT_FALSE(ckpt.ok()) << "an index naming a missing shard was accepted";
   EXPECT_EQ(ckpt.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(Message(ckpt.status()),
-              AllOf(HasSubstr(dir.Join("b.safetensors")), HasSubstr("model.safetensors.index.json")));
+              AllOf(HasSubstr(dir.Join("b.safetensors")),
+                    HasSubstr("model.safetensors.index.json")));
 }
 
 TEST(CheckpointTest, IndexWithNonStringOrEmptyWeightMap) {
@@ -504,10 +505,12 @@ TEST(CheckpointTest, DirectoriesWhereFilesBelong) {
   {
     ScopedTempDir dir;
     std::filesystem::create_directories(dir.Join("a.safetensors"));
-    WriteFile(dir.Join("model.safetensors.index.json"), R"({"weight_map": {"a": "a.safetensors"}})");
+    WriteFile(dir.Join("model.safetensors.index.json"),
+              R"({"weight_map": {"a": "a.safetensors"}})");
     const absl::Status s = OpenAndFind(dir.path(), {"a"});
     ASSERT_FALSE(s.ok());
-    EXPECT_THAT(Message(s), AllOf(HasSubstr(dir.Join("a.safetensors")), HasSubstr("is a directory")));
+    EXPECT_THAT(Message(s),
+                AllOf(HasSubstr(dir.Join("a.safetensors")), HasSubstr("is a directory")));
   }
 }
 

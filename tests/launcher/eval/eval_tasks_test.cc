@@ -196,7 +196,8 @@ TEST_F(BadDatasetTest, DatasetThatIsADirectory) {
 // the task (an uncaught nlohmann::json::type_error), a length beyond int32 wrapped.
 TEST_F(BadDatasetTest, PasskeyFieldsAreTypeAndRangeChecked) {
   const std::string ok = R"("prompt": "The key is 1.", "answer": "1")";
-  const std::string p = Write("pk_depth.jsonl", "{" + ok + R"(, "length": 64, "depth": "deep"})" "\n");
+  const std::string p =
+      Write("pk_depth.jsonl", "{" + ok + R"(, "length": 64, "depth": "deep"})" "\n");
   EXPECT_THAT(std::string(Make("task.passkey.data=" + p).message()),
               AllOf(HasSubstr(p + ":1: field \"depth\""), HasSubstr("number")));
   const std::string q = Write("pk_len.jsonl", "{" + ok + R"(, "length": 4294967360})" "\n");
@@ -208,8 +209,8 @@ TEST_F(BadDatasetTest, PasskeyFieldsAreTypeAndRangeChecked) {
 }
 
 TEST_F(BadDatasetTest, GoldBeyondInt32) {
-  const std::string p = Write("gold_big.jsonl",
-                              "{\"context\": \"a\", \"choices\": [\"x\", \"y\"], \"gold\": 4294967296}\n");
+  const std::string p = Write(
+      "gold_big.jsonl", R"({"context": "a", "choices": ["x", "y"], "gold": 4294967296})" "\n");
   EXPECT_THAT(std::string(Make("task.multiple_choice.data=" + p).message()),
               AllOf(HasSubstr(p + ":1: field \"gold\""), HasSubstr("4294967296")));
 }
