@@ -41,10 +41,11 @@ absl::StatusOr<RopeScaling> ParseRopeScaling(const json& rs, const std::string& 
     return error(type_key, absl::StrCat("must be a string, got ", f.Raw(type_key).dump()));
   }
   const std::string type = f.Raw(type_key).get<std::string>();
+  auto missing = [&](const char* key) {
+    return error(key, absl::StrCat("is missing; rope type \"", type, "\" needs it"));
+  };
   auto number = [&](const char* key) -> absl::StatusOr<double> {
-    if (!f.Has(key)) {
-      return error(key, absl::StrCat("is missing; rope type \"", type, "\" needs it"));
-    }
+    if (!f.Has(key)) return missing(key);
     if (!f.Raw(key).is_number()) {
       return error(key, absl::StrCat("must be a number, got ", f.Raw(key).dump()));
     }
@@ -59,13 +60,10 @@ absl::StatusOr<RopeScaling> ParseRopeScaling(const json& rs, const std::string& 
     out.type = RopeScaling::Type::kLlama3;
     ASSIGN_OR_RETURN(out.low_freq_factor, number("low_freq_factor"));
     ASSIGN_OR_RETURN(out.high_freq_factor, number("high_freq_factor"));
-    ASSIGN_OR_RETURN(double original_number, number("original_max_position_embeddings"));
-    (void)original_number;  // present and a number; now as an integer
-    absl::StatusOr<int64_t> original =
-        JsonInteger(f.Raw("original_max_position_embeddings"), 1, kInt32Max);
-    if (!original.ok()) {
-      return error("original_max_position_embeddings", original.status().message());
-    }
+    constexpr char kOriginal[] = "original_max_position_embeddings";
+    if (!f.Has(kOriginal)) return missing(kOriginal);
+    absl::StatusOr<int64_t> original = JsonInteger(f.Raw(kOriginal), 1, kInt32Max);
+    if (!original.ok()) return error(kOriginal, original.status().message());
     out.original_max_position_embeddings = *original;
     if (!(out.high_freq_factor > out.low_freq_factor)) {
       return FieldError(source, field, "needs high_freq_factor > low_freq_factor");
