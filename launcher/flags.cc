@@ -113,6 +113,39 @@ void ApplyRunConfigToFlags(const config::RunConfig& c) {
   set(&FLAGS_max_batch, "max_batch", c.max_batch() > 0, c.max_batch());
 }
 
+absl::Status ValidateFlagValues() {
+  struct IntFlag {
+    const char* name;  // as users spell it
+    int64_t value;
+    int64_t min;
+    const char* meaning;  // of the smallest values, or ""
+  };
+  const IntFlag flags[] = {
+      {"max-new-tokens", absl::GetFlag(FLAGS_max_new_tokens), 1, ""},
+      {"top-k", absl::GetFlag(FLAGS_top_k), 0, " (0: off)"},
+      {"max-batch", absl::GetFlag(FLAGS_max_batch), 1, ""},
+      {"max-seq-len", absl::GetFlag(FLAGS_max_seq_len), 0,
+       " (0: prompt + max_new_tokens, capped at the model's context)"},
+      {"prompt-tokens", absl::GetFlag(FLAGS_prompt_tokens), 1, ""},
+      {"decode-tokens", absl::GetFlag(FLAGS_decode_tokens), 1, ""},
+      {"batch", absl::GetFlag(FLAGS_batch), 1, ""},
+      {"threads", absl::GetFlag(FLAGS_threads), 0, " (0: one per core)"},
+      {"tp", absl::GetFlag(FLAGS_tp), 1, ""},
+      {"pp", absl::GetFlag(FLAGS_pp), 1, ""},
+      {"dp", absl::GetFlag(FLAGS_dp), 1, ""},
+      {"micro-batches", absl::GetFlag(FLAGS_micro_batches), 0, " (0: one per pipeline stage)"},
+      {"comm-timeout-s", absl::GetFlag(FLAGS_comm_timeout_s), 1, ""},
+      {"limit", absl::GetFlag(FLAGS_limit), 0, " (0: all samples)"},
+  };
+  for (const IntFlag& f : flags) {
+    if (f.value < f.min) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", f.name, ": must be >= ", f.min, f.meaning, ", got ", f.value));
+    }
+  }
+  return absl::OkStatus();
+}
+
 WorldLayout LayoutFromFlags() {
   return WorldLayout{absl::GetFlag(FLAGS_tp), absl::GetFlag(FLAGS_pp), absl::GetFlag(FLAGS_dp), 0};
 }

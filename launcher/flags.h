@@ -59,6 +59,10 @@ std::vector<std::string> NormalizeFlagNames(const std::vector<std::string>& args
 // seed and max_batch fields (unset fields leave the flag defaults).
 void ApplyRunConfigToFlags(const config::RunConfig& config);
 
+// Refuses flag values that make no sense (a negative --max-seq-len, --max-new-tokens 0, ...),
+// naming the flag as users spell it and its valid range.
+absl::Status ValidateFlagValues();
+
 // --tp, --pp, --dp as a layout (rank unset).
 WorldLayout LayoutFromFlags();
 // --stage-layers as numbers; InvalidArgument naming the flag when one is not a number.

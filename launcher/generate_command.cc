@@ -71,6 +71,7 @@ absl::StatusOr<Inputs> ReadInputs(const ModelBundle& b) {
   if (FlagWasGiven("prompt")) {
     GenerationRequest r = RequestFromFlags();
     ASSIGN_OR_RETURN(r.prompt_ids, EncodePrompt(b, absl::GetFlag(FLAGS_prompt), "--prompt"));
+    r.source = "--prompt";
     in.texts.push_back(absl::GetFlag(FLAGS_prompt));
     in.ids.push_back(nullptr);
     in.requests.push_back(r);
@@ -79,8 +80,8 @@ absl::StatusOr<Inputs> ReadInputs(const ModelBundle& b) {
   const std::string path = absl::GetFlag(FLAGS_prompts);
   ASSIGN_OR_RETURN(std::vector<PromptSpec> specs, ReadPromptsFile(path, RequestFromFlags()));
   for (PromptSpec& spec : specs) {
-    ASSIGN_OR_RETURN(spec.request.prompt_ids,
-                     EncodePrompt(b, spec.text, absl::StrCat(path, ":", spec.line)));
+    spec.request.source = absl::StrCat(path, ":", spec.line);
+    ASSIGN_OR_RETURN(spec.request.prompt_ids, EncodePrompt(b, spec.text, spec.request.source));
     in.texts.push_back(spec.text);
     in.ids.push_back(spec.id);
     in.requests.push_back(spec.request);

@@ -107,6 +107,13 @@ absl::StatusOr<tessera::config::RunConfig> GenerateOrBenchConfig(
     }
     if (absl::Status s = tessera::SetField(&c, set); !s.ok()) return s;
   }
+  if (has_config) {
+    // A value that makes no sense (model.max_seq_len: -1) must not be skipped silently.
+    if (absl::Status valid = tessera::ValidateRunSettings(c); !valid.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(absl::GetFlag(FLAGS_config), ": ", valid.message()));
+    }
+  }
   tessera::ApplyRunConfigToFlags(c);
   if (absl::Status s = tessera::ValidateMethodSettings(c.method()); !s.ok()) return s;
   return c;
@@ -154,6 +161,9 @@ int main(int argc, char** argv) {
   if (rest.size() > 1) {
     return Fail("", absl::StrCat("unexpected argument \"", rest[1],
                                  "\"; flags take the form --name=value or --name value"));
+  }
+  if (const absl::Status flags = tessera::ValidateFlagValues(); !flags.ok()) {
+    return FailBeforeStart(std::string(flags.message()));
   }
   if (command == "plan") {  // a single process, no MPI and no weights
     const absl::Status status = tessera::RunPlan();

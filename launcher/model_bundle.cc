@@ -45,7 +45,8 @@ absl::Status LoadOnThisRank(const std::string& dir, bool require_tokenizer,
   ASSIGN_OR_RETURN(b.model, LlamaModel::Load(dir, b.backend.get(), parallel));
   if (absl::GetFlag(FLAGS_cuda_graphs)) RETURN_IF_ERROR(b.model->EnableDecodeGraphs(true));
   const std::string sp_path = (std::filesystem::path(dir) / "tokenizer.model").string();
-  if (std::filesystem::exists(sp_path)) {
+  std::error_code ec;
+  if (std::filesystem::exists(sp_path, ec)) {
     ASSIGN_OR_RETURN(b.tokenizer, Tokenizer::Load(sp_path));
     if (b.tokenizer->vocab_size() > b.model->config().vocab_size) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -116,9 +117,11 @@ absl::StatusOr<ModelBundle> LoadModelForJob(Job& job, const std::string& dir,
   if (dir.empty()) {
     return CheckPhase(job, absl::InvalidArgumentError("--model is required (a model directory)"));
   }
-  if (!std::filesystem::is_directory(dir)) {
-    return CheckPhase(job,
-                      absl::NotFoundError(absl::StrCat("--model: ", dir, " is not a directory")));
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir, ec)) {
+    return CheckPhase(job, absl::NotFoundError(absl::StrCat(
+                               "--model: ", dir, " is not a directory; give the model directory "
+                               "(config.json, *.safetensors, tokenizer.model)")));
   }
   ModelBundle b;
   absl::StatusOr<std::unique_ptr<Backend>> backend = MakeBackendForRank(backend_name, job.local_rank);

@@ -1,9 +1,15 @@
 #include "launcher/prompts_file.h"
 
-#include <fstream>
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "kernels/status_macros.h"
+#include "runtime/file_io.h"
+#include "runtime/json_fields.h"
 
 namespace tessera {
 namespace {
@@ -18,58 +24,43 @@ absl::Status LineError(const std::string& path, int line, absl::string_view what
 
 absl::StatusOr<std::vector<PromptSpec>> ReadPromptsFile(const std::string& path,
                                                         const GenerationRequest& defaults) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("--prompts: cannot open ", path));
+  ASSIGN_OR_RETURN(std::string text, ReadWholeFile(path, "--prompts"));
   std::vector<PromptSpec> specs;
-  std::string line;
   int number = 0;
-  while (std::getline(in, line)) {
+  for (const std::string& line : SplitLines(text)) {
     ++number;
     if (absl::StripAsciiWhitespace(line).empty()) continue;
     json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
     if (j.is_discarded()) return LineError(path, number, "not valid JSON");
     if (!j.is_object()) return LineError(path, number, "expected a JSON object");
+    const JsonFields f(j, path, number);
     PromptSpec spec;
     spec.line = number;
     spec.request = defaults;
-    if (!j.contains("prompt") || !j["prompt"].is_string()) {
-      return LineError(path, number, "field \"prompt\" (a string) is missing");
-    }
-    spec.text = j["prompt"].get<std::string>();
+    ASSIGN_OR_RETURN(spec.text, f.String("prompt"));
     if (j.contains("id")) spec.id = j["id"];
-    auto int_field = [&](const char* key, auto* out, int64_t min) -> absl::Status {
-      if (!j.contains(key)) return absl::OkStatus();
-      if (!j[key].is_number_integer() || j[key].get<int64_t>() < min) {
-        return LineError(path, number, absl::StrCat("field \"", key, "\" must be an integer >= ", min));
+    GenerationRequest& r = spec.request;
+    SamplingParams& sp = r.sampling;
+    ASSIGN_OR_RETURN(r.max_new_tokens,
+                     f.Int32("max_new_tokens", 1, JsonFields::kInt32Max, r.max_new_tokens));
+    ASSIGN_OR_RETURN(sp.top_k, f.Int32("top_k", 0, JsonFields::kInt32Max, sp.top_k));
+    ASSIGN_OR_RETURN(int64_t seed, f.Int("seed", 0, std::numeric_limits<int64_t>::max(),
+                                         static_cast<int64_t>(std::min<uint64_t>(
+                                             sp.seed, std::numeric_limits<int64_t>::max()))));
+    if (f.Has("seed")) sp.seed = static_cast<uint64_t>(seed);
+    for (auto [key, out] : {std::pair<const char*, float*>{"temperature", &sp.temperature},
+                            {"top_p", &sp.top_p}}) {
+      ASSIGN_OR_RETURN(double v, f.Double(key, *out));
+      if (!(std::fabs(v) <= std::numeric_limits<float>::max())) {
+        return f.Error(key, absl::StrCat("must be a finite number, got ", v));
       }
-      *out = j[key].get<std::remove_pointer_t<decltype(out)>>();
-      return absl::OkStatus();
-    };
-    auto float_field = [&](const char* key, float* out) -> absl::Status {
-      if (!j.contains(key)) return absl::OkStatus();
-      if (!j[key].is_number()) {
-        return LineError(path, number, absl::StrCat("field \"", key, "\" must be a number"));
-      }
-      *out = j[key].get<float>();
-      return absl::OkStatus();
-    };
-    for (absl::Status s : {int_field("max_new_tokens", &spec.request.max_new_tokens, 1),
-                           float_field("temperature", &spec.request.sampling.temperature),
-                           int_field("top_k", &spec.request.sampling.top_k, 0),
-                           float_field("top_p", &spec.request.sampling.top_p),
-                           int_field("seed", &spec.request.sampling.seed, 0)}) {
-      if (!s.ok()) return s;
+      *out = static_cast<float>(v);
     }
-    if (absl::Status s = ValidateSamplingParams(spec.request.sampling); !s.ok()) {
+    if (absl::Status s = ValidateSamplingParams(sp); !s.ok()) {
       return LineError(path, number, s.message());
     }
-    if (j.contains("stop")) {
-      if (!j["stop"].is_array()) return LineError(path, number, "field \"stop\" must be a list of strings");
-      spec.request.stop.clear();
-      for (const json& s : j["stop"]) {
-        if (!s.is_string()) return LineError(path, number, "field \"stop\" must be a list of strings");
-        spec.request.stop.push_back(s.get<std::string>());
-      }
+    if (f.Has("stop")) {
+      ASSIGN_OR_RETURN(r.stop, f.StringList("stop"));
     }
     specs.push_back(std::move(spec));
   }

@@ -2,8 +2,9 @@
 //
 // Each non-empty line is a JSON object: {"prompt": "...", "id": any (optional, echoed back),
 // "max_new_tokens": int, "temperature": number, "top_k": int, "top_p": number, "seed": int,
-// "stop": [string, ...]} where every field but "prompt" is optional and defaults to the flags.
-// Errors name the file and line.
+// "stop": [string, ...]} where every field but "prompt" is optional (null: absent) and defaults
+// to the flags. Every field is type-checked and integers range-checked (max_new_tokens >= 1 and
+// top_k >= 0, both int32); errors name the file, the line and the field.
 #ifndef TESSERA_LAUNCHER_PROMPTS_FILE_H_
 #define TESSERA_LAUNCHER_PROMPTS_FILE_H_
 

@@ -1,7 +1,5 @@
 #include "launcher/text_proto.h"
 
-#include <fstream>
-#include <sstream>
 #include <utility>
 #include <vector>
 
@@ -9,6 +7,8 @@
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/protobuf/text_format.h"
+#include "kernels/status_macros.h"
+#include "runtime/file_io.h"
 
 namespace tessera {
 namespace {
@@ -97,11 +97,8 @@ absl::Status ParseTextProto(const std::string& text, const std::string& source,
 
 absl::Status ParseTextProtoFile(const std::string& path, const std::string& flag,
                                 const RemovedFieldHints& hints, pb::Message* message) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat(flag, ": cannot open ", path));
-  std::stringstream text;
-  text << in.rdbuf();
-  return ParseTextProto(text.str(), path, hints, message);
+  ASSIGN_OR_RETURN(const std::string text, ReadWholeFile(path, flag));
+  return ParseTextProto(text, path, hints, message);
 }
 
 }  // namespace tessera

@@ -54,9 +54,14 @@ Generator::Generator(LlamaModel* model, const Tokenizer* tokenizer, GeneratorOpt
 absl::Status Generator::Validate(const std::vector<GenerationRequest>& requests) const {
   const ModelConfig& c = model_->config();
   if (options_.max_batch < 1) return absl::InvalidArgumentError("max_batch must be >= 1");
+  if (options_.max_seq_len < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_seq_len must be >= 0 (0: as long as the requests need), got ", options_.max_seq_len));
+  }
   for (size_t i = 0; i < requests.size(); ++i) {
     const GenerationRequest& r = requests[i];
-    const std::string where = absl::StrCat("request ", i, ": ");
+    const std::string where =
+        r.source.empty() ? absl::StrCat("request ", i, ": ") : absl::StrCat(r.source, ": ");
     if (r.prompt_ids.empty()) return absl::InvalidArgumentError(where + "the prompt is empty");
     if (static_cast<int64_t>(r.prompt_ids.size()) >= c.max_position_embeddings) {
       return absl::InvalidArgumentError(absl::StrCat(

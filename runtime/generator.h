@@ -37,6 +37,9 @@ struct GenerationRequest {
   SamplingParams sampling;
   std::vector<std::string> stop;  // stop strings (need a tokenizer); the match is cut from text
   bool ignore_eos = false;
+  // Where the request came from, prefixing its error messages ("prompts.jsonl:3", "--prompt");
+  // empty: "request I" (its index in the Generate() call).
+  std::string source;
 };
 
 enum class FinishReason { kEos, kStop, kLength };

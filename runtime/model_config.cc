@@ -1,12 +1,13 @@
 #include "runtime/model_config.h"
 
+#include <cmath>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
 #include "nlohmann/json.hpp"
+#include "runtime/file_io.h"
+#include "runtime/json_fields.h"
 
 namespace tessera {
 namespace {
@@ -17,63 +18,38 @@ absl::Status FieldError(const std::string& source, absl::string_view field, absl
   return absl::InvalidArgumentError(absl::StrCat(source, ": field \"", field, "\" ", what));
 }
 
-absl::StatusOr<int64_t> RequiredInt(const json& j, const std::string& source, const char* field) {
-  auto it = j.find(field);
-  if (it == j.end() || it->is_null()) return FieldError(source, field, "is missing");
-  if (!it->is_number_integer() || it->get<int64_t>() <= 0) {
-    return FieldError(source, field, absl::StrCat("must be a positive integer, got ", it->dump()));
-  }
-  return it->get<int64_t>();
-}
+constexpr int32_t kInt32Max = JsonFields::kInt32Max;
 
-absl::StatusOr<double> OptionalNumber(const json& j, const std::string& source, const char* field,
-                                      double fallback) {
-  auto it = j.find(field);
-  if (it == j.end() || it->is_null()) return fallback;
-  if (!it->is_number()) return FieldError(source, field, "must be a number");
-  return it->get<double>();
-}
-
-absl::StatusOr<bool> OptionalBool(const json& j, const std::string& source, const char* field,
-                                  bool fallback) {
-  auto it = j.find(field);
-  if (it == j.end() || it->is_null()) return fallback;
-  if (!it->is_boolean()) return FieldError(source, field, "must be true or false");
-  return it->get<bool>();
-}
-
-// eos_token_id: an integer or a list of integers (Llama-3.1).
-absl::StatusOr<std::vector<int32_t>> TokenIdList(const json& value, const std::string& source,
-                                                 const char* field) {
-  std::vector<int32_t> ids;
-  if (value.is_number_integer()) {
-    ids.push_back(value.get<int32_t>());
-  } else if (value.is_array()) {
-    for (const json& v : value) {
-      if (!v.is_number_integer()) return FieldError(source, field, "must hold integers");
-      ids.push_back(v.get<int32_t>());
-    }
-  } else {
-    return FieldError(source, field, "must be an integer or a list of integers");
-  }
-  return ids;
-}
-
+// A rope_scaling / rope_parameters object; `field` names it in messages. transformers requires
+// `factor` for every scaling type and all four llama3 keys, so a missing one is refused rather
+// than run unscaled or with guessed values.
 absl::StatusOr<RopeScaling> ParseRopeScaling(const json& rs, const std::string& source,
                                              const std::string& field) {
   RopeScaling out;
   if (rs.is_null()) return out;
   if (!rs.is_object()) return FieldError(source, field, "must be an object or null");
-  std::string type;
-  if (rs.contains("rope_type")) {
-    type = rs["rope_type"].is_string() ? rs["rope_type"].get<std::string>() : "";
-  } else if (rs.contains("type")) {
-    type = rs["type"].is_string() ? rs["type"].get<std::string>() : "";
+  // Sub-fields are named "rope_scaling.factor" in messages.
+  JsonFields f(rs, source);
+  auto error = [&](const std::string& key, absl::string_view what) {
+    return FieldError(source, field + "." + key, what);
+  };
+  const char* type_key = f.Has("rope_type") ? "rope_type" : "type";
+  if (!f.Has(type_key)) {
+    return error("rope_type", "is missing; use one of linear, dynamic, llama3 or default");
   }
-  auto number = [&](const char* key, double fallback) -> absl::StatusOr<double> {
-    if (!rs.contains(key)) return fallback;
-    if (!rs[key].is_number()) return FieldError(source, field + "." + key, "must be a number");
-    return rs[key].get<double>();
+  if (!f.Raw(type_key).is_string()) {
+    return error(type_key, absl::StrCat("must be a string, got ", f.Raw(type_key).dump()));
+  }
+  const std::string type = f.Raw(type_key).get<std::string>();
+  auto missing = [&](const char* key) {
+    return error(key, absl::StrCat("is missing; rope type \"", type, "\" needs it"));
+  };
+  auto number = [&](const char* key) -> absl::StatusOr<double> {
+    if (!f.Has(key)) return missing(key);
+    if (!f.Raw(key).is_number()) {
+      return error(key, absl::StrCat("must be a number, got ", f.Raw(key).dump()));
+    }
+    return f.Raw(key).get<double>();
   };
   if (type == "default") return out;
   if (type == "linear") {
@@ -82,21 +58,24 @@ absl::StatusOr<RopeScaling> ParseRopeScaling(const json& rs, const std::string& 
     out.type = RopeScaling::Type::kDynamic;
   } else if (type == "llama3") {
     out.type = RopeScaling::Type::kLlama3;
-    ASSIGN_OR_RETURN(out.low_freq_factor, number("low_freq_factor", 1.0));
-    ASSIGN_OR_RETURN(out.high_freq_factor, number("high_freq_factor", 4.0));
-    ASSIGN_OR_RETURN(double original, number("original_max_position_embeddings", 8192));
-    out.original_max_position_embeddings = static_cast<int64_t>(original);
+    ASSIGN_OR_RETURN(out.low_freq_factor, number("low_freq_factor"));
+    ASSIGN_OR_RETURN(out.high_freq_factor, number("high_freq_factor"));
+    constexpr char kOriginal[] = "original_max_position_embeddings";
+    if (!f.Has(kOriginal)) return missing(kOriginal);
+    absl::StatusOr<int64_t> original = JsonInteger(f.Raw(kOriginal), 1, kInt32Max);
+    if (!original.ok()) return error(kOriginal, original.status().message());
+    out.original_max_position_embeddings = *original;
     if (!(out.high_freq_factor > out.low_freq_factor)) {
       return FieldError(source, field, "needs high_freq_factor > low_freq_factor");
     }
   } else {
-    return FieldError(source, field + ".rope_type",
+    return FieldError(source, field + "." + type_key,
                       absl::StrCat("is \"", type,
                                    "\", which Tessera does not implement; supported rope_scaling "
                                    "types are linear, dynamic and llama3 (or null)"));
   }
-  ASSIGN_OR_RETURN(out.factor, number("factor", 1.0));
-  if (!(out.factor >= 1.0)) return FieldError(source, field + ".factor", "must be >= 1");
+  ASSIGN_OR_RETURN(out.factor, number("factor"));
+  if (!(out.factor >= 1.0)) return error("factor", "must be >= 1");
   return out;
 }
 
@@ -116,12 +95,19 @@ absl::Status CheckSpecialTokens(const ModelConfig& c, const std::string& source)
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+// bos_token_id, eos_token_id (an id or a list) and pad_token_id of config.json or
+// generation_config.json into `c`, each type- and range-checked; absent ones keep `c`'s value.
+absl::Status ParseSpecialTokens(const JsonFields& f, ModelConfig& c) {
+  ASSIGN_OR_RETURN(c.bos_token_id, f.Int32("bos_token_id", 0, kInt32Max, c.bos_token_id));
+  if (f.Has("eos_token_id")) {
+    ASSIGN_OR_RETURN(c.eos_token_ids, f.Int32OrList("eos_token_id", 0, kInt32Max));
+  }
+  // Tessera does not pad, but a pad id that is not an id at all is a broken file (-1: none).
+  if (f.Has("pad_token_id")) {
+    ASSIGN_OR_RETURN(std::vector<int32_t> pad, f.Int32OrList("pad_token_id", -1, kInt32Max));
+    (void)pad;
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -132,45 +118,45 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text,
   if (j.is_discarded() || !j.is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": not a valid JSON object"));
   }
-  if (j.contains("quantization_config")) {
+  const JsonFields f(j, source);
+  if (f.Has("quantization_config")) {
     return FieldError(source, "quantization_config",
                       "is present: quantized checkpoints (GPTQ, AWQ, FP8, ...) are not supported; "
                       "use the bf16/fp16/fp32 checkpoint");
   }
   bool is_llama = false;
-  if (j.contains("architectures") && j["architectures"].is_array()) {
-    for (const json& a : j["architectures"]) is_llama |= a == "LlamaForCausalLM";
+  if (f.Has("architectures")) {
+    ASSIGN_OR_RETURN(std::vector<std::string> architectures, f.StringList("architectures"));
+    for (const std::string& a : architectures) is_llama |= a == "LlamaForCausalLM";
     if (!is_llama) {
       return FieldError(source, "architectures",
                         absl::StrCat("is ", j["architectures"].dump(),
                                      "; Tessera runs LlamaForCausalLM checkpoints only"));
     }
   }
-  if (j.contains("model_type") && j["model_type"] != "llama") {
+  if (f.Has("model_type") && f.Raw("model_type") != "llama") {
     return FieldError(source, "model_type",
                       absl::StrCat("is ", j["model_type"].dump(), "; expected \"llama\""));
   }
-  if (!is_llama && !j.contains("model_type")) {
+  if (!is_llama && !f.Has("model_type")) {
     return FieldError(source, "architectures", "is missing (expected [\"LlamaForCausalLM\"])");
   }
   ModelConfig c;
-  ASSIGN_OR_RETURN(c.hidden_size, RequiredInt(j, source, "hidden_size"));
-  ASSIGN_OR_RETURN(c.intermediate_size, RequiredInt(j, source, "intermediate_size"));
-  ASSIGN_OR_RETURN(c.num_hidden_layers, RequiredInt(j, source, "num_hidden_layers"));
-  ASSIGN_OR_RETURN(c.num_attention_heads, RequiredInt(j, source, "num_attention_heads"));
-  ASSIGN_OR_RETURN(c.vocab_size, RequiredInt(j, source, "vocab_size"));
-  ASSIGN_OR_RETURN(c.max_position_embeddings, RequiredInt(j, source, "max_position_embeddings"));
-  c.num_key_value_heads = c.num_attention_heads;
-  if (j.contains("num_key_value_heads") && !j["num_key_value_heads"].is_null()) {
-    ASSIGN_OR_RETURN(c.num_key_value_heads, RequiredInt(j, source, "num_key_value_heads"));
-  }
+  ASSIGN_OR_RETURN(c.hidden_size, f.Int("hidden_size", 1, kInt32Max));
+  ASSIGN_OR_RETURN(c.intermediate_size, f.Int("intermediate_size", 1, kInt32Max));
+  ASSIGN_OR_RETURN(c.num_hidden_layers, f.Int("num_hidden_layers", 1, kInt32Max));
+  ASSIGN_OR_RETURN(c.num_attention_heads, f.Int("num_attention_heads", 1, kInt32Max));
+  ASSIGN_OR_RETURN(c.vocab_size, f.Int("vocab_size", 1, kInt32Max));
+  ASSIGN_OR_RETURN(c.max_position_embeddings, f.Int("max_position_embeddings", 1, kInt32Max));
+  ASSIGN_OR_RETURN(c.num_key_value_heads,
+                   f.Int("num_key_value_heads", 1, kInt32Max, c.num_attention_heads));
   if (c.num_attention_heads % c.num_key_value_heads != 0) {
     return FieldError(source, "num_key_value_heads",
                       absl::StrCat("(", c.num_key_value_heads, ") must divide num_attention_heads (",
                                    c.num_attention_heads, ")"));
   }
-  if (j.contains("head_dim") && !j["head_dim"].is_null()) {
-    ASSIGN_OR_RETURN(c.head_dim, RequiredInt(j, source, "head_dim"));
+  if (f.Has("head_dim")) {
+    ASSIGN_OR_RETURN(c.head_dim, f.Int("head_dim", 1, kInt32Max));
   } else {
     if (c.hidden_size % c.num_attention_heads != 0) {
       return FieldError(source, "num_attention_heads",
@@ -179,59 +165,57 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text,
     c.head_dim = c.hidden_size / c.num_attention_heads;
   }
   if (c.head_dim % 2 != 0) return FieldError(source, "head_dim", "must be even for rotary embeddings");
-  ASSIGN_OR_RETURN(c.rms_norm_eps, OptionalNumber(j, source, "rms_norm_eps", 1e-6));
-  ASSIGN_OR_RETURN(c.tie_word_embeddings, OptionalBool(j, source, "tie_word_embeddings", false));
-  ASSIGN_OR_RETURN(bool attention_bias, OptionalBool(j, source, "attention_bias", false));
-  ASSIGN_OR_RETURN(bool mlp_bias, OptionalBool(j, source, "mlp_bias", false));
+  ASSIGN_OR_RETURN(c.rms_norm_eps, f.Double("rms_norm_eps", 1e-6));
+  if (!(c.rms_norm_eps > 0) || !std::isfinite(c.rms_norm_eps)) {
+    return FieldError(source, "rms_norm_eps",
+                      absl::StrCat("must be a positive number (e.g. 1e-5), got ", c.rms_norm_eps));
+  }
+  ASSIGN_OR_RETURN(c.tie_word_embeddings, f.Bool("tie_word_embeddings", false));
+  ASSIGN_OR_RETURN(bool attention_bias, f.Bool("attention_bias", false));
+  ASSIGN_OR_RETURN(bool mlp_bias, f.Bool("mlp_bias", false));
   if (attention_bias) return FieldError(source, "attention_bias", "is true; Tessera supports Llama without biases");
   if (mlp_bias) return FieldError(source, "mlp_bias", "is true; Tessera supports Llama without biases");
-  if (j.contains("hidden_act") && j["hidden_act"] != "silu") {
+  // transformers maps "swish" to the same SiLU as "silu".
+  ASSIGN_OR_RETURN(std::string act, f.String("hidden_act", "silu"));
+  if (act != "silu" && act != "swish") {
     return FieldError(source, "hidden_act",
-                      absl::StrCat("is ", j["hidden_act"].dump(), "; Llama uses \"silu\""));
+                      absl::StrCat("is \"", act,
+                                   "\"; Llama uses \"silu\" (or its alias \"swish\")"));
   }
   // Rotary parameters: the classic rope_theta + rope_scaling, or transformers' newer
   // rope_parameters object that carries both.
-  ASSIGN_OR_RETURN(c.rope_theta, OptionalNumber(j, source, "rope_theta", 10000.0));
-  if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
+  ASSIGN_OR_RETURN(c.rope_theta, f.Double("rope_theta", 10000.0));
+  if (f.Has("rope_scaling")) {
     ASSIGN_OR_RETURN(c.rope_scaling, ParseRopeScaling(j["rope_scaling"], source, "rope_scaling"));
-  } else if (j.contains("rope_parameters") && j["rope_parameters"].is_object()) {
+  } else if (f.Has("rope_parameters")) {
     const json& rp = j["rope_parameters"];
-    ASSIGN_OR_RETURN(c.rope_theta, OptionalNumber(rp, source, "rope_theta", c.rope_theta));
+    if (!rp.is_object()) return FieldError(source, "rope_parameters", "must be an object or null");
+    ASSIGN_OR_RETURN(c.rope_theta, JsonFields(rp, source).Double("rope_theta", c.rope_theta));
     ASSIGN_OR_RETURN(c.rope_scaling, ParseRopeScaling(rp, source, "rope_parameters"));
   }
-  if (!(c.rope_theta > 0)) return FieldError(source, "rope_theta", "must be positive");
-  if (j.contains("bos_token_id") && j["bos_token_id"].is_number_integer()) {
-    c.bos_token_id = j["bos_token_id"].get<int32_t>();
+  if (!(c.rope_theta > 0) || !std::isfinite(c.rope_theta)) {
+    return FieldError(source, "rope_theta", "must be positive");
   }
-  if (j.contains("eos_token_id") && !j["eos_token_id"].is_null()) {
-    ASSIGN_OR_RETURN(c.eos_token_ids, TokenIdList(j["eos_token_id"], source, "eos_token_id"));
-  } else {
-    c.eos_token_ids = {2};
-  }
-  if (j.contains("torch_dtype") && j["torch_dtype"].is_string()) {
-    c.torch_dtype = j["torch_dtype"].get<std::string>();
-  }
+  c.eos_token_ids = {2};
+  RETURN_IF_ERROR(ParseSpecialTokens(f, c));
+  ASSIGN_OR_RETURN(c.torch_dtype, f.String("torch_dtype", ""));
   RETURN_IF_ERROR(CheckSpecialTokens(c, source));
   return c;
 }
 
 absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& model_dir) {
   const std::string path = (std::filesystem::path(model_dir) / "config.json").string();
-  ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  ASSIGN_OR_RETURN(std::string text, ReadWholeFile(path));
   ASSIGN_OR_RETURN(ModelConfig c, ParseModelConfig(text, path));
   const std::string gen_path = (std::filesystem::path(model_dir) / "generation_config.json").string();
-  if (std::filesystem::exists(gen_path)) {
-    ASSIGN_OR_RETURN(std::string gen_text, ReadFile(gen_path));
+  std::error_code ec;
+  if (std::filesystem::exists(gen_path, ec)) {
+    ASSIGN_OR_RETURN(std::string gen_text, ReadWholeFile(gen_path));
     json g = json::parse(gen_text, nullptr, false);
     if (g.is_discarded() || !g.is_object()) {
       return absl::InvalidArgumentError(absl::StrCat(gen_path, ": not a valid JSON object"));
     }
-    if (g.contains("bos_token_id") && g["bos_token_id"].is_number_integer()) {
-      c.bos_token_id = g["bos_token_id"].get<int32_t>();
-    }
-    if (g.contains("eos_token_id") && !g["eos_token_id"].is_null()) {
-      ASSIGN_OR_RETURN(c.eos_token_ids, TokenIdList(g["eos_token_id"], gen_path, "eos_token_id"));
-    }
+    RETURN_IF_ERROR(ParseSpecialTokens(JsonFields(g, gen_path), c));
     RETURN_IF_ERROR(CheckSpecialTokens(c, gen_path));
   }
   return c;

@@ -3,9 +3,14 @@
 //
 // Supported: LlamaForCausalLM / model_type "llama" as transformers defines it (Llama-2,
 // CodeLlama, Llama-3/3.1): RMSNorm, rotary embeddings with rope_scaling types linear, dynamic and
-// llama3, grouped-query attention, SwiGLU, tied or untied embeddings, optional head_dim.
+// llama3, grouped-query attention, SwiGLU (hidden_act "silu" or its alias "swish"), tied or
+// untied embeddings, optional head_dim.
 // Everything else (another architecture, quantization_config, attention or MLP biases, another
-// activation, another rope type) is refused with InvalidArgument naming the file and field.
+// activation, another rope type) is refused with InvalidArgument naming the file and field, and
+// so is a malformed value: every field is type-checked (a string where a number belongs is an
+// error, not ignored), integers are range-checked before narrowing (dimensions and ids are int32;
+// bos/eos/pad ids, in either file, never wrap), rms_norm_eps and rope_theta must be > 0, and a
+// rope_scaling must carry its rope_type and factor (llama3: all four of its parameters).
 #ifndef TESSERA_RUNTIME_MODEL_CONFIG_H_
 #define TESSERA_RUNTIME_MODEL_CONFIG_H_
 

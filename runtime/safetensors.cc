@@ -5,15 +5,18 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
+#include <set>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
 #include "nlohmann/json.hpp"
+#include "runtime/file_io.h"
 
 namespace tessera {
 namespace {
@@ -75,6 +78,82 @@ absl::StatusOr<TensorEntry> ParseEntry(const std::string& path, const std::strin
   return t;
 }
 
+// The JSON header; a key given twice in one object (a tensor name, or a field of an entry) is
+// refused, as the reference implementation refuses it, instead of one of them silently winning.
+absl::StatusOr<json> ParseHeader(const std::string& path, const char* begin, uint64_t bytes) {
+  std::vector<std::set<std::string>> keys;  // per open object
+  std::string duplicate;
+  json::parser_callback_t track = [&](int /*depth*/, json::parse_event_t event, json& parsed) {
+    if (event == json::parse_event_t::object_start) {
+      keys.emplace_back();
+    } else if (event == json::parse_event_t::object_end) {
+      if (!keys.empty()) keys.pop_back();
+    } else if (event == json::parse_event_t::key && !keys.empty() && parsed.is_string()) {
+      if (!keys.back().insert(parsed.get<std::string>()).second && duplicate.empty()) {
+        duplicate = parsed.get<std::string>();
+      }
+    }
+    return true;
+  };
+  json header = json::parse(begin, begin + bytes, track, /*allow_exceptions=*/false);
+  if (header.is_discarded() || !header.is_object()) {
+    return Corrupt(path, "header is not a valid JSON object");
+  }
+  if (!duplicate.empty()) {
+    return Corrupt(path, absl::StrCat("header names \"", duplicate,
+                                      "\" twice; each tensor (and each field) must appear once"));
+  }
+  return header;
+}
+
+// __metadata__: null or a map of strings to strings.
+absl::Status CheckMetadata(const std::string& path, const json& metadata) {
+  if (metadata.is_null()) return absl::OkStatus();
+  if (!metadata.is_object()) {
+    return Corrupt(path, "__metadata__ must be a map of strings to strings");
+  }
+  for (const auto& [key, value] : metadata.items()) {
+    if (!value.is_string()) {
+      return Corrupt(path, absl::StrCat("__metadata__[\"", key, "\"] must be a string, got ",
+                                        value.dump().substr(0, 40)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Sorted by offset, the tensors must tile the data section exactly: each begins where the
+// previous one ends (no overlap, no gap) and the last ends at the end of the file.
+absl::Status CheckLayout(const std::string& path, const std::map<std::string, TensorEntry>& tensors,
+                         const char* data, uint64_t data_bytes) {
+  std::vector<std::pair<std::pair<uint64_t, uint64_t>, const std::string*>> spans;
+  for (const auto& [name, t] : tensors) {
+    const uint64_t begin = static_cast<uint64_t>(t.data - data);
+    spans.push_back({{begin, begin + t.bytes}, &name});
+  }
+  std::sort(spans.begin(), spans.end());
+  uint64_t at = 0;
+  const std::string* previous = nullptr;
+  for (const auto& [span, name] : spans) {
+    if (span.first != at) {
+      const std::string where =
+          previous == nullptr ? std::string("the start of the data")
+                              : absl::StrCat("the end of tensor \"", *previous, "\"");
+      return Corrupt(path, absl::StrCat(
+                               "tensor \"", *name, "\": data_offsets [", span.first, ", ",
+                               span.second, "] ", span.first < at ? "overlap" : "leave a gap after",
+                               " ", where, " (", at, "); tensors must be stored back to back"));
+    }
+    at = span.second;
+    previous = name;
+  }
+  if (at != data_bytes) {
+    return Corrupt(path, absl::StrCat("the tensors cover ", at, " of the ", data_bytes,
+                                      " data bytes; the data section must hold exactly the "
+                                      "tensors (truncated header or trailing bytes)"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 TensorView TensorEntry::view() const {
@@ -95,6 +174,12 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
   if (::fstat(fd, &st) != 0) {
     ::close(fd);
     return absl::InternalError(absl::StrCat("cannot stat ", path));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, S_ISDIR(st.st_mode) ? " is a directory" : " is not a regular file",
+        "; expected a safetensors file"));
   }
   std::unique_ptr<SafetensorsFile> file(new SafetensorsFile());
   file->path_ = path;
@@ -117,17 +202,18 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
     return Corrupt(path, absl::StrCat("header length ", header_bytes, " exceeds the file (",
                                       file->size_, " bytes): truncated or not a safetensors file"));
   }
-  json header = json::parse(base + 8, base + 8 + header_bytes, nullptr, false);
-  if (header.is_discarded() || !header.is_object()) {
-    return Corrupt(path, "header is not a valid JSON object");
-  }
+  ASSIGN_OR_RETURN(json header, ParseHeader(path, base + 8, header_bytes));
   const char* data = base + 8 + header_bytes;
   const uint64_t data_bytes = file->size_ - 8 - header_bytes;
   for (const auto& [name, entry] : header.items()) {
-    if (name == "__metadata__") continue;
+    if (name == "__metadata__") {
+      RETURN_IF_ERROR(CheckMetadata(path, entry));
+      continue;
+    }
     ASSIGN_OR_RETURN(TensorEntry t, ParseEntry(path, name, entry, data, data_bytes));
     file->tensors_.emplace(name, std::move(t));
   }
+  RETURN_IF_ERROR(CheckLayout(path, file->tensors_, data, data_bytes));
   return file;
 }
 
@@ -141,14 +227,16 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
   ckpt->dir_ = model_dir;
   const fs::path dir(model_dir);
   const fs::path index_path = dir / "model.safetensors.index.json";
-  if (fs::exists(dir / "model.safetensors")) {
+  std::error_code ec;
+  if (fs::exists(dir / "model.safetensors", ec)) {
     ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open((dir / "model.safetensors").string()));
     for (const auto& [name, entry] : file->tensors()) ckpt->file_of_[name] = "model.safetensors";
     ckpt->files_["model.safetensors"] = std::move(file);
     return ckpt;
   }
-  if (!fs::exists(index_path)) {
-    if (fs::exists(dir / "pytorch_model.bin") || fs::exists(dir / "pytorch_model.bin.index.json")) {
+  if (!fs::exists(index_path, ec)) {
+    if (fs::exists(dir / "pytorch_model.bin", ec) ||
+        fs::exists(dir / "pytorch_model.bin.index.json", ec)) {
       return absl::InvalidArgumentError(absl::StrCat(
           model_dir, " holds PyTorch .bin weights only; convert them to safetensors "
                      "(transformers: model.save_pretrained(dir, safe_serialization=True))"));
@@ -156,20 +244,35 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
     return absl::NotFoundError(absl::StrCat(
         model_dir, " has neither model.safetensors nor model.safetensors.index.json"));
   }
-  std::ifstream in(index_path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  json index = json::parse(ss.str(), nullptr, false);
-  if (index.is_discarded() || !index.contains("weight_map") || !index["weight_map"].is_object()) {
+  const std::string index_file = index_path.string();
+  ASSIGN_OR_RETURN(std::string index_text, ReadWholeFile(index_file));
+  json index = json::parse(index_text, nullptr, false);
+  if (index.is_discarded() || !index.is_object() || !index.contains("weight_map") ||
+      !index["weight_map"].is_object()) {
     return absl::InvalidArgumentError(
-        absl::StrCat(index_path.string(), ": expected a JSON object with a \"weight_map\""));
+        absl::StrCat(index_file, ": expected a JSON object with a \"weight_map\""));
   }
+  if (index["weight_map"].empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(index_file, ": \"weight_map\" is empty; it must name every tensor's shard"));
+  }
+  std::set<std::string> shards;
   for (const auto& [name, file] : index["weight_map"].items()) {
-    if (!file.is_string() || file.get<std::string>().find('/') != std::string::npos) {
-      return absl::InvalidArgumentError(absl::StrCat(index_path.string(), ": weight_map[\"", name,
-                                                     "\"] is not a file name in ", model_dir));
+    if (!file.is_string() || file.get<std::string>().empty() ||
+        file.get<std::string>().find('/') != std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          index_file, ": weight_map[\"", name, "\"] must be the name of a file in ", model_dir,
+          ", got ", file.dump().substr(0, 60)));
     }
     ckpt->file_of_[name] = file.get<std::string>();
+    shards.insert(file.get<std::string>());
+  }
+  // Every shard the index names must be there, although it is opened only when needed: a
+  // checkpoint with a shard missing is broken on every rank, not only on the ranks that use it.
+  for (const std::string& shard : shards) {
+    if (absl::Status s = CheckIsFile((dir / shard).string()); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat(s.message(), " (named by ", index_file, ")"));
+    }
   }
   return ckpt;
 }

@@ -2,8 +2,11 @@
 //
 // Format: an 8-byte little-endian header length N, an N-byte JSON header
 // {"__metadata__": {...}, "<name>": {"dtype": "BF16", "shape": [..], "data_offsets": [b, e]}},
-// then the data; offsets are relative to the end of the header. Every entry is validated when
-// the file is opened (dtype known, offsets inside the file, byte count equal to the shape's).
+// then the data; offsets are relative to the end of the header. The header is validated when the
+// file is opened, as the reference implementation does: every name appears once, __metadata__
+// (optional) maps strings to strings, each entry's dtype is known and its byte count equals
+// dtype size x shape product, and the entries sorted by offset tile the data section exactly (no
+// overlap, no gap, nothing after the last one). The path must be a regular file.
 //
 // Tensors are TensorViews into a read-only private mapping: no copy is made, and pages are read
 // from disk only when compute touches them. The views stay valid while the Checkpoint lives.
@@ -53,8 +56,10 @@ class SafetensorsFile {
 };
 
 // All tensors of a checkpoint directory: model.safetensors, or the shards named by
-// model.safetensors.index.json. Shard files are opened (mapped and validated) on the first
-// Find() of one of their tensors, so a rank touches only the shards holding its weights.
+// model.safetensors.index.json (whose weight_map must map names to file names in the directory,
+// every one of which must exist when the checkpoint is opened). Shard files are mapped and
+// validated on the first Find() of one of their tensors, so a rank reads only the shards holding
+// its weights.
 // Not thread-safe.
 class Checkpoint {
  public:

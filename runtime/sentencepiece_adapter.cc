@@ -2,6 +2,8 @@
 
 #include <sentencepiece_processor.h>
 
+#include <exception>
+
 namespace tessera::internal {
 
 struct SentencePieceAdapter::Impl {
@@ -12,8 +14,14 @@ SentencePieceAdapter::SentencePieceAdapter() : impl_(std::make_unique<Impl>()) {
 SentencePieceAdapter::~SentencePieceAdapter() = default;
 
 std::string SentencePieceAdapter::Load(const std::string& path) {
-  const auto status = impl_->sp.Load(path);
-  return status.ok() ? std::string() : status.ToString();
+  // libsentencepiece reads with iostreams, which report some read errors by throwing; none may
+  // leave this module.
+  try {
+    const auto status = impl_->sp.Load(path);
+    return status.ok() ? std::string() : status.ToString();
+  } catch (const std::exception& e) {
+    return std::string("cannot read the file: ") + e.what();
+  }
 }
 
 std::string SentencePieceAdapter::Encode(const std::string& text, std::vector<int>* ids) const {

@@ -1,8 +1,7 @@
 #include "runtime/tokenizer.h"
 
-#include <filesystem>
-
 #include "absl/strings/str_cat.h"
+#include "runtime/file_io.h"
 #include "runtime/sentencepiece_adapter.h"
 #include "runtime/utf8.h"
 
@@ -11,9 +10,8 @@ namespace tessera {
 Tokenizer::~Tokenizer() = default;
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& path) {
-  if (!std::filesystem::exists(path)) {
-    return absl::NotFoundError(absl::StrCat("tokenizer ", path, " does not exist"));
-  }
+  // SentencePiece reads through an ifstream, which throws on a directory.
+  if (absl::Status s = CheckIsFile(path, "tokenizer"); !s.ok()) return s;
   std::unique_ptr<Tokenizer> t(new Tokenizer());
   t->sp_ = std::make_unique<internal::SentencePieceAdapter>();
   const std::string error = t->sp_->Load(path);

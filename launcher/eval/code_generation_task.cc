@@ -119,6 +119,13 @@ absl::StatusOr<std::unique_ptr<EvalTask>> MakeCodeGenerationTask(const config::R
   if (t.timeout_s() > 0) limits.timeout_s = t.timeout_s();
   if (t.memory_limit_mb() > 0) limits.memory_limit_mb = t.memory_limit_mb();
   if (!t.python().empty()) limits.python = t.python();
+  // A missing interpreter would score every sample as a failure; refuse before generating.
+  if (absl::StatusOr<std::string> python = ResolvePythonInterpreter(limits.python); !python.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "task.code_generation.python: cannot run the interpreter \"", limits.python, "\" (",
+        python.status().message(), "); install Python 3 or set task.code_generation.python to "
+        "the path of a working interpreter"));
+  }
   return std::unique_ptr<EvalTask>(
       new CodeGenerationTask(std::move(problems), std::move(defaults), limits, t.data()));
 }

@@ -1,5 +1,6 @@
 // Plain generation to JSONL: each {"prompt": ...} line gets a completion with the run's sampling
 // settings; the records are the results file's samples.
+#include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
 #include "launcher/eval/generation_runner.h"
 #include "launcher/eval/jsonl.h"
@@ -10,10 +11,11 @@ namespace {
 
 class GenerationTask final : public EvalTask {
  public:
+  // `sources` name each prompt's line ("data.jsonl:3") in the generator's messages.
   GenerationTask(std::vector<std::string> prompts, std::vector<std::vector<int32_t>> ids,
-                 GenerationRequest defaults, std::string data)
-      : prompts_(std::move(prompts)), ids_(std::move(ids)), defaults_(std::move(defaults)),
-        data_(std::move(data)) {}
+                 std::vector<std::string> sources, GenerationRequest defaults, std::string data)
+      : prompts_(std::move(prompts)), ids_(std::move(ids)), sources_(std::move(sources)),
+        defaults_(std::move(defaults)), data_(std::move(data)) {}
 
   std::string kind() const override { return "generation"; }
   size_t size() const override { return prompts_.size(); }
@@ -24,6 +26,7 @@ class GenerationTask final : public EvalTask {
     for (size_t i : indices) {
       GenerationRequest r = defaults_;
       r.prompt_ids = ids_[i];
+      r.source = sources_[i];
       requests.push_back(std::move(r));
     }
     ASSIGN_OR_RETURN(std::vector<GenerationResult> results, GenerateForTask(requests, indices, ctx));
@@ -58,6 +61,7 @@ class GenerationTask final : public EvalTask {
  private:
   std::vector<std::string> prompts_;
   std::vector<std::vector<int32_t>> ids_;
+  std::vector<std::string> sources_;
   GenerationRequest defaults_;
   std::string data_;
 };
@@ -71,6 +75,7 @@ absl::StatusOr<std::unique_ptr<EvalTask>> MakeGenerationTask(const config::RunCo
   ASSIGN_OR_RETURN(std::vector<JsonlRecord> records, ReadJsonl(path));
   std::vector<std::string> prompts;
   std::vector<std::vector<int32_t>> ids;
+  std::vector<std::string> sources;
   for (size_t i = 0; i < Limited(c, records.size()); ++i) {
     ASSIGN_OR_RETURN(std::string prompt, StringField(path, records[i], "prompt"));
     if (prompt.empty()) return RecordError(path, records[i], "the prompt is empty");
@@ -79,9 +84,11 @@ absl::StatusOr<std::unique_ptr<EvalTask>> MakeGenerationTask(const config::RunCo
     encoded->insert(encoded->begin(), model.bos_token_id);
     prompts.push_back(std::move(prompt));
     ids.push_back(std::move(encoded).value());
+    sources.push_back(absl::StrCat(path, ":", records[i].line));
   }
   return std::unique_ptr<EvalTask>(
-      new GenerationTask(std::move(prompts), std::move(ids), RequestFromSampling(c, 256), path));
+      new GenerationTask(std::move(prompts), std::move(ids), std::move(sources),
+                         RequestFromSampling(c, 256), path));
 }
 
 }  // namespace tessera

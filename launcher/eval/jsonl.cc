@@ -1,9 +1,9 @@
 #include "launcher/eval/jsonl.h"
 
-#include <fstream>
-
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "kernels/status_macros.h"
+#include "runtime/file_io.h"
 
 namespace tessera {
 
@@ -12,12 +12,10 @@ absl::Status RecordError(const std::string& path, const JsonlRecord& r, absl::st
 }
 
 absl::StatusOr<std::vector<JsonlRecord>> ReadJsonl(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open dataset ", path));
+  ASSIGN_OR_RETURN(std::string text, ReadWholeFile(path, "dataset"));
   std::vector<JsonlRecord> records;
-  std::string line;
   int number = 0;
-  while (std::getline(in, line)) {
+  for (const std::string& line : SplitLines(text)) {
     ++number;
     if (absl::StripAsciiWhitespace(line).empty()) continue;
     JsonlRecord r{number, nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false)};
@@ -31,38 +29,23 @@ absl::StatusOr<std::vector<JsonlRecord>> ReadJsonl(const std::string& path) {
   return records;
 }
 
-absl::StatusOr<std::string> StringField(const std::string& path, const JsonlRecord& r,
-                                        const char* name) {
-  auto it = r.value.find(name);
-  if (it == r.value.end()) return RecordError(path, r, absl::StrCat("field \"", name, "\" is missing"));
-  if (!it->is_string()) return RecordError(path, r, absl::StrCat("field \"", name, "\" must be a string"));
-  return it->get<std::string>();
+JsonFields Fields(const std::string& path, const JsonlRecord& r) {
+  return JsonFields(r.value, path, r.line);
 }
 
-absl::StatusOr<int64_t> IntField(const std::string& path, const JsonlRecord& r, const char* name) {
-  auto it = r.value.find(name);
-  if (it == r.value.end()) return RecordError(path, r, absl::StrCat("field \"", name, "\" is missing"));
-  if (!it->is_number_integer()) {
-    return RecordError(path, r, absl::StrCat("field \"", name, "\" must be an integer"));
-  }
-  return it->get<int64_t>();
+absl::StatusOr<std::string> StringField(const std::string& path, const JsonlRecord& r,
+                                        const char* name) {
+  return Fields(path, r).String(name);
+}
+
+absl::StatusOr<int64_t> IntField(const std::string& path, const JsonlRecord& r, const char* name,
+                                 int64_t lo, int64_t hi) {
+  return Fields(path, r).Int(name, lo, hi);
 }
 
 absl::StatusOr<std::vector<std::string>> StringListField(const std::string& path,
                                                          const JsonlRecord& r, const char* name) {
-  auto it = r.value.find(name);
-  if (it == r.value.end()) return RecordError(path, r, absl::StrCat("field \"", name, "\" is missing"));
-  if (!it->is_array()) {
-    return RecordError(path, r, absl::StrCat("field \"", name, "\" must be a list of strings"));
-  }
-  std::vector<std::string> out;
-  for (const auto& v : *it) {
-    if (!v.is_string()) {
-      return RecordError(path, r, absl::StrCat("field \"", name, "\" must be a list of strings"));
-    }
-    out.push_back(v.get<std::string>());
-  }
-  return out;
+  return Fields(path, r).StringList(name);
 }
 
 }  // namespace tessera

@@ -104,7 +104,7 @@ absl::StatusOr<std::unique_ptr<EvalTask>> MakeMultipleChoiceTask(const config::R
     const JsonlRecord& rec = records[i];
     ASSIGN_OR_RETURN(std::string context, StringField(path, rec, "context"));
     ASSIGN_OR_RETURN(std::vector<std::string> choices, StringListField(path, rec, "choices"));
-    ASSIGN_OR_RETURN(int64_t gold, IntField(path, rec, "gold"));
+    ASSIGN_OR_RETURN(int64_t gold, IntField(path, rec, "gold", 0, JsonFields::kInt32Max));
     if (choices.size() < 2) {
       return RecordError(path, rec, absl::StrCat("field \"choices\" has ", choices.size(),
                                                  " entry; a question needs at least 2 choices"));

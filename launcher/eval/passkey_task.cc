@@ -136,9 +136,11 @@ absl::StatusOr<std::unique_ptr<EvalTask>> MakePasskeyTask(const config::RunConfi
       PasskeySample s;
       ASSIGN_OR_RETURN(s.prompt, StringField(p.data(), r, "prompt"));
       ASSIGN_OR_RETURN(s.answer, StringField(p.data(), r, "answer"));
-      ASSIGN_OR_RETURN(int64_t length, IntField(p.data(), r, "length"));
-      s.length = static_cast<int32_t>(length);
-      s.depth = r.value.value("depth", 0.0f);
+      const JsonFields f = Fields(p.data(), r);
+      ASSIGN_OR_RETURN(s.length, f.Int32("length", 1, JsonFields::kInt32Max));
+      ASSIGN_OR_RETURN(double depth, f.Double("depth", 0.0));
+      if (!(depth >= 0 && depth <= 1)) return f.Error("depth", "must be a number in [0, 1]");
+      s.depth = static_cast<float>(depth);
       samples.push_back(std::move(s));
     }
   } else {

@@ -2,7 +2,8 @@
 // computes it: windows of `window` tokens start every `stride` tokens; a window scores the
 // tokens past the previous window's end, with the rest of the window as context. With stride <
 // window every token but the first is scored once; with stride == window the first token of each
-// window has no context and is not scored.
+// window has no context and is not scored. A stride larger than the window is refused (it would
+// leave tokens unscored).
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -99,6 +100,16 @@ absl::StatusOr<std::unique_ptr<EvalTask>> MakePerplexityTask(const config::RunCo
         model.max_position_embeddings, ")"));
   }
   const int32_t stride = p.stride() > 0 ? p.stride() : std::max(1, window / 2);
+  // Windows start every `stride` tokens and score at most `window` tokens each, so a larger
+  // stride would skip the tokens between one window's end and the next one's start.
+  if (stride > window) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "task.perplexity.stride: ", stride, " exceeds the window of ", window, " tokens",
+        p.window() > 0 ? "" : " (task.perplexity.window unset: min(max_position_embeddings, "
+                              "model.max_seq_len or 2048))",
+        "; the tokens between windows would not be scored. Use a stride <= ", window,
+        " or a larger task.perplexity.window"));
+  }
   const std::string field = p.text_field().empty() ? "text" : p.text_field();
   ASSIGN_OR_RETURN(std::vector<JsonlRecord> records, ReadJsonl(p.data()));
   std::vector<std::vector<int32_t>> texts;

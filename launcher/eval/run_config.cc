@@ -138,8 +138,7 @@ absl::Status SetField(config::RunConfig* config, const std::string& assignment) 
   return absl::OkStatus();
 }
 
-absl::Status ValidateRunConfig(const config::RunConfig& c) {
-  if (c.model().path().empty()) return FieldError("model.path", "is required (a model directory)");
+absl::Status ValidateRunSettings(const config::RunConfig& c) {
   if (!c.model().backend().empty() && c.model().backend() != "cpu" && c.model().backend() != "cuda") {
     return FieldError("model.backend", absl::StrCat("is \"", c.model().backend(), "\"; use cpu or cuda"));
   }
@@ -157,6 +156,12 @@ absl::Status ValidateRunConfig(const config::RunConfig& c) {
   if (c.sampling().top_p() < 0 || c.sampling().top_p() > 1) {
     return FieldError("sampling.top_p", "must be in [0, 1] (0 or 1: off)");
   }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateRunConfig(const config::RunConfig& c) {
+  if (c.model().path().empty()) return FieldError("model.path", "is required (a model directory)");
+  RETURN_IF_ERROR(ValidateRunSettings(c));
   const config::Task& t = c.task();
   switch (t.kind_case()) {
     case config::Task::KIND_NOT_SET:

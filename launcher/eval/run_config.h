@@ -31,6 +31,10 @@ absl::Status SetField(config::RunConfig* config, const std::string& assignment);
 // (ValidateMethodSettings); fills no defaults.
 absl::Status ValidateRunConfig(const config::RunConfig& config);
 
+// The checks of ValidateRunConfig that do not concern the task or model.path: model.backend,
+// model.max_seq_len, layout, max_batch and sampling (what generate and bench take from a config).
+absl::Status ValidateRunSettings(const config::RunConfig& config);
+
 // The config as protobuf text, for results files.
 std::string RunConfigText(const config::RunConfig& config);
 

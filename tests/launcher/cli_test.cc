@@ -494,5 +494,115 @@ TEST(CliErrorTest, PromptsFileMissing) {
                 {dir.Join("absent.jsonl")});
 }
 
+// ---- Malformed input: a clean error naming the file and field, never a crash or a silent run ----
+
+// A directory where a file belongs used to abort the process (an uncaught exception).
+TEST(CliMalformedInputTest, PromptsFileIsADirectory) {
+  ScopedTempDir dir;
+  ExpectFailure(Tessera({"generate", "--model", kMha, "--prompts", dir.path()}),
+                {"--prompts", dir.path(), "is a directory"});
+}
+
+TEST(CliMalformedInputTest, TokenizerModelIsADirectory) {
+  ScopedTempDir dir;
+  testing::CopyDir(kMha, dir.path());
+  std::filesystem::remove(dir.Join("tokenizer.model"));
+  std::filesystem::create_directories(dir.Join("tokenizer.model"));
+  ExpectFailure(Tessera({"generate", "--model", dir.path(), "--prompt", "hi"}),
+                {dir.Join("tokenizer.model"), "is a directory"});
+}
+
+TEST(CliMalformedInputTest, ConfigJsonIsADirectory) {
+  ScopedTempDir dir;
+  testing::CopyDir(kMha, dir.path());
+  std::filesystem::remove(dir.Join("config.json"));
+  std::filesystem::create_directories(dir.Join("config.json"));
+  ExpectFailure(Tessera({"generate", "--model", dir.path(), "--prompt", "hi"}),
+                {dir.Join("config.json"), "is a directory"});
+}
+
+TEST(CliMalformedInputTest, SafetensorsIsADirectory) {
+  ScopedTempDir dir;
+  testing::CopyDir(kMha, dir.path());
+  std::filesystem::remove(dir.Join("model.safetensors"));
+  std::filesystem::create_directories(dir.Join("model.safetensors"));
+  ExpectFailure(Tessera({"generate", "--model", dir.path(), "--prompt", "hi"}),
+                {dir.Join("model.safetensors"), "is a directory"});
+}
+
+// --config DIR used to read as an empty run config ("model.path is required").
+TEST(CliMalformedInputTest, RunConfigIsADirectory) {
+  ScopedTempDir dir;
+  const CliRun r = Tessera({"eval", "--config", dir.path()});
+  ExpectFailure(r, {"--config", dir.path(), "is a directory"});
+  EXPECT_THAT(r.err, ::testing::Not(HasSubstr("model.path"))) << r;
+}
+
+// generate takes model, layout and sampling from a run config; a value there that makes no sense
+// used to be skipped silently (only values > 0 were applied).
+TEST(CliMalformedInputTest, RunConfigSettingsAreValidatedForGenerate) {
+  ScopedTempDir dir;
+  const std::string config = dir.Join("run.textproto");
+  testing::WriteFile(config, absl::StrCat("model { path: \"", kMha, "\" max_seq_len: -1 }\n"));
+  ExpectFailure(Tessera({"generate", "--config", config, "--prompt", "hi"}),
+                {config, "model.max_seq_len", ">= 0"});
+}
+
+// Values beyond int32 used to wrap (4294967297 -> 1, 4294967296 -> 0) and run.
+TEST(CliMalformedInputTest, PromptsFileIntegersBeyondTheirRange) {
+  ScopedTempDir dir;
+  const std::string prompts = dir.Join("p.jsonl");
+  for (const std::string field : {"max_new_tokens", "top_k"}) {
+    SCOPED_TRACE(field);
+    testing::WriteFile(prompts, "{\"prompt\": \"a\"}\n{\"prompt\": \"b\", \"" + field +
+                                    "\": 4294967297}\n");
+    ExpectFailure(Tessera({"generate", "--model", kMha, "--prompts", prompts}),
+                  {prompts + ":2", "\"" + field + "\"", "4294967297"});
+  }
+}
+
+TEST(CliMalformedInputTest, PromptsFileFieldsOfTheWrongType) {
+  ScopedTempDir dir;
+  const std::string prompts = dir.Join("p.jsonl");
+  for (const std::string field : {"max_new_tokens", "seed", "stop"}) {
+    SCOPED_TRACE(field);
+    testing::WriteFile(prompts, "{\"prompt\": \"b\", \"" + field + "\": {\"x\": 1}}\n");
+    ExpectFailure(Tessera({"generate", "--model", kMha, "--prompts", prompts}),
+                  {prompts + ":1", "\"" + field + "\""});
+  }
+}
+
+// A negative --max-seq-len used to surface as an allocation of 18446744073709550336 bytes.
+TEST(CliMalformedInputTest, NegativeFlagValuesNameTheFlag) {
+  ExpectFailure(Tessera({"generate", "--model", kMha, "--prompt", "hi", "--max-seq-len", "-1"}),
+                {"--max-seq-len", ">= 0", "-1"});
+  ExpectFailure(Tessera({"generate", "--model", kMha, "--prompt", "hi", "--max-new-tokens", "0"}),
+                {"--max-new-tokens", ">= 1"});
+  ExpectFailure(Tessera({"generate", "--model", kMha, "--prompt", "hi", "--max-batch", "-2"}),
+                {"--max-batch", ">= 1"});
+}
+
+// Prompt-length errors name the prompts file and line, not "request 1".
+TEST(CliMalformedInputTest, PromptTooLongNamesTheFileAndLine) {
+  ScopedTempDir dir;
+  const std::string prompts = dir.Join("p.jsonl");
+  std::string long_prompt;
+  for (int i = 0; i < 40; ++i) long_prompt += "word ";
+  testing::WriteFile(prompts, "{\"prompt\": \"a\"}\n\n{\"prompt\": \"" + long_prompt + "\"}\n");
+  const CliRun r = Tessera({"generate", "--model", kMha, "--prompts", prompts, "--max-seq-len",
+                            "8", "--max-new-tokens", "2"});
+  ExpectFailure(r, {prompts + ":3", "max_seq_len is 8"});
+  EXPECT_THAT(r.err, ::testing::Not(HasSubstr("request "))) << r;
+}
+
+// A negative epsilon is refused where it is written, not by the RMSNorm kernel.
+TEST(CliMalformedInputTest, NegativeRmsNormEpsNamesTheFileAndField) {
+  ScopedTempDir dir;
+  testing::CopyDir(kMha, dir.path());
+  testing::EditJsonFile(dir.Join("config.json"), [](json& j) { j["rms_norm_eps"] = -1e-5; });
+  ExpectFailure(Tessera({"generate", "--model", dir.path(), "--prompt", "hi"}),
+                {dir.Join("config.json"), "\"rms_norm_eps\"", "positive"});
+}
+
 }  // namespace
 }  // namespace tessera

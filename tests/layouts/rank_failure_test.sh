@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # A failure on one rank ends the whole job: every rank exits non-zero, within a bounded time, and
 # the cause is printed once. Stage 1 of a pp=2 job needs the shard holding lm_head; stage 0 does
-# not. Cases: that shard missing, and that shard's header corrupt; and, on a machine without a
-# GPU, --backend cuda (every rank fails the same way: printed once, by rank 0).
+# not. Cases: that shard's header corrupt (only stage 1 reads it, so only rank 1 fails); that shard
+# missing (every rank refuses the index that names it when opening the checkpoint: printed once,
+# by rank 0); and, on a machine without a GPU, --backend cuda (every rank fails the same way:
+# printed once, by rank 0).
 #   rank_failure_test.sh TESSERA_BINARY MPIEXEC
 set -u
 bin="$1"
@@ -36,7 +38,8 @@ check() {  # name, model dir, expected text[, printing rank's prefix[, extra fla
 
 cp -r "$src" "$work/missing"
 rm "$work/missing/model-00002-of-00002.safetensors"
-check "missing shard on stage 1" "$work/missing" "model-00002-of-00002.safetensors"
+check "missing shard on stage 1" "$work/missing" "model-00002-of-00002.safetensors" \
+  "rank 0 tp0 pp0 dp0"
 
 cp -r "$src" "$work/corrupt"
 printf '\xff\xff\xff\xff\xff\xff\xff\x7f' | dd of="$work/corrupt/model-00002-of-00002.safetensors" \

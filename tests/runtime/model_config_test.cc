@@ -401,7 +401,8 @@ TEST(ModelConfigErrorTest, Llama3RopeNeedsHighAboveLowFactor) {
                   j["rope_scaling"] = {{"rope_type", "llama3"},
                                        {"factor", 8.0},
                                        {"low_freq_factor", 4.0},
-                                       {"high_freq_factor", 1.0}};
+                                       {"high_freq_factor", 1.0},
+                                       {"original_max_position_embeddings", 8192}};
                 }),
                 "rope_scaling", {"high_freq_factor > low_freq_factor"});
 }
@@ -413,7 +414,122 @@ TEST(ModelConfigErrorTest, RopeFactorBelowOne) {
                 "rope_scaling.factor", {">= 1"});
 }
 
+TEST(ModelConfigTest, SwishIsSilu) {
+  // transformers' ACT2FN maps "swish" to the same SiLU as "silu".
+  ASSERT_OK_AND_ASSIGN(ModelConfig c, ParseEdited([](json& j) { j["hidden_act"] = "swish"; }));
+  EXPECT_EQ(c.hidden_size, 4096);
+}
+
+// Ids are int32: a value beyond that range must be refused, not wrapped into a valid id
+// (4294967297 wraps to 1, 4294967298 to 2).
+TEST(ModelConfigErrorTest, BosIdBeyondInt32) {
+  ExpectInvalid(ParseEdited([](json& j) { j["bos_token_id"] = 4294967297ull; }), "bos_token_id",
+                {"4294967297"});
+}
+
+TEST(ModelConfigErrorTest, EosIdListEntryBeyondInt32) {
+  ExpectInvalid(ParseEdited([](json& j) { j["eos_token_id"] = {2, 4294967298ull}; }),
+                "eos_token_id[1]", {"4294967298"});
+}
+
+TEST(ModelConfigErrorTest, PadIdBeyondInt32) {
+  ExpectInvalid(ParseEdited([](json& j) { j["pad_token_id"] = 4294967296ull; }), "pad_token_id",
+                {"4294967296"});
+}
+
+TEST(ModelConfigErrorTest, BosIdOfTheWrongTypeIsRefusedNotIgnored) {
+  ExpectInvalid(ParseEdited([](json& j) { j["bos_token_id"] = "1"; }), "bos_token_id",
+                {"integer", "\"1\""});
+}
+
+TEST(ModelConfigErrorTest, LayerCountBeyondInt32) {
+  ExpectInvalid(ParseEdited([](json& j) { j["num_hidden_layers"] = 4294967328ull; }),
+                "num_hidden_layers", {"4294967328"});
+}
+
+TEST(ModelConfigErrorTest, TorchDtypeOfTheWrongType) {
+  ExpectInvalid(ParseEdited([](json& j) { j["torch_dtype"] = 16; }), "torch_dtype", {"string"});
+}
+
+TEST(ModelConfigErrorTest, HiddenActOfTheWrongType) {
+  ExpectInvalid(ParseEdited([](json& j) { j["hidden_act"] = 1; }), "hidden_act", {"string"});
+}
+
+// A rope_scaling without its factor used to run unscaled.
+TEST(ModelConfigErrorTest, RopeScalingWithoutFactor) {
+  ExpectInvalid(ParseEdited([](json& j) { j["rope_scaling"] = {{"rope_type", "linear"}}; }),
+                "rope_scaling.factor", {"missing", "linear"});
+  ExpectInvalid(ParseEdited([](json& j) { j["rope_scaling"] = {{"type", "dynamic"}}; }),
+                "rope_scaling.factor", {"missing"});
+}
+
+TEST(ModelConfigErrorTest, Llama3RopeWithoutItsParameters) {
+  ExpectInvalid(ParseEdited([](json& j) {
+                  j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}};
+                }),
+                "rope_scaling.low_freq_factor", {"missing"});
+}
+
+TEST(ModelConfigErrorTest, RopeScalingWithoutType) {
+  ExpectInvalid(ParseEdited([](json& j) { j["rope_scaling"] = {{"factor", 4.0}}; }),
+                "rope_scaling.rope_type", {"missing"});
+}
+
+TEST(ModelConfigErrorTest, RopeParametersNotAnObject) {
+  ExpectInvalid(ParseEdited([](json& j) {
+                  j.erase("rope_scaling");
+                  j["rope_parameters"] = "llama3";
+                }),
+                "rope_parameters", {"object"});
+}
+
+// A negative or zero epsilon used to reach the RMSNorm kernel, whose message named neither the
+// file nor the field.
+TEST(ModelConfigErrorTest, NonPositiveRmsNormEps) {
+  ExpectInvalid(ParseEdited([](json& j) { j["rms_norm_eps"] = -1e-5; }), "rms_norm_eps",
+                {"positive"});
+  ExpectInvalid(ParseEdited([](json& j) { j["rms_norm_eps"] = 0; }), "rms_norm_eps",
+                {"positive"});
+}
+
 // ---- LoadModelConfig: config.json plus generation_config.json. ----
+
+// A directory where config.json belongs is an error naming it, never an exception or a
+// misleading "not valid JSON".
+TEST(LoadModelConfigTest, ConfigJsonThatIsADirectory) {
+  testing::ScopedTempDir dir;
+  std::filesystem::create_directories(dir.Join("config.json"));
+  absl::StatusOr<ModelConfig> c = LoadModelConfig(dir.path());
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(std::string(c.status().message()),
+              AllOf(HasSubstr(dir.Join("config.json")), HasSubstr("is a directory")));
+}
+
+TEST(LoadModelConfigTest, GenerationConfigThatIsADirectory) {
+  testing::ScopedTempDir dir;
+  testing::CopyDir("tests/fixtures/models/llama31", dir.path());
+  std::filesystem::remove(dir.Join("generation_config.json"));
+  std::filesystem::create_directories(dir.Join("generation_config.json"));
+  absl::StatusOr<ModelConfig> c = LoadModelConfig(dir.path());
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(std::string(c.status().message()),
+              AllOf(HasSubstr(dir.Join("generation_config.json")), HasSubstr("is a directory")));
+}
+
+TEST(LoadModelConfigTest, GenerationConfigIdsAreTypeAndRangeChecked) {
+  testing::ScopedTempDir dir;
+  testing::CopyDir("tests/fixtures/models/llama31", dir.path());
+  for (const char* text : {R"({"bos_token_id": "380"})", R"({"bos_token_id": 4294967297})",
+                           R"({"eos_token_id": [381, 4294967298]})", R"({"pad_token_id": 1.5})"}) {
+    SCOPED_TRACE(text);
+    testing::WriteFile(dir.Join("generation_config.json"), text);
+    absl::StatusOr<ModelConfig> c = LoadModelConfig(dir.path());
+    ASSERT_FALSE(c.ok()) << "accepted " << text;
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(c.status().message()),
+                AllOf(HasSubstr("generation_config.json"), HasSubstr("_token_id")));
+  }
+}
 
 TEST(LoadModelConfigTest, Llama31Fixture) {
   ASSERT_OK_AND_ASSIGN(ModelConfig c, LoadModelConfig("tests/fixtures/models/llama31"));

@@ -240,6 +240,99 @@ TEST(SafetensorsFileTest, RankAboveFour) {
   EXPECT_THAT(Message(file.status()), AllOf(HasSubstr("\"w\""), HasSubstr("4 dimensions")));
 }
 
+// ---- What the safetensors reference implementation refuses ----
+
+// Opens a file holding `header` and `data_bytes` zero bytes of data; the error message, or "" if
+// the file was accepted.
+std::string OpenError(const std::string& header, size_t data_bytes) {
+  ScopedTempDir dir;
+  const std::string path = dir.Join("x.safetensors");
+  WriteFile(path, RawSafetensors(header, std::string(data_bytes, '\0')));
+  auto file = SafetensorsFile::Open(path);
+  if (file.ok()) return "";
+  EXPECT_EQ(file.status().code(), absl::StatusCode::kDataLoss) << file.status();
+  EXPECT_THAT(Message(file.status()), HasSubstr(path));
+  return Message(file.status());
+}
+
+// Two tensors sharing bytes would alias each other's weights.
+TEST(SafetensorsValidationTest, OverlappingOffsets) {
+  const std::string m = OpenError(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                                  R"("b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
+                                  12);
+  ASSERT_FALSE(m.empty()) << "overlapping data_offsets accepted";
+  EXPECT_THAT(m, AllOf(HasSubstr("\"b\""), HasSubstr("[4, 12]"), HasSubstr("overlap")));
+}
+
+TEST(SafetensorsValidationTest, IdenticalOffsets) {
+  const std::string m = OpenError(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                                  R"("b":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})",
+                                  8);
+  ASSERT_FALSE(m.empty()) << "two tensors on the same bytes accepted";
+  EXPECT_THAT(m, HasSubstr("overlap"));
+}
+
+// nlohmann keeps one of the two entries; the reference refuses the header.
+TEST(SafetensorsValidationTest, TensorNameTwice) {
+  const std::string m = OpenError(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                                  R"("w":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})",
+                                  16);
+  ASSERT_FALSE(m.empty()) << "a tensor named twice accepted";
+  EXPECT_THAT(m, AllOf(HasSubstr("\"w\""), HasSubstr("twice")));
+}
+
+TEST(SafetensorsValidationTest, FieldTwiceInOneEntry) {
+  const std::string m = OpenError(
+      R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"dtype":"F16"}})", 8);
+  ASSERT_FALSE(m.empty());
+  EXPECT_THAT(m, AllOf(HasSubstr("\"dtype\""), HasSubstr("twice")));
+}
+
+TEST(SafetensorsValidationTest, GapBetweenTensors) {
+  const std::string m = OpenError(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                                  R"("b":{"dtype":"F32","shape":[2],"data_offsets":[12,20]}})",
+                                  20);
+  ASSERT_FALSE(m.empty()) << "a gap between tensors accepted";
+  EXPECT_THAT(m, AllOf(HasSubstr("\"b\""), HasSubstr("gap")));
+}
+
+TEST(SafetensorsValidationTest, DataSectionLongerThanTheTensors) {
+  const std::string m =
+      OpenError(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 12);
+  ASSERT_FALSE(m.empty()) << "trailing data bytes accepted";
+  EXPECT_THAT(m, AllOf(HasSubstr("8 of the 12")));
+}
+
+TEST(SafetensorsValidationTest, EmptyTensorsAndMetadataAreFine) {
+  EXPECT_EQ(OpenError(R"({"__metadata__":{"format":"pt"},)"
+                      R"("e":{"dtype":"F32","shape":[0],"data_offsets":[0,0]},)"
+                      R"("a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})",
+                      8),
+            "");
+}
+
+TEST(SafetensorsValidationTest, MetadataMustMapStringsToStrings) {
+  const char* bad[] = {
+      R"({"__metadata__":{"format":1},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})",
+      R"({"__metadata__":["pt"],"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})"};
+  for (const char* header : bad) {
+    SCOPED_TRACE(header);
+    const std::string m = OpenError(header, 4);
+    ASSERT_FALSE(m.empty()) << "malformed __metadata__ accepted";
+    EXPECT_THAT(m, HasSubstr("__metadata__"));
+  }
+}
+
+// A directory where a file belongs: an error naming it (and no exception, no mmap error).
+TEST(SafetensorsValidationTest, DirectoryInsteadOfAFile) {
+  ScopedTempDir dir;
+  std::filesystem::create_directories(dir.Join("x.safetensors"));
+  auto file = SafetensorsFile::Open(dir.Join("x.safetensors"));
+  ASSERT_FALSE(file.ok());
+  EXPECT_THAT(Message(file.status()),
+              AllOf(HasSubstr(dir.Join("x.safetensors")), HasSubstr("is a directory")));
+}
+
 // ---- Checkpoint ----
 //
 // Shards may be opened when the checkpoint is opened or on the first Find() of one of their
@@ -360,6 +453,65 @@ TEST(CheckpointTest, IndexNamesMissingShard) {
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(Message(s), HasSubstr(dir.Join("model-00001-of-00002.safetensors")));
+}
+
+// A shard missing from the directory is refused when the checkpoint is opened, even if no
+// tensor of it is ever looked up (a pipeline stage may never touch it).
+TEST(CheckpointTest, IndexNamingAMissingShardIsRefusedAtOpen) {
+  ScopedTempDir dir;
+  WriteFile(dir.Join("a.safetensors"), SafetensorsBytes({{"a", F32Tensor({1}, {1.0f})}}));
+  WriteFile(dir.Join("model.safetensors.index.json"),
+            R"({"weight_map": {"a": "a.safetensors", "b": "b.safetensors"}})");
+  auto ckpt = Checkpoint::Open(dir.path());
+  ASSERT_FALSE(ckpt.ok()) << "an index naming a missing shard was accepted";
+  EXPECT_EQ(ckpt.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(Message(ckpt.status()),
+              AllOf(HasSubstr(dir.Join("b.safetensors")),
+                    HasSubstr("model.safetensors.index.json")));
+}
+
+TEST(CheckpointTest, IndexWithNonStringOrEmptyWeightMap) {
+  for (const char* index : {R"({"weight_map": {"a": 3}})", R"({"weight_map": {"a": ["x"]}})",
+                            R"({"weight_map": {"a": ""}})", R"({"weight_map": {}})",
+                            R"(["weight_map"])"}) {
+    SCOPED_TRACE(index);
+    ScopedTempDir dir;
+    WriteFile(dir.Join("model.safetensors.index.json"), index);
+    auto ckpt = Checkpoint::Open(dir.path());
+    ASSERT_FALSE(ckpt.ok());
+    EXPECT_EQ(ckpt.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(Message(ckpt.status()),
+                AllOf(HasSubstr("model.safetensors.index.json"), HasSubstr("weight_map")));
+  }
+}
+
+TEST(CheckpointTest, DirectoriesWhereFilesBelong) {
+  {
+    ScopedTempDir dir;
+    std::filesystem::create_directories(dir.Join("model.safetensors"));
+    auto ckpt = Checkpoint::Open(dir.path());
+    ASSERT_FALSE(ckpt.ok());
+    EXPECT_THAT(Message(ckpt.status()),
+                AllOf(HasSubstr(dir.Join("model.safetensors")), HasSubstr("is a directory")));
+  }
+  {
+    ScopedTempDir dir;
+    std::filesystem::create_directories(dir.Join("model.safetensors.index.json"));
+    auto ckpt = Checkpoint::Open(dir.path());
+    ASSERT_FALSE(ckpt.ok());
+    EXPECT_THAT(Message(ckpt.status()), AllOf(HasSubstr(dir.Join("model.safetensors.index.json")),
+                                              HasSubstr("is a directory")));
+  }
+  {
+    ScopedTempDir dir;
+    std::filesystem::create_directories(dir.Join("a.safetensors"));
+    WriteFile(dir.Join("model.safetensors.index.json"),
+              R"({"weight_map": {"a": "a.safetensors"}})");
+    const absl::Status s = OpenAndFind(dir.path(), {"a"});
+    ASSERT_FALSE(s.ok());
+    EXPECT_THAT(Message(s),
+                AllOf(HasSubstr(dir.Join("a.safetensors")), HasSubstr("is a directory")));
+  }
 }
 
 TEST(CheckpointTest, TruncatedShardIsReportedWithItsPath) {

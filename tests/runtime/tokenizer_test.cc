@@ -112,5 +112,18 @@ TEST(TokenizerLoadTest, GarbageFileNamesThePath) {
               AllOf(HasSubstr(path), HasSubstr("SentencePiece")));
 }
 
+// libsentencepiece reads the model through an ifstream, which throws on a directory: the
+// process used to abort (SIGABRT) instead of reporting it.
+TEST(TokenizerLoadTest, DirectoryNamesThePath) {
+  testing::ScopedTempDir dir;
+  const std::string path = dir.Join("tokenizer.model");
+  std::filesystem::create_directories(path);
+  auto tok = Tokenizer::Load(path);
+  ASSERT_FALSE(tok.ok());
+  EXPECT_EQ(tok.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(tok.status().message()),
+              AllOf(HasSubstr(path), HasSubstr("is a directory")));
+}
+
 }  // namespace
 }  // namespace tessera

@@ -3,6 +3,7 @@
 // metric helpers against values worked out by hand, and bad datasets against their messages.
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
@@ -20,6 +21,7 @@
 namespace tessera {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 using nlohmann::json;
 
@@ -180,6 +182,62 @@ TEST_F(BadDatasetTest, CodeTaskNeedsItsFields) {
   const std::string p = Write("he.jsonl", "{\"task_id\": \"t\", \"prompt\": \"def f():\", \"test\": \"\"}\n");
   EXPECT_THAT(std::string(Make("task.code_generation.data=" + p).message()),
               HasSubstr(p + ":1: field \"entry_point\" is missing"));
+}
+
+TEST_F(BadDatasetTest, DatasetThatIsADirectory) {
+  const std::string dir = ::testing::TempDir() + "dataset_dir.jsonl";
+  std::filesystem::create_directories(dir);
+  const absl::Status s = Make("task.perplexity.data=" + dir);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), AllOf(HasSubstr(dir), HasSubstr("is a directory")));
+}
+
+// A passkey line's numbers are type- and range-checked: "depth": "deep" used to throw out of
+// the task (an uncaught nlohmann::json::type_error), a length beyond int32 wrapped.
+TEST_F(BadDatasetTest, PasskeyFieldsAreTypeAndRangeChecked) {
+  const std::string ok = R"("prompt": "The key is 1.", "answer": "1")";
+  const std::string p =
+      Write("pk_depth.jsonl", "{" + ok + R"(, "length": 64, "depth": "deep"})" "\n");
+  EXPECT_THAT(std::string(Make("task.passkey.data=" + p).message()),
+              AllOf(HasSubstr(p + ":1: field \"depth\""), HasSubstr("number")));
+  const std::string q = Write("pk_len.jsonl", "{" + ok + R"(, "length": 4294967360})" "\n");
+  EXPECT_THAT(std::string(Make("task.passkey.data=" + q).message()),
+              AllOf(HasSubstr(q + ":1: field \"length\""), HasSubstr("4294967360")));
+  const std::string r = Write("pk_range.jsonl", "{" + ok + R"(, "length": 64, "depth": 1.5})" "\n");
+  EXPECT_THAT(std::string(Make("task.passkey.data=" + r).message()),
+              AllOf(HasSubstr(r + ":1: field \"depth\""), HasSubstr("[0, 1]")));
+}
+
+TEST_F(BadDatasetTest, GoldBeyondInt32) {
+  const std::string p = Write(
+      "gold_big.jsonl", R"({"context": "a", "choices": ["x", "y"], "gold": 4294967296})" "\n");
+  EXPECT_THAT(std::string(Make("task.multiple_choice.data=" + p).message()),
+              AllOf(HasSubstr(p + ":1: field \"gold\""), HasSubstr("4294967296")));
+}
+
+// With the window left to its default, a larger stride used to skip the tokens between
+// windows and report the perplexity of a fraction of the text.
+TEST_F(BadDatasetTest, PerplexityStrideLargerThanTheWindowIsRefused) {
+  const absl::Status s =
+      Make("task.perplexity.data=tests/fixtures/eval/perplexity.jsonl;task.perplexity.stride=5000");
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(std::string(s.message()),
+              AllOf(HasSubstr("task.perplexity.stride"), HasSubstr("5000"), HasSubstr("window")));
+}
+
+// A missing interpreter used to score every sample as a failure and exit 0.
+TEST_F(BadDatasetTest, CodeGenerationWithoutItsInterpreterIsRefused) {
+  const absl::Status s = Make(
+      "task.code_generation.data=tests/fixtures/eval/humaneval_sample.jsonl;"
+      "task.code_generation.python=/nonexistent/bin/python3");
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_THAT(std::string(s.message()), AllOf(HasSubstr("task.code_generation.python"),
+                                              HasSubstr("/nonexistent/bin/python3")));
+  const absl::Status t = Make(
+      "task.code_generation.data=tests/fixtures/eval/humaneval_sample.jsonl;"
+      "task.code_generation.python=no-such-python-interpreter");
+  EXPECT_THAT(std::string(t.message()), AllOf(HasSubstr("no-such-python-interpreter"),
+                                              HasSubstr("not found on PATH")));
 }
 
 }  // namespace
