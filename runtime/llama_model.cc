@@ -408,7 +408,7 @@ absl::Status LlamaModel::Enqueue(const ForwardBatch& batch, KvCache& cache,
     if (hooks.layer == nullptr) continue;
     ctx.hidden = x_.view();
     ASSIGN_OR_RETURN(const LayerAction action, AfterLayer(hooks, ctx));
-    if (action.kind == LayerAction::Kind::kExit) return ExitAt(l, message, out);
+    if (action.kind == LayerAction::Kind::kExit) return ExitAt(l, cache, message, out);
     if (action.kind == LayerAction::Kind::kKeepRows) {
       RETURN_IF_ERROR(KeepRows(action.keep_rows, l + 1, cache));
       message.flags |= StageMessage::kRowSubset;

@@ -168,7 +168,8 @@ class LlamaModel {
   absl::Status NarrowTo(const std::vector<int32_t>& keep, int64_t from, KvCache& cache);
   // Ends the pass after local layer `local_layer`: the head's logits (this stage must hold a
   // head) and an empty message with kExited to the later stages.
-  absl::Status ExitAt(int64_t local_layer, StageMessage& message, ForwardOutput* out);
+  absl::Status ExitAt(int64_t local_layer, KvCache& cache, StageMessage& message,
+                      ForwardOutput* out);
   // A later stage's input: the header, an exit (forwarded on), a row subset, the activations.
   absl::Status ReceiveFromPreviousStage(const ForwardBatch& batch, KvCache& cache,
                                         StageMessage* message, bool* exited);

@@ -125,12 +125,16 @@ absl::Status LlamaModel::KeepRows(const std::vector<int32_t>& keep, int64_t from
   return NarrowTo(keep, from, cache);
 }
 
-absl::Status LlamaModel::ExitAt(int64_t local_layer, StageMessage& message, ForwardOutput* out) {
+absl::Status LlamaModel::ExitAt(int64_t local_layer, KvCache& cache, StageMessage& message,
+                              ForwardOutput* out) {
   const int64_t layer = plan_.layer_begin + local_layer;
   if (!has_head()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "a hook ended the pass after layer ", layer, " on pipeline stage ", plan_.pp_rank,
         ", which holds no head; list the layer in ModelOptions::head_after_layers"));
+  }
+  for (const auto& [key, base] : base_lengths_) {  // the later layers write no K/V
+    if (key.first > local_layer) RETURN_IF_ERROR(cache.Truncate(key.first, key.second, base));
   }
   message.flags |= StageMessage::kExited;
   message.exit_layer = static_cast<int32_t>(layer);

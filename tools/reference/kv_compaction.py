@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 from transformers import LlamaForCausalLM
-from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
+from llama_layers import head, run_layers
 
 MODELS = ["llama2_mha", "llama70b_gqa"]
 PROMPT_LEN = 24
@@ -34,39 +34,16 @@ def prefill_cache(model, prompt):
     return [(layer.keys.clone(), layer.values.clone()) for layer in cache.layers]
 
 
-@torch.no_grad()
 def continue_with_cache(model, kv, keeps, cont, first_pos):
     """Logits [C, vocab] of `cont` at positions first_pos.. attending to kv[l] pruned to keeps[l]."""
-    m = model.model
     c = cont.shape[1]
-    h = m.embed_tokens(cont)
-    position_ids = torch.arange(first_pos, first_pos + c).unsqueeze(0)
-    cos, sin = m.rotary_emb(h, position_ids)
-    for i, layer in enumerate(m.layers):
-        attn = layer.self_attn
-        residual = h
-        x = layer.input_layernorm(h)
-        hd = attn.head_dim
-        q = attn.q_proj(x).view(1, c, -1, hd).transpose(1, 2)
-        k = attn.k_proj(x).view(1, c, -1, hd).transpose(1, 2)
-        v = attn.v_proj(x).view(1, c, -1, hd).transpose(1, 2)
-        q, k = apply_rotary_pos_emb(q, k, cos, sin)
-        keep = torch.tensor(keeps[i], dtype=torch.long)
-        keys = torch.cat([kv[i][0][:, :, keep], k], dim=2)
-        values = torch.cat([kv[i][1][:, :, keep], v], dim=2)
-        keys = repeat_kv(keys, attn.num_key_value_groups)
-        values = repeat_kv(values, attn.num_key_value_groups)
-        scores = torch.matmul(q, keys.transpose(2, 3)) * attn.scaling
-        n_kept = len(keeps[i])
-        mask = torch.zeros(c, n_kept + c)
-        for j in range(c):
-            mask[j, n_kept + j + 1:] = float("-inf")
-        probs = torch.softmax(scores + mask, dim=-1, dtype=torch.float32)
-        out = torch.matmul(probs, values).transpose(1, 2).reshape(1, c, -1)
-        h = residual + attn.o_proj(out)
-        residual = h
-        h = residual + layer.mlp(layer.post_attention_layernorm(h))
-    return model.lm_head(m.norm(h))[0]
+    past = {}
+    for i, keep in enumerate(keeps):
+        index = torch.tensor(keep, dtype=torch.long)
+        past[i] = (kv[i][0][:, :, index], kv[i][1][:, :, index])
+    h = model.model.embed_tokens(cont)
+    h = run_layers(model, h, list(range(first_pos, first_pos + c)), range(len(keeps)), past)
+    return head(model, h)
 
 
 def record(model_dir, name, out_dir, seed):
