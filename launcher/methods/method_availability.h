@@ -1,7 +1,7 @@
 // Which methods this build of Tessera can run. Every command that takes method settings calls
 // CheckMethodsAvailable after validating them and before loading the model, so a method that is
-// set but not built fails the run instead of being ignored. No method is built yet; a registry
-// of built methods will answer here when the first one lands.
+// set but not built fails the run instead of being ignored. The registry of built methods
+// (methods/registry.h, BuiltInMethods) answers.
 #ifndef TESSERA_LAUNCHER_METHODS_METHOD_AVAILABILITY_H_
 #define TESSERA_LAUNCHER_METHODS_METHOD_AVAILABILITY_H_
 

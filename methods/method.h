@@ -1,0 +1,44 @@
+// Method: one adaptive-computation method (early exit, sparse attention, HOMER, HARP, beacon)
+// as the runtime sees it. A method is built from its typed settings (configs/
+// method_settings.proto) by the registry (methods/registry.h) before the model loads, says what
+// the model must load for it, and then hands the runtime its hooks; it never edits the model.
+//
+//   ASSIGN_OR_RETURN(auto methods, registry.Create(run_config.method()));
+//   ModelOptions options = MergedModelOptions(methods);      // before LlamaModel::Load
+//   for (auto& m : methods) RETURN_IF_ERROR(m->Attach(*model));
+//   ForwardHooks hooks = methods[0]->Hooks();                 // per step
+#ifndef TESSERA_METHODS_METHOD_H_
+#define TESSERA_METHODS_METHOD_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "runtime/forward_hooks.h"
+#include "runtime/llama_model.h"
+
+namespace tessera {
+
+class Method {
+ public:
+  virtual ~Method() = default;
+
+  // The settings field that names it ("early_exit", "homer", ...).
+  virtual absl::string_view field() const = 0;
+  // What the model must load beyond the plain model (heads after some layers, ...).
+  virtual ModelOptions Requirements() const { return {}; }
+  // Called once the model is loaded on this rank: checks the settings against the model
+  // (layer indices, head counts) and sizes the method's own state. Errors name the field.
+  virtual absl::Status Attach(LlamaModel& model) { return absl::OkStatus(); }
+  // The hooks of the next forward pass; owned by the method.
+  virtual ForwardHooks Hooks() { return {}; }
+};
+
+// The union of the methods' requirements (heads after every layer any method asks for).
+ModelOptions MergedModelOptions(const std::vector<std::unique_ptr<Method>>& methods);
+
+}  // namespace tessera
+
+#endif  // TESSERA_METHODS_METHOD_H_
