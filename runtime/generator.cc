@@ -49,7 +49,8 @@ const char* FinishReasonName(FinishReason reason) {
 Generator::Generator(LlamaModel* model, const Tokenizer* tokenizer, GeneratorOptions options)
     : model_(model),
       tokenizer_(tokenizer),
-      options_(options) {}
+      options_(options),
+      engine_(model, options.policy) {}
 
 absl::Status Generator::Validate(const std::vector<GenerationRequest>& requests) const {
   const ModelConfig& c = model_->config();
@@ -163,10 +164,12 @@ absl::StatusOr<std::vector<GenerationResult>> Generator::Generate(
     }
     // The running sequences in `micro_batches` contiguous groups, one forward pass each.
     const size_t groups = std::min<size_t>(micro_batches, running.size());
-    std::vector<int32_t> next(running.size());
+    auto group_range = [&](size_t g) {
+      return std::make_pair(running.size() * g / groups, running.size() * (g + 1) / groups);
+    };
     std::vector<ForwardBatch> batches(groups);
     for (size_t g = 0; g < groups; ++g) {
-      const size_t begin = running.size() * g / groups, end = running.size() * (g + 1) / groups;
+      const auto [begin, end] = group_range(g);
       ForwardBatch& batch = batches[g];
       batch.step = step;
       batch.micro_batch = static_cast<int32_t>(g);
@@ -179,10 +182,12 @@ absl::StatusOr<std::vector<GenerationResult>> Generator::Generate(
         }
         batch.logit_rows.push_back(static_cast<int32_t>(batch.tokens.size()) - 1);
       }
-      // The last stage picks the group's tokens before the next group overwrites the logits.
-      ASSIGN_OR_RETURN(const ForwardOutput out, model_->Forward(batch, *cache));
-      const TensorView logits = out.logits;
-      if (!plan.last_stage()) continue;
+    }
+    // The next token of each sequence, chosen where the logits are and sent to every stage.
+    StepReduction choose;
+    choose.reduce = [&](size_t g, const ForwardBatch&,
+                        const ForwardOutput& out) -> absl::StatusOr<std::vector<float>> {
+      const auto [begin, end] = group_range(g);
       std::vector<const GenerationRequest*> reqs;
       std::vector<uint64_t> ids, steps;
       for (size_t i = begin; i < end; ++i) {
@@ -191,21 +196,17 @@ absl::StatusOr<std::vector<GenerationResult>> Generator::Generate(
         ids.push_back(r.id == GenerationRequest::kIndex ? running[i].request : r.id);
         steps.push_back(running[i].result.token_ids.size());
       }
-      ASSIGN_OR_RETURN(std::vector<int32_t> tokens, SelectTokens(logits, reqs, ids, steps));
-      std::copy(tokens.begin(), tokens.end(), next.begin() + begin);
-    }
-    if (plan.pp_size > 1) {  // the last stage's choice reaches every stage
-      RETURN_IF_ERROR(model_->parallel().pp->Broadcast(
-          TensorView::Of(next.data(), DType::kI32, {static_cast<int64_t>(next.size())}),
-          plan.pp_size - 1));
-    }
+      ASSIGN_OR_RETURN(std::vector<int32_t> tokens, SelectTokens(out.logits, reqs, ids, steps));
+      return std::vector<float>(tokens.begin(), tokens.end());  // ids below 2^24: exact
+    };
+    ASSIGN_OR_RETURN(const std::vector<float> chosen, engine_.Run(batches, *cache, choose));
     ++step;
 
     for (size_t i = 0; i < running.size(); ++i) {
       Sequence& s = running[i];
       const GenerationRequest& r = requests[s.request];
       GenerationResult& out = s.result;
-      const int32_t token = next[i];
+      const int32_t token = static_cast<int32_t>(chosen[i]);
       s.length += static_cast<int32_t>(s.pending.size());
       s.pending = {token};
       out.token_ids.push_back(token);

@@ -25,6 +25,7 @@
 #include "absl/status/statusor.h"
 #include "runtime/llama_model.h"
 #include "runtime/sampler.h"
+#include "runtime/step_engine.h"
 #include "runtime/tokenizer.h"
 
 namespace tessera {
@@ -59,6 +60,7 @@ struct GeneratorOptions {
   int32_t micro_batches = 0;  // per step, for pipeline overlap; 0: one per pipeline stage
   int32_t max_seq_len = 0;  // KV cache length per slot; 0: enough for the longest request,
                             // capped at max_position_embeddings
+  StepPolicy* policy = nullptr;  // a method's passes per step (not owned); null: one plain pass
 };
 
 // Called with (request index, new text) as text becomes final; only with a tokenizer.
@@ -83,6 +85,7 @@ class Generator {
   LlamaModel* model_;
   const Tokenizer* tokenizer_;
   GeneratorOptions options_;
+  StepEngine engine_;
   Tensor full_logits_;
 };
 

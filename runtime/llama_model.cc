@@ -461,6 +461,11 @@ absl::StatusOr<ForwardOutput> LlamaModel::Forward(const ForwardBatch& batch, KvC
     }
     produced_logits_ = true;  // a graph step runs on a single rank: the last stage
   }
+  if (!batch.persist_kv) {
+    for (const auto& [key, base] : base_lengths_) {
+      RETURN_IF_ERROR(cache.Truncate(key.first, key.second, base));
+    }
+  }
   if (hooks.kv != nullptr) RETURN_IF_ERROR(hooks.kv->AfterStep(batch, cache));
   RETURN_IF_ERROR(backend_->Synchronize());
   if (produced_logits_) {

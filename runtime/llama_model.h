@@ -57,6 +57,10 @@ struct ForwardBatch {
   std::vector<int32_t> logit_rows;  // indices into [0, n) whose logits are wanted, in output order
   int32_t step = 0;         // checked across pipeline stages
   int32_t micro_batch = 0;  // checked across pipeline stages
+  // false: a pass whose K/V is not kept (a second, scratch pass over rows already in the cache):
+  // it appends after each slot's entries as usual, and every slot is cut back to its length from
+  // before the pass when the pass ends.
+  bool persist_kv = true;
 };
 
 // What a method needs loaded beyond the plain model.

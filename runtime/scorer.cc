@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
+#include "runtime/step_engine.h"
 #include "runtime/vocab_parallel.h"
 
 namespace tessera {
@@ -42,7 +43,7 @@ absl::StatusOr<std::vector<LoglikelihoodResult>> Scorer::Loglikelihood(
   if (requests.empty()) return results;
   const int64_t slots = std::min<int64_t>(max_batch_, requests.size());
   ASSIGN_OR_RETURN(KvCache * cache, model_->AcquireCache(slots, longest));
-  const ShardPlan& plan = model_->plan();
+  StepEngine engine(model_);
   int32_t step = 0;
   for (size_t begin = 0; begin < requests.size();) {
     // One pass: consecutive requests while slots and the token budget last (at least one).
@@ -70,22 +71,20 @@ absl::StatusOr<std::vector<LoglikelihoodResult>> Scorer::Loglikelihood(
       }
       ++end;
     }
-    ASSIGN_OR_RETURN(const ForwardOutput out, model_->Forward(batch, *cache));
-    const TensorView logits = out.logits;
-    // (log-prob, greedy) per scored row, computed on the last stage and sent to every stage.
-    std::vector<float> scored(2 * targets.size());
-    if (plan.last_stage()) {
-      ASSIGN_OR_RETURN(std::vector<TokenLogProb> lp, model_->vocab().LogProbs(logits, targets));
+    // (log-prob, greedy) per scored row, computed where the logits are and sent to every stage.
+    StepReduction score;
+    score.words_per_row = 2;
+    score.reduce = [&](size_t, const ForwardBatch&,
+                       const ForwardOutput& out) -> absl::StatusOr<std::vector<float>> {
+      ASSIGN_OR_RETURN(std::vector<TokenLogProb> lp, model_->vocab().LogProbs(out.logits, targets));
+      std::vector<float> words(2 * lp.size());
       for (size_t j = 0; j < lp.size(); ++j) {
-        scored[2 * j] = static_cast<float>(lp[j].logprob);
-        scored[2 * j + 1] = lp[j].is_greedy ? 1.0f : 0.0f;
+        words[2 * j] = static_cast<float>(lp[j].logprob);
+        words[2 * j + 1] = lp[j].is_greedy ? 1.0f : 0.0f;
       }
-    }
-    if (plan.pp_size > 1) {
-      RETURN_IF_ERROR(model_->parallel().pp->Broadcast(
-          TensorView::Of(scored.data(), DType::kF32, {static_cast<int64_t>(scored.size())}),
-          plan.pp_size - 1));
-    }
+      return words;
+    };
+    ASSIGN_OR_RETURN(const std::vector<float> scored, engine.Run({batch}, *cache, score));
     size_t row = 0;
     for (size_t i = begin; i < end; ++i) {
       LoglikelihoodResult& out = results[i];

@@ -34,6 +34,16 @@ std::string SupportedTensorParallelSizes(const ModelConfig& config, int max_tp) 
   return absl::StrCat("{", absl::StrJoin(ok, ", "), "}");
 }
 
+std::vector<int64_t> StageLayerCounts(const ModelConfig& c, int pp,
+                                      const std::vector<int64_t>& stage_layers) {
+  if (!stage_layers.empty()) return stage_layers;
+  std::vector<int64_t> counts;
+  for (int s = 0; s < pp; ++s) {
+    counts.push_back(c.num_hidden_layers / pp + (s < c.num_hidden_layers % pp ? 1 : 0));
+  }
+  return counts;
+}
+
 absl::StatusOr<ShardPlan> MakeShardPlan(const ModelConfig& c, const WorldLayout& layout,
                                         const std::vector<int64_t>& stage_layers) {
   ShardPlan p;
@@ -52,12 +62,7 @@ absl::StatusOr<ShardPlan> MakeShardPlan(const ModelConfig& c, const WorldLayout&
         "pp=", pp, " stages but the model has only num_hidden_layers=", c.num_hidden_layers,
         "; use pp <= ", c.num_hidden_layers));
   }
-  std::vector<int64_t> counts = stage_layers;
-  if (counts.empty()) {
-    for (int s = 0; s < pp; ++s) {
-      counts.push_back(c.num_hidden_layers / pp + (s < c.num_hidden_layers % pp ? 1 : 0));
-    }
-  }
+  const std::vector<int64_t> counts = StageLayerCounts(c, pp, stage_layers);
   if (static_cast<int>(counts.size()) != pp ||
       std::accumulate(counts.begin(), counts.end(), int64_t{0}) != c.num_hidden_layers ||
       *std::min_element(counts.begin(), counts.end()) < 1) {

@@ -41,6 +41,11 @@ struct ShardPlan {
 absl::StatusOr<ShardPlan> MakeShardPlan(const ModelConfig& config, const WorldLayout& layout,
                                         const std::vector<int64_t>& stage_layers = {});
 
+// Layers per pipeline stage: `stage_layers` when given, else balanced (earlier stages take the
+// remainder).
+std::vector<int64_t> StageLayerCounts(const ModelConfig& config, int pp,
+                                      const std::vector<int64_t>& stage_layers);
+
 // Tensor-parallel sizes in 1..max_tp that this model supports, e.g. "{1, 2, 4, 8}".
 std::string SupportedTensorParallelSizes(const ModelConfig& config, int max_tp = 64);
 

@@ -1,0 +1,78 @@
+// StepEngine: one step of a model replica, shared by generation and scoring.
+//
+// A step is a list of micro-batches (ForwardBatch). Each runs through this rank's stage
+// (LlamaModel::Forward), in order, so that pipeline stages work on different micro-batches at
+// once. On the rank that holds a micro-batch's logits (the last stage, or the stage where a hook
+// ended the pass) a StepReduction turns them into a few words per logit row (a token id, a
+// log-probability); the words reach the last stage and are broadcast from it over the pipeline
+// group, so every rank of the replica returns the same words. The full logits never leave the
+// device (VocabReducer).
+//
+// A StepPolicy extends the step: several passes over a micro-batch, each with its own rows and
+// hooks (a reframed pass of HARP, a deep pass of FREE), whose logits it combines before the
+// reduction. Passes after the first should not persist K/V (ForwardBatch::persist_kv = false).
+//
+//   StepEngine engine(model);
+//   ASSIGN_OR_RETURN(std::vector<float> words, engine.Run(micro_batches, *cache, reduction));
+#ifndef TESSERA_RUNTIME_STEP_ENGINE_H_
+#define TESSERA_RUNTIME_STEP_ENGINE_H_
+
+#include <functional>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "runtime/llama_model.h"
+
+namespace tessera {
+
+// What the logits of one micro-batch become: `words_per_row` floats per logit row (ids below
+// 2^24 are exact in a float), computed by `reduce` on the rank holding the logits (a collective
+// over its tensor-parallel group is allowed: all ranks of that group call it).
+struct StepReduction {
+  int words_per_row = 1;
+  std::function<absl::StatusOr<std::vector<float>>(size_t micro_batch, const ForwardBatch& batch,
+                                                   const ForwardOutput& output)>
+      reduce;
+};
+
+class StepPolicy {
+ public:
+  virtual ~StepPolicy() = default;
+  // Passes over `batch` (>= 1).
+  virtual int Passes(const ForwardBatch& batch) { return 1; }
+  // The rows of pass `pass` (> 0); they must ask for as many logit rows as the batch does.
+  virtual ForwardBatch PassBatch(const ForwardBatch& batch, int pass) { return batch; }
+  // The hooks of pass `pass`.
+  virtual ForwardHooks PassHooks(int pass) { return {}; }
+  // The logits of every pass (this rank's vocabulary shard, [rows, vocab_rows] each, backend
+  // memory) into `out` of the same shape, with the backend's ops. Default: the first pass's.
+  virtual absl::Status Combine(Backend& backend, const std::vector<TensorView>& passes,
+                               TensorView out) {
+    return backend.CopyWithinDevice(out.data, passes[0].data, out.bytes());
+  }
+};
+
+class StepEngine {
+ public:
+  // `model` (and `policy`, when given) must outlive the engine.
+  explicit StepEngine(LlamaModel* model, StepPolicy* policy = nullptr);
+
+  // Runs `micro_batches` and returns, on every rank of the replica, the words of every logit row
+  // of every micro-batch in order.
+  absl::StatusOr<std::vector<float>> Run(const std::vector<ForwardBatch>& micro_batches,
+                                         KvCache& cache, const StepReduction& reduction);
+
+ private:
+  // One micro-batch through the policy's passes; the combined output on the logits' rank.
+  absl::StatusOr<ForwardOutput> RunPasses(const ForwardBatch& batch, KvCache& cache);
+  int StageOfLayer(int64_t layer) const;
+
+  LlamaModel* model_;
+  StepPolicy* policy_;
+  std::vector<Tensor> pass_logits_;  // copies of the earlier passes' logits
+  Tensor combined_;
+};
+
+}  // namespace tessera
+
+#endif  // TESSERA_RUNTIME_STEP_ENGINE_H_
