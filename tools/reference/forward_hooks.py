@@ -11,9 +11,7 @@ For each fixture model and a 12-token prompt:
 
     python3 tools/reference/forward_hooks.py --out tests/fixtures/forward_hooks
 """
-import argparse
 import copy
-import json
 import os
 
 import numpy as np
@@ -21,7 +19,7 @@ import torch
 from safetensors.torch import save_file
 from transformers import LlamaForCausalLM
 
-from llama_layers import head, run_layers
+from llama_layers import head, record_all, run_layers
 
 MODELS = ["llama2_mha", "llama70b_gqa"]
 PROMPT_LEN = 12
@@ -71,20 +69,5 @@ def record(model_dir, name, out_dir, seed):
     return {"manual_loop_rel_l2": check_err}
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--models", default="tests/fixtures/models")
-    args = ap.parse_args()
-    report = {}
-    for i, name in enumerate(MODELS):
-        report[name] = record(os.path.join(args.models, name), name, args.out, seed=8000 + i)
-    import transformers
-    report["versions"] = {"torch": torch.__version__, "transformers": transformers.__version__}
-    with open(os.path.join(args.out, "MANIFEST.json"), "w") as f:
-        json.dump(report, f, indent=1, sort_keys=True)
-    print(json.dumps(report, indent=1, sort_keys=True))
-
-
 if __name__ == "__main__":
-    main()
+    record_all(__doc__, MODELS, record, first_seed=8000)

@@ -52,3 +52,26 @@ def run_layers(model, h, positions, layers, past=None):
 def head(model, h):
     """Final norm and LM head: logits [n, vocab] of h [1, n, dim]."""
     return model.lm_head(model.model.norm(h))[0]
+
+
+def record_all(doc, models, record, first_seed):
+    """The command line of a reference tool: record(model_dir, name, out_dir, seed) for each
+    fixture model, then MANIFEST.json with each model's report and the library versions."""
+    import argparse
+    import json
+    import os
+
+    import transformers
+
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--models", default="tests/fixtures/models")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    report = {}
+    for i, name in enumerate(models):
+        report[name] = record(os.path.join(args.models, name), name, args.out, first_seed + i)
+    report["versions"] = {"torch": torch.__version__, "transformers": transformers.__version__}
+    with open(os.path.join(args.out, "MANIFEST.json"), "w") as f:
+        json.dump(report, f, indent=1, sort_keys=True)
+    print(json.dumps(report, indent=1, sort_keys=True))
