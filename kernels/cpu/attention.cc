@@ -2,7 +2,8 @@
 //
 // Each (token, head) pair is independent: scores against the token's own sequence up to its
 // position are computed into one row of scratch (never a seq x seq matrix), soft-maxed with the
-// max subtracted, and used to weight the values.
+// max subtracted, and used to weight the values. F16 / BF16 cache rows are widened to F32 into a
+// per-thread row buffer before each dot product and value update.
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -13,36 +14,49 @@
 
 namespace tessera {
 
-absl::Status CpuBackend::DoAttention(const AttentionArgs& a) {
+namespace {
+
+// Row `offset` (in elements) of a cache of dtype kCache, `count` elements, as F32: an F32 row is
+// read in place; an F16 / BF16 row is widened (exactly) into `widened`.
+template <DType kCache>
+const float* CacheRow(const void* cache, int64_t offset, int64_t count, float* widened) {
+  if constexpr (kCache == DType::kF32) {
+    return static_cast<const float*>(cache) + offset;
+  } else {
+    cpu::ConvertRowToF32(static_cast<const uint16_t*>(cache) + offset, kCache, count, widened);
+    return widened;
+  }
+}
+
+// DoAttention for a K/V cache of dtype kCache. Scores, softmax and the weighted sum are F32 in
+// the same order for every dtype, so a half-precision cache gives bit for bit the result of an
+// F32 cache holding the same (widened) values.
+template <DType kCache>
+void AttendAll(const AttentionArgs& a) {
   const int64_t n = a.q.dim(0), heads = a.q.dim(1), head_dim = a.q.dim(2);
-  const int64_t n_slots = a.k_cache.dim(0), max_seq = a.k_cache.dim(1), kv_heads = a.k_cache.dim(2);
+  const int64_t max_seq = a.k_cache.dim(1), kv_heads = a.k_cache.dim(2);
   const int64_t group = heads / kv_heads;
   const int32_t* slots = a.slots.as<const int32_t>();
   const int32_t* entries = a.entries.as<const int32_t>();
-  for (int64_t i = 0; i < n; ++i) {
-    if (slots[i] < 0 || slots[i] >= n_slots || entries[i] < 0 || entries[i] >= max_seq) {
-      return absl::OutOfRangeError(absl::StrCat("Attention: token ", i, " slot ", slots[i],
-                                                " entry ", entries[i],
-                                                " is outside the cache"));
-    }
-  }
-  const int64_t kv_row = kv_heads * head_dim;  // floats per cached position
+  const int64_t kv_row = kv_heads * head_dim;  // elements per cached position
   int64_t work = 0;  // multiply-adds, to decide whether threads pay off
   for (int64_t i = 0; i < n; ++i) work += (entries[i] + 1) * heads * head_dim * 2;
 #pragma omp parallel if (work >= (1 << 18))
   {
     std::vector<float> scores;
+    std::vector<float> widened(kCache == DType::kF32 ? 0 : head_dim);
 #pragma omp for schedule(dynamic, 4)
     for (int64_t item = 0; item < n * heads; ++item) {
       const int64_t i = item / heads, h = item % heads, g = h / group;
       const int64_t len = entries[i] + 1;
       const float* q = a.q.as<const float>() + item * head_dim;
-      const float* k = a.k_cache.as<const float>() + slots[i] * max_seq * kv_row + g * head_dim;
-      const float* v = a.v_cache.as<const float>() + slots[i] * max_seq * kv_row + g * head_dim;
+      const int64_t base = slots[i] * max_seq * kv_row + g * head_dim;  // element offset
       scores.resize(len);
       float max_score = -std::numeric_limits<float>::infinity();
       for (int64_t j = 0; j < len; ++j) {
-        scores[j] = cpu::DotF32(q, k + j * kv_row, head_dim) * a.scale;
+        const float* kj =
+            CacheRow<kCache>(a.k_cache.data, base + j * kv_row, head_dim, widened.data());
+        scores[j] = cpu::DotF32(q, kj, head_dim) * a.scale;
         max_score = std::max(max_score, scores[j]);
       }
       float sum = 0.0f;
@@ -55,11 +69,38 @@ absl::Status CpuBackend::DoAttention(const AttentionArgs& a) {
       const float inv_sum = 1.0f / sum;
       for (int64_t j = 0; j < len; ++j) {
         const float p = scores[j] * inv_sum;
-        const float* vj = v + j * kv_row;
+        const float* vj =
+            CacheRow<kCache>(a.v_cache.data, base + j * kv_row, head_dim, widened.data());
         for (int64_t d = 0; d < head_dim; ++d) out[d] += p * vj[d];
       }
       if (!a.lse.empty()) a.lse.as<float>()[item] = max_score + std::log(sum);
     }
+  }
+}
+
+}  // namespace
+
+absl::Status CpuBackend::DoAttention(const AttentionArgs& a) {
+  const int64_t n = a.q.dim(0);
+  const int64_t n_slots = a.k_cache.dim(0), max_seq = a.k_cache.dim(1);
+  const int32_t* slots = a.slots.as<const int32_t>();
+  const int32_t* entries = a.entries.as<const int32_t>();
+  for (int64_t i = 0; i < n; ++i) {
+    if (slots[i] < 0 || slots[i] >= n_slots || entries[i] < 0 || entries[i] >= max_seq) {
+      return absl::OutOfRangeError(absl::StrCat("Attention: token ", i, " slot ", slots[i],
+                                                " entry ", entries[i],
+                                                " is outside the cache"));
+    }
+  }
+  switch (a.k_cache.dtype) {
+    case DType::kBF16:
+      AttendAll<DType::kBF16>(a);
+      break;
+    case DType::kF16:
+      AttendAll<DType::kF16>(a);
+      break;
+    default:
+      AttendAll<DType::kF32>(a);
   }
   return absl::OkStatus();
 }
