@@ -11,6 +11,7 @@
 #include "absl/flags/declare.h"
 #include "absl/status/statusor.h"
 #include "configs/run_config.pb.h"
+#include "kernels/dtype.h"
 #include "parallel/world_layout.h"
 
 ABSL_DECLARE_FLAG(std::string, model);
@@ -58,6 +59,9 @@ std::vector<std::string> NormalizeFlagNames(const std::vector<std::string>& args
 // Sets the flags that the command line did not give from a run config's model, layout, sampling,
 // seed and max_batch fields (unset fields leave the flag defaults).
 void ApplyRunConfigToFlags(const config::RunConfig& config);
+
+// The KV-cache dtype of --kv-dtype (f32, bf16 or f16); InvalidArgument naming the flag.
+absl::StatusOr<DType> KvDTypeFromFlags();
 
 // --tp, --pp, --dp as a layout (rank unset).
 WorldLayout LayoutFromFlags();

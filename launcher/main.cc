@@ -107,6 +107,7 @@ absl::StatusOr<tessera::config::RunConfig> GenerateOrBenchConfig(
     }
     if (absl::Status s = tessera::SetField(&c, set); !s.ok()) return s;
   }
+  if (absl::Status s = tessera::KvDTypeOf(c.model()).status(); !s.ok()) return s;
   tessera::ApplyRunConfigToFlags(c);
   if (absl::Status s = tessera::ValidateMethodSettings(c.method()); !s.ok()) return s;
   return c;

@@ -13,6 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "configs/run_config.pb.h"
+#include "kernels/dtype.h"
 
 namespace tessera {
 
@@ -30,6 +31,9 @@ absl::Status SetField(config::RunConfig* config, const std::string& assignment);
 // Semantic checks with the field path in every message, the method section included
 // (ValidateMethodSettings); fills no defaults.
 absl::Status ValidateRunConfig(const config::RunConfig& config);
+
+// The KV-cache dtype of model.kv_dtype (empty: F32); InvalidArgument naming model.kv_dtype.
+absl::StatusOr<DType> KvDTypeOf(const config::ModelSpec& model);
 
 // The config as protobuf text, for results files.
 std::string RunConfigText(const config::RunConfig& config);
