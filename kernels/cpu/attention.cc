@@ -2,8 +2,8 @@
 //
 // Each (token, head) pair is independent: scores against the token's own sequence up to its
 // position are computed into one row of scratch (never a seq x seq matrix), soft-maxed with the
-// max subtracted, and used to weight the values. F16 / BF16 cache rows are widened to F32 into a
-// per-thread row buffer before each dot product and value update.
+// max subtracted, and used to weight the values. F16 / BF16 cache elements are widened to F32 as
+// they are loaded into the vector lanes of the dot products and value updates.
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -16,21 +16,63 @@ namespace tessera {
 
 namespace {
 
-// Row `offset` (in elements) of a cache of dtype kCache, `count` elements, as F32: an F32 row is
-// read in place; an F16 / BF16 row is widened (exactly) into `widened`.
+// kLanes elements of a cache row from element i, and one element, widened to F32 (exactly).
 template <DType kCache>
-const float* CacheRow(const void* cache, int64_t offset, int64_t count, float* widened) {
-  if constexpr (kCache == DType::kF32) {
-    return static_cast<const float*>(cache) + offset;
+cpu::VecF LoadLanes(const void* row, int64_t i) {
+  if constexpr (kCache == DType::kBF16) {
+    return cpu::LoadBf16(static_cast<const uint16_t*>(row) + i);
   } else {
-    cpu::ConvertRowToF32(static_cast<const uint16_t*>(cache) + offset, kCache, count, widened);
-    return widened;
+    return cpu::LoadF16(static_cast<const uint16_t*>(row) + i);
+  }
+}
+template <DType kCache>
+float LoadOne(const void* row, int64_t i) {
+  if constexpr (kCache == DType::kBF16) {
+    return Bf16ToFloat(static_cast<const uint16_t*>(row)[i]);
+  } else {
+    return F16ToFloat(static_cast<const uint16_t*>(row)[i]);
+  }
+}
+
+// Sum of q[d] * k[d] over `count` elements of a cache row of dtype kCache. Half-precision rows
+// are widened lane by lane inside a loop shaped as DotF32's (same lanes and order), without a
+// buffer or a call per row; the compiler may fuse the tail's products differently, so results
+// can differ from DotF32 on the widened row in the last bits.
+template <DType kCache>
+float Dot(const float* q, const void* k, int64_t count) {
+  if constexpr (kCache == DType::kF32) {
+    return cpu::DotF32(q, static_cast<const float*>(k), count);
+  } else {
+    cpu::VecF acc = cpu::Zero();
+    int64_t d = 0;
+    for (; d + cpu::kLanes <= count; d += cpu::kLanes) {
+      acc = cpu::Fma(cpu::LoadF32(q + d), LoadLanes<kCache>(k, d), acc);
+    }
+    float sum = cpu::ReduceSum(acc);
+    for (; d < count; ++d) sum += q[d] * LoadOne<kCache>(k, d);
+    return sum;
+  }
+}
+
+// out[d] += p * v[d] over `count` elements of a cache row of dtype kCache: the F32 loop as it
+// always was; half-precision rows as explicit multiply-adds of the widened elements.
+template <DType kCache>
+void AddScaledRow(float p, const void* v, int64_t count, float* out) {
+  if constexpr (kCache == DType::kF32) {
+    const float* vf = static_cast<const float*>(v);
+    for (int64_t d = 0; d < count; ++d) out[d] += p * vf[d];
+  } else {
+    const cpu::VecF pv = cpu::Broadcast(p);
+    int64_t d = 0;
+    for (; d + cpu::kLanes <= count; d += cpu::kLanes) {
+      cpu::StoreF32(out + d, cpu::Fma(pv, LoadLanes<kCache>(v, d), cpu::LoadF32(out + d)));
+    }
+    for (; d < count; ++d) out[d] = std::fma(p, LoadOne<kCache>(v, d), out[d]);
   }
 }
 
 // DoAttention for a K/V cache of dtype kCache. Scores, softmax and the weighted sum are F32 in
-// the same order for every dtype, so a half-precision cache gives bit for bit the result of an
-// F32 cache holding the same (widened) values.
+// the same order for every dtype; with kCache = F32 this is the F32 kernel unchanged.
 template <DType kCache>
 void AttendAll(const AttentionArgs& a) {
   const int64_t n = a.q.dim(0), heads = a.q.dim(1), head_dim = a.q.dim(2);
@@ -39,24 +81,24 @@ void AttendAll(const AttentionArgs& a) {
   const int32_t* slots = a.slots.as<const int32_t>();
   const int32_t* entries = a.entries.as<const int32_t>();
   const int64_t kv_row = kv_heads * head_dim;  // elements per cached position
+  constexpr int64_t kElementBytes = kCache == DType::kF32 ? 4 : 2;
   int64_t work = 0;  // multiply-adds, to decide whether threads pay off
   for (int64_t i = 0; i < n; ++i) work += (entries[i] + 1) * heads * head_dim * 2;
 #pragma omp parallel if (work >= (1 << 18))
   {
     std::vector<float> scores;
-    std::vector<float> widened(kCache == DType::kF32 ? 0 : head_dim);
 #pragma omp for schedule(dynamic, 4)
     for (int64_t item = 0; item < n * heads; ++item) {
       const int64_t i = item / heads, h = item % heads, g = h / group;
       const int64_t len = entries[i] + 1;
       const float* q = a.q.as<const float>() + item * head_dim;
       const int64_t base = slots[i] * max_seq * kv_row + g * head_dim;  // element offset
+      const char* k = static_cast<const char*>(a.k_cache.data) + base * kElementBytes;
+      const char* v = static_cast<const char*>(a.v_cache.data) + base * kElementBytes;
       scores.resize(len);
       float max_score = -std::numeric_limits<float>::infinity();
       for (int64_t j = 0; j < len; ++j) {
-        const float* kj =
-            CacheRow<kCache>(a.k_cache.data, base + j * kv_row, head_dim, widened.data());
-        scores[j] = cpu::DotF32(q, kj, head_dim) * a.scale;
+        scores[j] = Dot<kCache>(q, k + j * kv_row * kElementBytes, head_dim) * a.scale;
         max_score = std::max(max_score, scores[j]);
       }
       float sum = 0.0f;
@@ -69,9 +111,7 @@ void AttendAll(const AttentionArgs& a) {
       const float inv_sum = 1.0f / sum;
       for (int64_t j = 0; j < len; ++j) {
         const float p = scores[j] * inv_sum;
-        const float* vj =
-            CacheRow<kCache>(a.v_cache.data, base + j * kv_row, head_dim, widened.data());
-        for (int64_t d = 0; d < head_dim; ++d) out[d] += p * vj[d];
+        AddScaledRow<kCache>(p, v + j * kv_row * kElementBytes, head_dim, out);
       }
       if (!a.lse.empty()) a.lse.as<float>()[item] = max_score + std::log(sum);
     }
