@@ -51,8 +51,8 @@ const std::vector<Command>& Commands() {
        "--model DIR|config.json --device-memory 80GiB [flags]",
        "Per-rank weight bytes, KV bytes per token and KV capacity of a model on a layout, from "
        "config.json alone: no weights are read, one process, no MPI.",
-       {"model", "device_memory", "tp", "pp", "stage_layers", "dtype", "kv_dtype", "backend",
-        "max_seq_len", "memory_utilization", "workspace", "json"}},
+       {"model", "device_memory", "tp", "pp", "stage_layers", "dtype", "kv_dtype", "max_seq_len",
+        "memory_utilization", "workspace", "json"}},
   };
   return *commands;
 }
