@@ -3,8 +3,9 @@
 // Conventions for every op:
 // - Shapes are row-major; "n" is the number of token rows in a ragged batch (tokens of several
 //   sequences laid end to end), "dim" the model width, "kv_heads" the KV heads held by this rank.
-// - Activations are F32. Weights (GemmArgs::w, EmbeddingArgs::table, RmsNormArgs::weight) may be
-//   F32, F16 or BF16; every op accumulates in F32.
+// - Activations are F32. Weights (GemmArgs::w, EmbeddingArgs::table, RmsNormArgs::weight) and
+//   KV caches (KvWriteArgs / AttentionArgs k_cache, v_cache) may be F32, F16 or BF16; every op
+//   accumulates in F32.
 // - Inputs and outputs may alias only where a comment says so.
 // - Ops are validated by kernels/op_validation.h before any backend sees them.
 #ifndef TESSERA_KERNELS_OP_ARGS_H_
@@ -54,12 +55,13 @@ struct RopeArgs {
 
 // k_cache[slots[i], entries[i]] = k[i] (likewise v). An entry is a cache row of the slot, not a
 // position: the cache keeps each entry's position itself (runtime/kv_cache.h), so entries can be
-// dropped and compacted while keys keep the rotation of their original positions.
+// dropped and compacted while keys keep the rotation of their original positions. A half-precision
+// cache stores each element rounded to nearest even (as CastArgs); an F32 cache is a plain copy.
 struct KvWriteArgs {
   TensorView k;          // [n, kv_heads, head_dim] F32
   TensorView v;          // [n, kv_heads, head_dim] F32
-  TensorView k_cache;    // [n_slots, max_seq, kv_heads, head_dim] F32
-  TensorView v_cache;    // [n_slots, max_seq, kv_heads, head_dim] F32
+  TensorView k_cache;    // [n_slots, max_seq, kv_heads, head_dim] F32 | F16 | BF16
+  TensorView v_cache;    // [n_slots, max_seq, kv_heads, head_dim] the dtype of k_cache
   TensorView slots;      // [n] I32
   TensorView entries;    // [n] I32, each < max_seq
 };
@@ -76,11 +78,12 @@ struct AttentionVariant {
 // cache row holding the token's own K/V, which the caller writes first (KvWrite), so prefill and
 // decode are the same op on a ragged batch. Entries are cache rows, not positions: after a
 // compaction (KvCache::Compact) the rows [0, entries[i]] hold keys of arbitrary, increasing
-// positions, already rotated.
+// positions, already rotated. Half-precision cache elements are widened to F32 exactly when read;
+// scores, softmax and the weighted sum of values are F32.
 struct AttentionArgs {
   TensorView q;          // [n, heads, head_dim] F32
-  TensorView k_cache;    // [n_slots, max_seq, kv_heads, head_dim] F32
-  TensorView v_cache;    // [n_slots, max_seq, kv_heads, head_dim] F32
+  TensorView k_cache;    // [n_slots, max_seq, kv_heads, head_dim] F32 | F16 | BF16
+  TensorView v_cache;    // [n_slots, max_seq, kv_heads, head_dim] the dtype of k_cache
   TensorView slots;      // [n] I32
   TensorView entries;    // [n] I32, each < max_seq
   TensorView out;        // [n, heads, head_dim] F32

@@ -56,9 +56,10 @@ absl::Status CheckSameShape(absl::string_view op, const TensorView& a, const Ten
   return absl::OkStatus();
 }
 
+// K and V caches: F32, F16 or BF16, both of one dtype and shape.
 absl::Status CheckCache(absl::string_view op, const TensorView& k_cache, const TensorView& v_cache) {
-  RETURN_IF_ERROR(Check(op, "k_cache", k_cache, DType::kF32, {kAny, kAny, kAny, kAny}));
-  RETURN_IF_ERROR(Check(op, "v_cache", v_cache, DType::kF32,
+  RETURN_IF_ERROR(Check(op, "k_cache", k_cache, DType::kF32, {kAny, kAny, kAny, kAny}, true));
+  RETURN_IF_ERROR(Check(op, "v_cache", v_cache, k_cache.dtype,
                         {k_cache.dim(0), k_cache.dim(1), k_cache.dim(2), k_cache.dim(3)}));
   return absl::OkStatus();
 }

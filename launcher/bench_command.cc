@@ -24,6 +24,7 @@
 #include "nlohmann/json.hpp"
 #include "parallel/timed_communicator.h"
 #include "runtime/generator.h"
+#include "runtime/memory_plan.h"
 #include "runtime/philox.h"
 
 namespace tessera {
@@ -95,6 +96,9 @@ absl::Status RunBench(Job& job) {
   absl::StatusOr<std::vector<int64_t>> stage_layers = StageLayersFromFlags();
   RETURN_IF_ERROR(CheckPhase(job, stage_layers.status()));
   ModelParallelism parallel{job.layout(), tp.get(), pp.get(), *stage_layers};
+  absl::StatusOr<DType> kv_dtype = KvDTypeFromFlags();
+  RETURN_IF_ERROR(CheckPhase(job, kv_dtype.status()));
+  parallel.kv_dtype = *kv_dtype;
   ASSIGN_OR_RETURN(ModelBundle b, LoadModelForJob(job, absl::GetFlag(FLAGS_model),
                                                   absl::GetFlag(FLAGS_backend),
                                                   /*require_tokenizer=*/false, parallel));
@@ -180,6 +184,7 @@ absl::Status RunBench(Job& job) {
       {"decode_tokens", decode_tokens},
       {"weight_bytes_rank0", w.bytes},
       {"weight_dtype", std::string(DTypeName(w.layers[0].wq.dtype))},
+      {"kv_dtype", ShortDTypeName(parallel.kv_dtype)},
       {"prefill_tokens_per_s", prompt_tokens / single->prefill_s},
       {"prefill_linear_gflops", prefill_flops / 1e9},
       {"blas_gflops_same_shape", sgemm_flops / 1e9},

@@ -31,27 +31,28 @@ const std::vector<Command>& Commands() {
        {"model",     "backend",     "config",       "method",         "set",
         "prompt",    "prompts",     "output",       "max_new_tokens", "temperature",
         "top_k",     "top_p",       "seed",         "stop",           "ignore_eos",
-        "max_batch", "max_seq_len", "stage_layers", "micro_batches",  TESSERA_JOB_FLAGS}},
+        "max_batch", "max_seq_len", "kv_dtype",     "stage_layers",   "micro_batches",
+        TESSERA_JOB_FLAGS}},
       {"eval",
        "--config RUN.textproto [--set path=value ...] [flags]",
        "An evaluation task of the run config (perplexity, passkey, multiple choice, code "
        "generation, generation) over JSONL data; prints the results table and writes "
        "results_*.json and samples_*.jsonl. The layout comes from the run config or --tp, --pp, "
        "--dp.",
-       {"config", "method", "set", "model", "backend", "max_batch", "seed", "limit", "output_dir",
-        TESSERA_JOB_FLAGS}},
+       {"config", "method", "set", "model", "backend", "kv_dtype", "max_batch", "seed", "limit",
+        "output_dir", TESSERA_JOB_FLAGS}},
       {"bench",
        "--model DIR [flags]",
        "Prefill and decode throughput and latency, weight bytes, peak memory and this machine's "
        "memory bandwidth, as one JSON object.",
-       {"model", "backend", "config", "method", "set", "prompt_tokens", "decode_tokens", "batch",
-        "stage_layers", TESSERA_JOB_FLAGS}},
+       {"model", "backend", "kv_dtype", "config", "method", "set", "prompt_tokens",
+        "decode_tokens", "batch", "stage_layers", TESSERA_JOB_FLAGS}},
       {"plan",
        "--model DIR|config.json --device-memory 80GiB [flags]",
        "Per-rank weight bytes, KV bytes per token and KV capacity of a model on a layout, from "
        "config.json alone: no weights are read, one process, no MPI.",
-       {"model", "device_memory", "tp", "pp", "stage_layers", "dtype", "kv_dtype", "backend",
-        "max_seq_len", "memory_utilization", "workspace", "json"}},
+       {"model", "device_memory", "tp", "pp", "stage_layers", "dtype", "kv_dtype", "max_seq_len",
+        "memory_utilization", "workspace", "json"}},
   };
   return *commands;
 }

@@ -6,6 +6,7 @@
 #include "absl/flags/reflection.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "runtime/memory_plan.h"
 
 ABSL_FLAG(std::string, model, "", "Model directory (config.json, *.safetensors, tokenizer.model)");
 ABSL_FLAG(std::string, backend, "cpu", "Compute backend: cpu or cuda");
@@ -48,8 +49,10 @@ ABSL_FLAG(std::string, device_memory, "",
           "Memory per device for plan, e.g. 80GiB, 80GB or 81920MiB");
 ABSL_FLAG(std::string, dtype, "",
           "Weight dtype for plan: bf16, f16 or f32 (default: config.json's torch_dtype)");
-ABSL_FLAG(std::string, kv_dtype, "",
-          "KV-cache dtype for plan: bf16, f16 or f32 (default: bf16; f32 with --backend cpu)");
+ABSL_FLAG(std::string, kv_dtype, "f32",
+          "KV-cache element type: f32 (exact), bf16 or f16 (half the cache memory; K/V rounded "
+          "to nearest even, F32 accumulation). generate, eval and bench allocate it; plan sizes "
+          "it");
 ABSL_FLAG(double, memory_utilization, 0.90,
           "Fraction of device memory plan may use, in (0, 1]");
 ABSL_FLAG(std::string, workspace, "2GiB",
@@ -92,6 +95,7 @@ void ApplyRunConfigToFlags(const config::RunConfig& c) {
   set(&FLAGS_model, "model", !c.model().path().empty(), c.model().path());
   set(&FLAGS_backend, "backend", !c.model().backend().empty(), c.model().backend());
   set(&FLAGS_max_seq_len, "max_seq_len", c.model().max_seq_len() > 0, c.model().max_seq_len());
+  set(&FLAGS_kv_dtype, "kv_dtype", !c.model().kv_dtype().empty(), c.model().kv_dtype());
   set(&FLAGS_tp, "tp", c.layout().tp() > 0, c.layout().tp());
   set(&FLAGS_pp, "pp", c.layout().pp() > 0, c.layout().pp());
   set(&FLAGS_dp, "dp", c.layout().dp() > 0, c.layout().dp());
@@ -144,6 +148,14 @@ absl::Status ValidateFlagValues() {
     }
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<DType> KvDTypeFromFlags() {
+  absl::StatusOr<DType> dtype = ParseFloatDType(absl::GetFlag(FLAGS_kv_dtype));
+  if (!dtype.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--kv-dtype: ", dtype.status().message()));
+  }
+  return dtype;
 }
 
 WorldLayout LayoutFromFlags() {

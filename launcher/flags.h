@@ -11,6 +11,7 @@
 #include "absl/flags/declare.h"
 #include "absl/status/statusor.h"
 #include "configs/run_config.pb.h"
+#include "kernels/dtype.h"
 #include "parallel/world_layout.h"
 
 ABSL_DECLARE_FLAG(std::string, model);
@@ -62,6 +63,9 @@ void ApplyRunConfigToFlags(const config::RunConfig& config);
 // Refuses flag values that make no sense (a negative --max-seq-len, --max-new-tokens 0, ...),
 // naming the flag as users spell it and its valid range.
 absl::Status ValidateFlagValues();
+
+// The KV-cache dtype of --kv-dtype (f32, bf16 or f16); InvalidArgument naming the flag.
+absl::StatusOr<DType> KvDTypeFromFlags();
 
 // --tp, --pp, --dp as a layout (rank unset).
 WorldLayout LayoutFromFlags();

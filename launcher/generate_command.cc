@@ -173,6 +173,9 @@ absl::Status RunGenerate(Job& job) {
   absl::StatusOr<std::vector<int64_t>> stage_layers = StageLayersFromFlags();
   RETURN_IF_ERROR(CheckPhase(job, stage_layers.status()));
   ModelParallelism parallel{job.layout(), job.groups.tp.get(), job.groups.pp.get(), *stage_layers};
+  absl::StatusOr<DType> kv_dtype = KvDTypeFromFlags();
+  RETURN_IF_ERROR(CheckPhase(job, kv_dtype.status()));
+  parallel.kv_dtype = *kv_dtype;
   ASSIGN_OR_RETURN(ModelBundle bundle,
                    LoadModelForJob(job, absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_backend),
                                    /*require_tokenizer=*/true, parallel));

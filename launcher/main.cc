@@ -114,6 +114,7 @@ absl::StatusOr<tessera::config::RunConfig> GenerateOrBenchConfig(
           absl::StrCat(absl::GetFlag(FLAGS_config), ": ", valid.message()));
     }
   }
+  if (absl::Status s = tessera::KvDTypeOf(c.model()).status(); !s.ok()) return s;
   tessera::ApplyRunConfigToFlags(c);
   if (absl::Status s = tessera::ValidateMethodSettings(c.method()); !s.ok()) return s;
   return c;

@@ -295,17 +295,9 @@ absl::Status RunPlan() {
     options.weight_dtype = *d;
     dtype_note = absl::StrCat(" (config.json torch_dtype ", config.torch_dtype, ")");
   }
-  const std::string kv_dtype = absl::GetFlag(FLAGS_kv_dtype);
-  if (!kv_dtype.empty()) {
-    auto d = ParseFloatDType(kv_dtype);
-    if (!d.ok())
-      return absl::InvalidArgumentError(absl::StrCat("--kv-dtype: ", d.status().message()));
-    options.kv_dtype = *d;
-  } else {
-    // GPU backends cache K and V in bf16; the CPU backend keeps them in F32 (runtime/kv_cache.h).
-    const bool cpu = FlagWasGiven("backend") && absl::GetFlag(FLAGS_backend) == "cpu";
-    options.kv_dtype = cpu ? DType::kF32 : DType::kBF16;
-  }
+  // The cache generate, eval and bench allocate with the same --kv-dtype (default f32, on every
+  // backend): runtime/kv_cache.h.
+  ASSIGN_OR_RETURN(options.kv_dtype, KvDTypeFromFlags());
   options.max_context = absl::GetFlag(FLAGS_max_seq_len);
   if (options.max_context < 0) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -10,17 +10,22 @@ namespace tessera {
 
 absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(Backend* backend, int64_t layers,
                                                           int64_t kv_heads, int64_t head_dim,
-                                                          int64_t n_slots, int64_t capacity) {
+                                                          int64_t n_slots, int64_t capacity,
+                                                          DType dtype) {
+  if (dtype != DType::kF32 && dtype != DType::kF16 && dtype != DType::kBF16) {
+    return absl::InvalidArgumentError(absl::StrCat("KvCache: the cache dtype must be F32, F16 or ",
+                                                   "BF16, got ", DTypeName(dtype)));
+  }
   if (layers < 0 || kv_heads < 1 || head_dim < 1 || n_slots < 1 || capacity < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         "KvCache: needs at least one slot and one entry per slot, got ", n_slots, " slots of ",
         capacity, " entries (", layers, " layers, ", kv_heads, " KV heads of ", head_dim, ")"));
   }
-  std::unique_ptr<KvCache> cache(new KvCache(backend, n_slots, capacity));
+  std::unique_ptr<KvCache> cache(new KvCache(backend, n_slots, capacity, dtype));
   const std::vector<int64_t> dims = {n_slots, capacity, kv_heads, head_dim};
   for (int64_t l = 0; l < layers; ++l) {
     for (std::vector<Tensor>* kv : {&cache->k_, &cache->v_}) {
-      kv->emplace_back(backend, DType::kF32);
+      kv->emplace_back(backend, dtype);
       RETURN_IF_ERROR(kv->back().Resize(dims));
     }
   }
@@ -28,7 +33,7 @@ absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(Backend* backend, int64
   cache->positions_.assign(layers * n_slots * capacity, 0);
   cache->keep_ = Tensor(backend, DType::kI32);
   cache->identity_ = Tensor(backend, DType::kI32);
-  cache->scratch_ = Tensor(backend, DType::kF32);
+  cache->scratch_ = Tensor(backend, dtype);
   return cache;
 }
 
@@ -128,8 +133,9 @@ absl::Status KvCache::Compact(int64_t slot, absl::Span<const int32_t> keep) {
   return absl::OkStatus();
 }
 
-size_t KvCache::BytesPerToken(const ModelConfig& c) {
-  return static_cast<size_t>(2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim) * 4;
+size_t KvCache::BytesPerToken(const ModelConfig& c, DType dtype) {
+  return static_cast<size_t>(2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim) *
+         DTypeSize(dtype);
 }
 
 }  // namespace tessera

@@ -1,8 +1,9 @@
 // KvCache: per-layer key and value caches for a fixed number of sequence slots, whose entries
 // are not positions.
 //
-// Layout per layer: K and V tensors (n_slots, capacity, kv_heads, head_dim), F32, in the
-// backend's memory. A sequence owns one slot for its lifetime. Each (layer, slot) holds
+// Layout per layer: K and V tensors (n_slots, capacity, kv_heads, head_dim) of the cache's dtype
+// (F32, or F16 / BF16: K/V rounded to nearest even when written, widened to F32 when attention
+// reads them), in the backend's memory. A sequence owns one slot for its lifetime. Each (layer, slot) holds
 // `length` entries in rows [0, length); entry e stores the K/V of one token, already rotated at
 // that token's position, and the cache records that position (host memory, replicated on every
 // rank of a replica, since every rank sees the same batches). The forward pass appends a step's
@@ -31,10 +32,12 @@ namespace tessera {
 class KvCache {
  public:
   // The layers and KV heads one rank holds, in `backend`'s memory (which must outlive the
-  // cache). Every slot starts empty. ResourceExhausted when the memory cannot be had.
+  // cache), stored as `dtype` (F32, F16 or BF16). Every slot starts empty. ResourceExhausted
+  // when the memory cannot be had; InvalidArgument for another dtype or an empty shape.
   static absl::StatusOr<std::unique_ptr<KvCache>> Create(Backend* backend, int64_t layers,
                                                          int64_t kv_heads, int64_t head_dim,
-                                                         int64_t n_slots, int64_t capacity);
+                                                         int64_t n_slots, int64_t capacity,
+                                                         DType dtype);
 
   TensorView k(int64_t layer) const { return k_[layer].view(); }
   TensorView v(int64_t layer) const { return v_[layer].view(); }
@@ -42,6 +45,9 @@ class KvCache {
   int64_t n_slots() const { return n_slots_; }
   // Entries a slot can hold per layer.
   int64_t max_seq() const { return capacity_; }
+  DType dtype() const { return dtype_; }
+  // Device bytes of the K and V tensors: layers x 2 x n_slots x capacity x kv_heads x head_dim x
+  // DTypeSize(dtype()).
   size_t bytes() const;
 
   // Entries of `slot` in `layer`, and the position of each.
@@ -72,21 +78,24 @@ class KvCache {
   // The same in every layer.
   absl::Status Compact(int64_t slot, absl::Span<const int32_t> keep);
 
-  // Bytes per cached token across all layers (keys and values) of a whole model in F32.
-  static size_t BytesPerToken(const ModelConfig& config);
+  // Bytes per cached token across all layers (keys and values) of a whole, unsharded model with
+  // a cache of `dtype`.
+  static size_t BytesPerToken(const ModelConfig& config, DType dtype);
 
  private:
-  KvCache(Backend* backend, int64_t n_slots, int64_t capacity)
-      : backend_(backend), n_slots_(n_slots), capacity_(capacity) {}
+  KvCache(Backend* backend, int64_t n_slots, int64_t capacity, DType dtype)
+      : backend_(backend), n_slots_(n_slots), capacity_(capacity), dtype_(dtype) {}
   int64_t Index(int64_t layer, int64_t slot) const { return layer * n_slots_ + slot; }
   absl::Status GatherSlotRows(TensorView cache, int64_t slot, int64_t count);
 
   Backend* backend_;
   int64_t n_slots_, capacity_;
+  DType dtype_;
   std::vector<Tensor> k_, v_;
   std::vector<int32_t> lengths_;    // [layers, n_slots]
   std::vector<int32_t> positions_;  // [layers, n_slots, capacity]
-  // Compact's device scratch: the gather indices, identity indices, and one slot's rows.
+  // Compact's device scratch: the gather indices, identity indices, and one slot's rows (of the
+  // cache's dtype).
   Tensor keep_, identity_, scratch_;
 };
 

@@ -96,7 +96,7 @@ absl::Status LlamaModel::Upload(const std::vector<T>& host, Tensor* device) {
 absl::StatusOr<std::unique_ptr<KvCache>> LlamaModel::MakeCache(int64_t n_slots,
                                                                int64_t max_seq) const {
   return KvCache::Create(backend_, plan_.layers(), plan_.kv_heads, config_.head_dim, n_slots,
-                         max_seq);
+                         max_seq, parallel_.kv_dtype);
 }
 
 absl::StatusOr<KvCache*> LlamaModel::AcquireCache(int64_t n_slots, int64_t max_seq) {

@@ -89,6 +89,9 @@ struct ModelParallelism {
   Communicator* tp = nullptr;         // this rank's tensor-parallel group
   Communicator* pp = nullptr;         // this rank's pipeline group
   std::vector<int64_t> stage_layers;  // layers per stage; empty: balanced
+  // Element type of this rank's KV cache (MakeCache, AcquireCache): F32 (default), F16 or BF16.
+  // Not a split, but a per-rank choice made at load, carried here so that every loader passes it.
+  DType kv_dtype = DType::kF32;
 };
 
 class LlamaModel {
@@ -116,7 +119,8 @@ class LlamaModel {
   // size and cache (see runtime/decode_graphs.h). FailedPrecondition unless the backend is CUDA.
   absl::Status EnableDecodeGraphs(bool enable);
 
-  // A KV cache for this rank's layers and KV heads, in the backend's memory.
+  // A KV cache for this rank's layers and KV heads, in the backend's memory, of
+  // parallel().kv_dtype.
   absl::StatusOr<std::unique_ptr<KvCache>> MakeCache(int64_t n_slots, int64_t max_seq) const;
 
   // The model's own KV cache, with at least `n_slots` slots of at least `max_seq` positions:

@@ -36,7 +36,7 @@ inline constexpr uint64_t kGiB = uint64_t{1} << 30;
 
 struct MemoryPlanOptions {
   DType weight_dtype = DType::kBF16;
-  DType kv_dtype = DType::kBF16;
+  DType kv_dtype = DType::kF32;  // as the runtime's default (ModelParallelism::kv_dtype)
   uint64_t device_memory_bytes = 0;     // per device (GPU); must be > 0
   double memory_utilization = 0.90;     // fraction of device memory Tessera may use, in (0, 1]
   uint64_t workspace_bytes = 2 * kGiB;  // activations, communication buffers, allocator slack

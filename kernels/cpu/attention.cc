@@ -2,7 +2,8 @@
 //
 // Each (token, head) pair is independent: scores against the token's own sequence up to its
 // position are computed into one row of scratch (never a seq x seq matrix), soft-maxed with the
-// max subtracted, and used to weight the values.
+// max subtracted, and used to weight the values. F16 / BF16 cache elements are widened to F32 as
+// they are loaded into the vector lanes of the dot products and value updates.
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -13,20 +14,74 @@
 
 namespace tessera {
 
-absl::Status CpuBackend::DoAttention(const AttentionArgs& a) {
+namespace {
+
+// kLanes elements of a cache row from element i, and one element, widened to F32 (exactly).
+template <DType kCache>
+cpu::VecF LoadLanes(const void* row, int64_t i) {
+  if constexpr (kCache == DType::kBF16) {
+    return cpu::LoadBf16(static_cast<const uint16_t*>(row) + i);
+  } else {
+    return cpu::LoadF16(static_cast<const uint16_t*>(row) + i);
+  }
+}
+template <DType kCache>
+float LoadOne(const void* row, int64_t i) {
+  if constexpr (kCache == DType::kBF16) {
+    return Bf16ToFloat(static_cast<const uint16_t*>(row)[i]);
+  } else {
+    return F16ToFloat(static_cast<const uint16_t*>(row)[i]);
+  }
+}
+
+// Sum of q[d] * k[d] over `count` elements of a cache row of dtype kCache. Half-precision rows
+// are widened lane by lane inside a loop shaped as DotF32's (same lanes and order), without a
+// buffer or a call per row; the compiler may fuse the tail's products differently, so results
+// can differ from DotF32 on the widened row in the last bits.
+template <DType kCache>
+float Dot(const float* q, const void* k, int64_t count) {
+  if constexpr (kCache == DType::kF32) {
+    return cpu::DotF32(q, static_cast<const float*>(k), count);
+  } else {
+    cpu::VecF acc = cpu::Zero();
+    int64_t d = 0;
+    for (; d + cpu::kLanes <= count; d += cpu::kLanes) {
+      acc = cpu::Fma(cpu::LoadF32(q + d), LoadLanes<kCache>(k, d), acc);
+    }
+    float sum = cpu::ReduceSum(acc);
+    for (; d < count; ++d) sum += q[d] * LoadOne<kCache>(k, d);
+    return sum;
+  }
+}
+
+// out[d] += p * v[d] over `count` elements of a cache row of dtype kCache: the F32 loop as it
+// always was; half-precision rows as explicit multiply-adds of the widened elements.
+template <DType kCache>
+void AddScaledRow(float p, const void* v, int64_t count, float* out) {
+  if constexpr (kCache == DType::kF32) {
+    const float* vf = static_cast<const float*>(v);
+    for (int64_t d = 0; d < count; ++d) out[d] += p * vf[d];
+  } else {
+    const cpu::VecF pv = cpu::Broadcast(p);
+    int64_t d = 0;
+    for (; d + cpu::kLanes <= count; d += cpu::kLanes) {
+      cpu::StoreF32(out + d, cpu::Fma(pv, LoadLanes<kCache>(v, d), cpu::LoadF32(out + d)));
+    }
+    for (; d < count; ++d) out[d] = std::fma(p, LoadOne<kCache>(v, d), out[d]);
+  }
+}
+
+// DoAttention for a K/V cache of dtype kCache. Scores, softmax and the weighted sum are F32 in
+// the same order for every dtype; with kCache = F32 this is the F32 kernel unchanged.
+template <DType kCache>
+void AttendAll(const AttentionArgs& a) {
   const int64_t n = a.q.dim(0), heads = a.q.dim(1), head_dim = a.q.dim(2);
-  const int64_t n_slots = a.k_cache.dim(0), max_seq = a.k_cache.dim(1), kv_heads = a.k_cache.dim(2);
+  const int64_t max_seq = a.k_cache.dim(1), kv_heads = a.k_cache.dim(2);
   const int64_t group = heads / kv_heads;
   const int32_t* slots = a.slots.as<const int32_t>();
   const int32_t* entries = a.entries.as<const int32_t>();
-  for (int64_t i = 0; i < n; ++i) {
-    if (slots[i] < 0 || slots[i] >= n_slots || entries[i] < 0 || entries[i] >= max_seq) {
-      return absl::OutOfRangeError(absl::StrCat("Attention: token ", i, " slot ", slots[i],
-                                                " entry ", entries[i],
-                                                " is outside the cache"));
-    }
-  }
-  const int64_t kv_row = kv_heads * head_dim;  // floats per cached position
+  const int64_t kv_row = kv_heads * head_dim;  // elements per cached position
+  constexpr int64_t kElementBytes = kCache == DType::kF32 ? 4 : 2;
   int64_t work = 0;  // multiply-adds, to decide whether threads pay off
   for (int64_t i = 0; i < n; ++i) work += (entries[i] + 1) * heads * head_dim * 2;
 #pragma omp parallel if (work >= (1 << 18))
@@ -37,12 +92,13 @@ absl::Status CpuBackend::DoAttention(const AttentionArgs& a) {
       const int64_t i = item / heads, h = item % heads, g = h / group;
       const int64_t len = entries[i] + 1;
       const float* q = a.q.as<const float>() + item * head_dim;
-      const float* k = a.k_cache.as<const float>() + slots[i] * max_seq * kv_row + g * head_dim;
-      const float* v = a.v_cache.as<const float>() + slots[i] * max_seq * kv_row + g * head_dim;
+      const int64_t base = slots[i] * max_seq * kv_row + g * head_dim;  // element offset
+      const char* k = static_cast<const char*>(a.k_cache.data) + base * kElementBytes;
+      const char* v = static_cast<const char*>(a.v_cache.data) + base * kElementBytes;
       scores.resize(len);
       float max_score = -std::numeric_limits<float>::infinity();
       for (int64_t j = 0; j < len; ++j) {
-        scores[j] = cpu::DotF32(q, k + j * kv_row, head_dim) * a.scale;
+        scores[j] = Dot<kCache>(q, k + j * kv_row * kElementBytes, head_dim) * a.scale;
         max_score = std::max(max_score, scores[j]);
       }
       float sum = 0.0f;
@@ -55,11 +111,36 @@ absl::Status CpuBackend::DoAttention(const AttentionArgs& a) {
       const float inv_sum = 1.0f / sum;
       for (int64_t j = 0; j < len; ++j) {
         const float p = scores[j] * inv_sum;
-        const float* vj = v + j * kv_row;
-        for (int64_t d = 0; d < head_dim; ++d) out[d] += p * vj[d];
+        AddScaledRow<kCache>(p, v + j * kv_row * kElementBytes, head_dim, out);
       }
       if (!a.lse.empty()) a.lse.as<float>()[item] = max_score + std::log(sum);
     }
+  }
+}
+
+}  // namespace
+
+absl::Status CpuBackend::DoAttention(const AttentionArgs& a) {
+  const int64_t n = a.q.dim(0);
+  const int64_t n_slots = a.k_cache.dim(0), max_seq = a.k_cache.dim(1);
+  const int32_t* slots = a.slots.as<const int32_t>();
+  const int32_t* entries = a.entries.as<const int32_t>();
+  for (int64_t i = 0; i < n; ++i) {
+    if (slots[i] < 0 || slots[i] >= n_slots || entries[i] < 0 || entries[i] >= max_seq) {
+      return absl::OutOfRangeError(absl::StrCat("Attention: token ", i, " slot ", slots[i],
+                                                " entry ", entries[i],
+                                                " is outside the cache"));
+    }
+  }
+  switch (a.k_cache.dtype) {
+    case DType::kBF16:
+      AttendAll<DType::kBF16>(a);
+      break;
+    case DType::kF16:
+      AttendAll<DType::kF16>(a);
+      break;
+    default:
+      AttendAll<DType::kF32>(a);
   }
   return absl::OkStatus();
 }

@@ -22,7 +22,9 @@ namespace tessera::cpu {
 constexpr int kLanes = 16;
 using VecF = __m512;
 inline VecF Zero() { return _mm512_setzero_ps(); }
+inline VecF Broadcast(float x) { return _mm512_set1_ps(x); }
 inline VecF LoadF32(const float* p) { return _mm512_loadu_ps(p); }
+inline void StoreF32(float* p, VecF v) { _mm512_storeu_ps(p, v); }
 inline VecF LoadBf16(const uint16_t* p) {
   __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
   return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
@@ -36,7 +38,9 @@ inline float ReduceSum(VecF v) { return _mm512_reduce_add_ps(v); }
 constexpr int kLanes = 8;
 using VecF = __m256;
 inline VecF Zero() { return _mm256_setzero_ps(); }
+inline VecF Broadcast(float x) { return _mm256_set1_ps(x); }
 inline VecF LoadF32(const float* p) { return _mm256_loadu_ps(p); }
+inline void StoreF32(float* p, VecF v) { _mm256_storeu_ps(p, v); }
 inline VecF LoadBf16(const uint16_t* p) {
   __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
   return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
@@ -55,7 +59,9 @@ inline float ReduceSum(VecF v) {
 constexpr int kLanes = 1;
 using VecF = float;
 inline VecF Zero() { return 0.0f; }
+inline VecF Broadcast(float x) { return x; }
 inline VecF LoadF32(const float* p) { return *p; }
+inline void StoreF32(float* p, VecF v) { *p = v; }
 inline VecF LoadBf16(const uint16_t* p) { return Bf16ToFloat(*p); }
 inline VecF LoadF16(const uint16_t* p) { return F16ToFloat(*p); }
 inline VecF Fma(VecF a, VecF b, VecF c) { return a * b + c; }

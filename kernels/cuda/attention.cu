@@ -5,7 +5,8 @@
 // and values, which are staged once per tile in shared memory. Keys are processed in tiles of
 // 32 (one per lane) with an online softmax (running max, running sum, rescaled accumulator),
 // so no score matrix is ever stored: per block, shared memory holds the query rows and one
-// 32-key tile of K and V. Each warp owns rows {warp, warp + 4, ...} of the tile.
+// 32-key tile of K and V (widened to F32 from an F16 / BF16 cache as they are staged). Each warp
+// owns rows {warp, warp + 4, ...} of the tile.
 //
 // Ragged batches. Rows of a tile may belong to different sequences (cache slots). The block
 // makes one pass per distinct slot among its rows; a pass walks keys 0..max(position) of that
@@ -36,7 +37,9 @@ __device__ __forceinline__ bool HasDim(int lane, int c) {
   return HD % 32 == 0 || lane + 32 * c < HD;
 }
 
-template <int HD>
+// T: the cache's element type (float, __half, __nv_bfloat16), widened to F32 when a tile of K
+// and V is staged in shared memory; everything after staging is F32 whatever T is.
+template <int HD, typename T>
 __global__ void __launch_bounds__(kThreads) AttentionKernel(const AttentionParams p) {
   constexpr int kDimsPerLane = (HD + 31) / 32;
   __shared__ float qs[kRows][HD];
@@ -97,7 +100,7 @@ __global__ void __launch_bounds__(kThreads) AttentionKernel(const AttentionParam
     if (row_slot[r] >= 0) pending |= 1u << r;
   }
   const int64_t split_begin = static_cast<int64_t>(z) * p.split_keys;
-  const int64_t kv_stride = p.kv_heads * HD;  // floats between consecutive positions
+  const int64_t kv_stride = p.kv_heads * HD;  // elements between consecutive positions
   while (pending != 0) {
     const int slot = row_slot[__ffs(pending) - 1];
     unsigned pass = 0;
@@ -111,8 +114,8 @@ __global__ void __launch_bounds__(kThreads) AttentionKernel(const AttentionParam
     pending &= ~pass;
     const int64_t hi = min(keys, split_begin + p.split_keys);
     const int64_t base = (static_cast<int64_t>(slot) * p.max_seq * p.kv_heads + g) * HD;
-    const float* kbase = p.k_cache + base;
-    const float* vbase = p.v_cache + base;
+    const T* kbase = static_cast<const T*>(p.k_cache) + base;
+    const T* vbase = static_cast<const T*>(p.v_cache) + base;
     for (int64_t kt = split_begin; kt < hi; kt += kKeys) {
       __syncthreads();  // the previous tile has been consumed
       for (int e = tid; e < kKeys * HD; e += kThreads) {
@@ -120,8 +123,8 @@ __global__ void __launch_bounds__(kThreads) AttentionKernel(const AttentionParam
         const int64_t key = kt + j;
         float kv = 0.0f, vv = 0.0f;
         if (key < hi) {
-          kv = kbase[key * kv_stride + d];
-          vv = vbase[key * kv_stride + d];
+          kv = ToFloat(kbase[key * kv_stride + d]);
+          vv = ToFloat(vbase[key * kv_stride + d]);
         }
         ks[j][d] = kv;
         vs[j][d] = vv;
@@ -220,7 +223,16 @@ void LaunchTiles(const AttentionParams& p, cudaStream_t stream) {
   const int64_t rows_total = p.n * (p.heads / p.kv_heads);
   const dim3 grid(static_cast<unsigned>((rows_total + kRows - 1) / kRows),
                   static_cast<unsigned>(p.kv_heads), static_cast<unsigned>(p.splits));
-  AttentionKernel<HD><<<grid, kThreads, 0, stream>>>(p);
+  switch (p.cache_type) {
+    case Storage::kF16:
+      AttentionKernel<HD, __half><<<grid, kThreads, 0, stream>>>(p);
+      break;
+    case Storage::kBF16:
+      AttentionKernel<HD, __nv_bfloat16><<<grid, kThreads, 0, stream>>>(p);
+      break;
+    default:
+      AttentionKernel<HD, float><<<grid, kThreads, 0, stream>>>(p);
+  }
 }
 
 }  // namespace

@@ -65,10 +65,10 @@ absl::Status CudaBackend::DoKvWrite(const KvWriteArgs& a) {
   if (n == 0 || row == 0) return absl::OkStatus();
   RETURN_IF_ERROR(Activate());
   CUDA_RETURN_IF_ERROR(
-      cuda::LaunchKvWrite(a.k.as<const float>(), a.v.as<const float>(), a.k_cache.as<float>(),
-                          a.v_cache.as<float>(), a.slots.as<const int32_t>(),
-                          a.entries.as<const int32_t>(), n, a.k_cache.dim(0), a.k_cache.dim(1),
-                          row, error_flags_device_, stream_),
+      cuda::LaunchKvWrite(a.k.as<const float>(), a.v.as<const float>(), a.k_cache.data,
+                          a.v_cache.data, cuda::StorageOf(a.k_cache.dtype),
+                          a.slots.as<const int32_t>(), a.entries.as<const int32_t>(), n,
+                          a.k_cache.dim(0), a.k_cache.dim(1), row, error_flags_device_, stream_),
       Describe("KvWrite", {{"k", a.k}, {"k_cache", a.k_cache}}));
   return absl::OkStatus();
 }
@@ -103,8 +103,9 @@ absl::Status CudaBackend::DoAttention(const AttentionArgs& a) {
   RETURN_IF_ERROR(Activate());
   cuda::AttentionParams p;
   p.q = a.q.as<const float>();
-  p.k_cache = a.k_cache.as<const float>();
-  p.v_cache = a.v_cache.as<const float>();
+  p.k_cache = a.k_cache.data;
+  p.v_cache = a.v_cache.data;
+  p.cache_type = cuda::StorageOf(a.k_cache.dtype);
   p.slots = a.slots.as<const int32_t>();
   p.entries = a.entries.as<const int32_t>();
   p.out = a.out.as<float>();

@@ -1,5 +1,5 @@
-// Device helpers shared by the CUDA backend's kernels: weight loads widened to F32, warp and block
-// reductions, launch-size helpers. Internal to kernels/cuda (.cu files only).
+// Device helpers shared by the CUDA backend's kernels: weight and cache loads widened to F32,
+// stores rounded from F32, warp and block reductions, launch-size helpers. Internal to kernels/cuda (.cu files only).
 #ifndef TESSERA_KERNELS_CUDA_DEVICE_UTILS_CUH_
 #define TESSERA_KERNELS_CUDA_DEVICE_UTILS_CUH_
 
@@ -29,6 +29,22 @@ __device__ __forceinline__ float ToFloat<__half>(__half v) {
 template <>
 __device__ __forceinline__ float ToFloat<__nv_bfloat16>(__nv_bfloat16 v) {
   return __bfloat162float(v);
+}
+
+// An F32 value stored as T, rounded to nearest even (the CPU's FloatToBf16 / FloatToF16).
+template <typename T>
+__device__ __forceinline__ T FromFloat(float v);
+template <>
+__device__ __forceinline__ float FromFloat<float>(float v) {
+  return v;
+}
+template <>
+__device__ __forceinline__ __half FromFloat<__half>(float v) {
+  return __float2half_rn(v);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 FromFloat<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
 }
 
 // Element i of a weight buffer of runtime storage type `t`.

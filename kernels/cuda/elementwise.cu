@@ -23,21 +23,6 @@ __global__ void AddKernel(const float* a, const float* b, float* out, int64_t co
   }
 }
 
-template <typename Out>
-__device__ __forceinline__ Out FromFloat(float v);
-template <>
-__device__ __forceinline__ float FromFloat<float>(float v) {
-  return v;
-}
-template <>
-__device__ __forceinline__ __half FromFloat<__half>(float v) {
-  return __float2half_rn(v);
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 FromFloat<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
-
 template <typename In, typename Out>
 __global__ void CastKernel(const In* in, Out* out, int64_t count) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;

@@ -17,7 +17,7 @@
 
 namespace tessera::cuda {
 
-// Storage type of a weight operand (F32, F16 or BF16); activations are always F32.
+// Storage type of a weight or KV-cache operand (F32, F16 or BF16); activations are always F32.
 enum class Storage : int { kF32 = 0, kF16 = 1, kBF16 = 2 };
 
 // Indices into the error-flag words.
@@ -44,11 +44,12 @@ cudaError_t LaunchRope(float* x, const int32_t* positions, const float* inv_freq
                        cudaStream_t stream);
 
 // kv_write.cu: k_cache[slots[i], entries[i]] = k[i] (likewise v); rows are kv_heads*head_dim
-// floats. Tokens outside the cache are skipped and flagged.
-cudaError_t LaunchKvWrite(const float* k, const float* v, float* k_cache, float* v_cache,
-                          const int32_t* slots, const int32_t* entries, int64_t n,
-                          int64_t n_slots, int64_t max_seq, int64_t row, int* error_flags,
-                          cudaStream_t stream);
+// elements of `cache_type` (F32 copied, F16 / BF16 rounded to nearest even). Tokens outside the
+// cache are skipped and flagged.
+cudaError_t LaunchKvWrite(const float* k, const float* v, void* k_cache, void* v_cache,
+                          Storage cache_type, const int32_t* slots, const int32_t* entries,
+                          int64_t n, int64_t n_slots, int64_t max_seq, int64_t row,
+                          int* error_flags, cudaStream_t stream);
 
 // gather_rows.cu: out[i, :] = in[indices[i], :] for rows of `row_bytes` bytes. Indices outside
 // [0, rows) are skipped and flagged (kGatherOutOfRange).
@@ -59,9 +60,10 @@ cudaError_t LaunchGatherRows(const void* in, int64_t rows, const int32_t* indice
 bool AttentionSupportsHeadDim(int64_t head_dim);
 
 struct AttentionParams {
-  const float* q = nullptr;        // [n, heads, head_dim]
-  const float* k_cache = nullptr;  // [n_slots, max_seq, kv_heads, head_dim]
-  const float* v_cache = nullptr;
+  const float* q = nullptr;       // [n, heads, head_dim]
+  const void* k_cache = nullptr;  // [n_slots, max_seq, kv_heads, head_dim] of cache_type
+  const void* v_cache = nullptr;  // likewise
+  Storage cache_type = Storage::kF32;  // widened to F32 when staged; F32 accumulation
   const int32_t* slots = nullptr;      // [n]
   const int32_t* entries = nullptr;  // [n] cache row of the token's own K/V
   float* out = nullptr;  // [n, heads, head_dim]

@@ -85,6 +85,7 @@ absl::StatusOr<config::RunConfig> EvalConfigFromFlags(const std::vector<std::str
   RETURN_IF_ERROR(ApplyMethodFlag(&c));
   if (FlagWasGiven("model")) c.mutable_model()->set_path(absl::GetFlag(FLAGS_model));
   if (FlagWasGiven("backend")) c.mutable_model()->set_backend(absl::GetFlag(FLAGS_backend));
+  if (FlagWasGiven("kv_dtype")) c.mutable_model()->set_kv_dtype(absl::GetFlag(FLAGS_kv_dtype));
   if (FlagWasGiven("tp")) c.mutable_layout()->set_tp(absl::GetFlag(FLAGS_tp));
   if (FlagWasGiven("pp")) c.mutable_layout()->set_pp(absl::GetFlag(FLAGS_pp));
   if (FlagWasGiven("dp")) c.mutable_layout()->set_dp(absl::GetFlag(FLAGS_dp));
@@ -103,6 +104,7 @@ absl::Status RunEval(Job& job, const config::RunConfig& c) {
   ModelParallelism parallel{layout, job.groups.tp.get(), job.groups.pp.get(),
                             std::vector<int64_t>(c.layout().stage_layers().begin(),
                                                  c.layout().stage_layers().end())};
+  ASSIGN_OR_RETURN(parallel.kv_dtype, KvDTypeOf(c.model()));
   ASSIGN_OR_RETURN(ModelBundle bundle,
                    LoadModelForJob(job, c.model().path(),
                                    c.model().backend().empty() ? "cpu" : c.model().backend(),

@@ -8,6 +8,7 @@
 #include "kernels/status_macros.h"
 #include "launcher/methods/method_settings.h"
 #include "launcher/text_proto.h"
+#include "runtime/memory_plan.h"
 
 namespace tessera {
 namespace {
@@ -138,11 +139,22 @@ absl::Status SetField(config::RunConfig* config, const std::string& assignment) 
   return absl::OkStatus();
 }
 
+absl::StatusOr<DType> KvDTypeOf(const config::ModelSpec& model) {
+  if (model.kv_dtype().empty()) return DType::kF32;
+  absl::StatusOr<DType> dtype = ParseFloatDType(model.kv_dtype());
+  if (!dtype.ok()) {
+    return FieldError("model.kv_dtype", absl::StrCat("is \"", model.kv_dtype(),
+                                                      "\"; use f32, bf16 or f16"));
+  }
+  return dtype;
+}
+
 absl::Status ValidateRunSettings(const config::RunConfig& c) {
   if (!c.model().backend().empty() && c.model().backend() != "cpu" && c.model().backend() != "cuda") {
     return FieldError("model.backend", absl::StrCat("is \"", c.model().backend(), "\"; use cpu or cuda"));
   }
   if (c.model().max_seq_len() < 0) return FieldError("model.max_seq_len", "must be >= 0");
+  RETURN_IF_ERROR(KvDTypeOf(c.model()).status());
   for (auto [name, v] : {std::pair<const char*, int>{"layout.tp", c.layout().tp()},
                          {"layout.pp", c.layout().pp()}, {"layout.dp", c.layout().dp()},
                          {"layout.micro_batches", c.layout().micro_batches()},

@@ -13,6 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "configs/run_config.pb.h"
+#include "kernels/dtype.h"
 
 namespace tessera {
 
@@ -34,6 +35,9 @@ absl::Status ValidateRunConfig(const config::RunConfig& config);
 // The checks of ValidateRunConfig that do not concern the task or model.path: model.backend,
 // model.max_seq_len, layout, max_batch and sampling (what generate and bench take from a config).
 absl::Status ValidateRunSettings(const config::RunConfig& config);
+
+// The KV-cache dtype of model.kv_dtype (empty: F32); InvalidArgument naming model.kv_dtype.
+absl::StatusOr<DType> KvDTypeOf(const config::ModelSpec& model);
 
 // The config as protobuf text, for results files.
 std::string RunConfigText(const config::RunConfig& config);

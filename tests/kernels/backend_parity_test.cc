@@ -21,6 +21,7 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -441,10 +442,16 @@ TEST_F(ParityTest, KvWrite) {
   struct Case {
     int64_t n, kv_heads, head_dim, n_slots, max_seq;
   };
+  // Every shape with F32, F16 and BF16 caches: both backends round half-precision elements to
+  // nearest even, so the bytes agree for those too.
+  std::vector<std::pair<Case, DType>> runs;
   for (const Case c : {Case{1, 8, 128, 4, 4096}, Case{7, 1, 64, 2, 33}, Case{33, 4, 128, 3, 64}}) {
+    for (const DType cache_type : kWeightTypes) runs.emplace_back(c, cache_type);
+  }
+  for (const auto& [c, cache_type] : runs) {
     const std::string shape = absl::StrCat("n=", c.n, " cache=[", c.n_slots, ",", c.max_seq, ",",
                                            c.kv_heads, ",", c.head_dim, "]");
-    SCOPED_TRACE(shape);
+    SCOPED_TRACE(absl::StrCat(shape, " ", DTypeName(cache_type)));
     // Distinct (slot, position) pairs.
     std::vector<int32_t> cells(c.n_slots * c.max_seq);
     std::iota(cells.begin(), cells.end(), 0);
@@ -460,15 +467,15 @@ TEST_F(ParityTest, KvWrite) {
                     {c.n, c.kv_heads, c.head_dim});
     auto v = Floats(RandomFloats(c.n * c.kv_heads * c.head_dim, 12), DType::kF32,
                     {c.n, c.kv_heads, c.head_dim});
-    auto k_cache = Floats(RandomFloats(cache_size, 13), DType::kF32, cache_dims);
-    auto v_cache = Floats(RandomFloats(cache_size, 14), DType::kF32, cache_dims);
+    auto k_cache = Floats(RandomFloats(cache_size, 13), cache_type, cache_dims);
+    auto v_cache = Floats(RandomFloats(cache_size, 14), cache_type, cache_dims);
     auto slots = Ints(slot), positions = Ints(pos);
     ASSERT_OK(cpu_->KvWrite({k->cpu(), v->cpu(), k_cache->cpu(), v_cache->cpu(), slots->cpu(),
                              positions->cpu()}));
     ASSERT_OK(gpu_->KvWrite({k->gpu(), v->gpu(), k_cache->gpu(), v_cache->gpu(), slots->gpu(),
                              positions->gpu()}));
-    ExpectExact(*k_cache, "KvWrite k_cache", DType::kF32, shape);
-    ExpectExact(*v_cache, "KvWrite v_cache", DType::kF32, shape);
+    ExpectExact(*k_cache, "KvWrite k_cache", cache_type, shape);
+    ExpectExact(*v_cache, "KvWrite v_cache", cache_type, shape);
   }
 }
 
@@ -531,22 +538,28 @@ std::vector<AttentionCase> AttentionCases() {
 
 // Both attention paths must be covered: the plain tiled kernel (splits == 1) and split-KV with
 // a merge (splits > 1), which the long-cache decode cases take on any GPU with 5 or more SMs.
+// Every case runs with F32, F16 and BF16 caches: both backends widen the same stored values
+// exactly and accumulate in F32, so the F32 threshold holds whatever the cache dtype.
 TEST_F(ParityTest, Attention) {
   int plain = 0, split = 0;
   for (const AttentionCase& c : AttentionCases()) {
-    for (bool with_lse : {false, true}) {
+    std::vector<std::pair<DType, bool>> variants;  // (cache dtype, with lse)
+    for (const DType cache_type : kWeightTypes) {
+      for (bool with_lse : {false, true}) variants.emplace_back(cache_type, with_lse);
+    }
+    for (const auto& [cache_type, with_lse] : variants) {
       const int64_t n = static_cast<int64_t>(c.positions.size());
       const int splits = gpu_->AttentionSplits(n, c.heads, c.kv_heads, c.max_seq);
       ++(splits > 1 ? split : plain);
       const std::string shape = absl::StrCat(c.name, with_lse ? " +lse" : "", " (n=", n,
                                              " max_seq=", c.max_seq, " splits=", splits, ")");
-      SCOPED_TRACE(shape);
+      SCOPED_TRACE(absl::StrCat(shape, " ", DTypeName(cache_type)));
       const std::vector<int64_t> cache_dims = {c.n_slots, c.max_seq, c.kv_heads, c.head_dim};
       const int64_t cache_size = c.n_slots * c.max_seq * c.kv_heads * c.head_dim;
       auto q = Floats(RandomFloats(n * c.heads * c.head_dim, 20), DType::kF32,
                       {n, c.heads, c.head_dim});
-      auto k_cache = Floats(RandomFloats(cache_size, 21), DType::kF32, cache_dims);
-      auto v_cache = Floats(RandomFloats(cache_size, 22), DType::kF32, cache_dims);
+      auto k_cache = Floats(RandomFloats(cache_size, 21), cache_type, cache_dims);
+      auto v_cache = Floats(RandomFloats(cache_size, 22), cache_type, cache_dims);
       auto slots = Ints(c.slots), positions = Ints(c.positions);
       auto out = Make(DType::kF32, {n, c.heads, c.head_dim});
       auto lse = Make(DType::kF32, {n, c.heads});
@@ -563,9 +576,9 @@ TEST_F(ParityTest, Attention) {
       }
       ASSERT_OK(cpu_->Attention(on_cpu));
       ASSERT_OK(gpu_->Attention(on_gpu));
-      ExpectClose(*out, splits > 1 ? "Attention split" : "Attention", DType::kF32, shape,
+      ExpectClose(*out, splits > 1 ? "Attention split" : "Attention", cache_type, shape,
                   Threshold(DType::kF32));
-      if (with_lse) ExpectClose(*lse, "Attention lse", DType::kF32, shape, Threshold(DType::kF32));
+      if (with_lse) ExpectClose(*lse, "Attention lse", cache_type, shape, Threshold(DType::kF32));
     }
   }
   EXPECT_GT(plain, 0);

@@ -1,5 +1,9 @@
-// Attention, KV writes and partial-state merging against a naive softmax(q k^T) v.
+// Attention (F32, F16 and BF16 caches), KV writes and partial-state merging against a naive
+// softmax(q k^T) v in double precision.
 #include <cmath>
+#include <cstdio>
+#include <string>
+#include <tuple>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -75,12 +79,122 @@ TEST_P(AttentionTest, MatchesNaiveSoftmax) {
   EXPECT_LT(RelativeError(lse.data(), ref_lse.data(), lse.size()), 1e-5);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Shapes, AttentionTest,
+const auto kAttnCases =
     ::testing::Values(AttnCase{4, 4, 64, {0}, {0}},                    // MHA, sequence 1
                       AttnCase{8, 1, 128, {0, 1, 2, 3, 4, 5, 6}, {1, 1, 1, 1, 1, 1, 1}},  // 8:1 prefill
                       AttnCase{16, 2, 64, {299, 17, 130}, {0, 2, 1}},  // decode, ragged, long
-                      AttnCase{6, 3, 10, {4, 0, 9, 2, 1}, {2, 0, 2, 1, 0}}));
+                      AttnCase{6, 3, 10, {4, 0, 9, 2, 1}, {2, 0, 2, 1, 0}});
+INSTANTIATE_TEST_SUITE_P(Shapes, AttentionTest, kAttnCases);
+
+// `values` rounded to `dtype` (F16 or BF16, nearest even), as 16-bit words and widened back.
+std::vector<uint16_t> Round(const std::vector<float>& values, DType dtype,
+                            std::vector<float>* widened) {
+  std::vector<uint16_t> words(values.size());
+  widened->resize(values.size());
+  for (size_t i = 0; i < values.size(); ++i) {
+    words[i] = dtype == DType::kBF16 ? FloatToBf16(values[i]) : FloatToF16(values[i]);
+    (*widened)[i] = dtype == DType::kBF16 ? Bf16ToFloat(words[i]) : F16ToFloat(words[i]);
+  }
+  return words;
+}
+
+class HalfCacheAttentionTest
+    : public ::testing::TestWithParam<std::tuple<AttnCase, DType>> {};
+
+// An F16 / BF16 cache against the double-precision softmax of the rounded (stored) values: the
+// rounding of K and V is then no error at all, and what remains is the F32 arithmetic, whose
+// bound (1e-5 relative) is the F32 cache's above. The same bound holds against attention over an
+// F32 cache holding the widened values (the kernels differ only in how the compiler fuses a few
+// multiply-adds); that difference is printed too.
+TEST_P(HalfCacheAttentionTest, MatchesDoubleSoftmaxOfTheStoredValues) {
+  const auto& [p, dtype] = GetParam();
+  auto backend = *MakeBackend(BackendKind::kCpu);
+  const int64_t n = p.positions.size(), max_seq = 300, n_slots = 3;
+  const int64_t cache_size = n_slots * max_seq * p.kv_heads * p.head_dim;
+  std::vector<float> k_wide, v_wide;
+  std::vector<uint16_t> k = Round(RandomFloats(cache_size, 21), dtype, &k_wide);
+  std::vector<uint16_t> v = Round(RandomFloats(cache_size, 22), dtype, &v_wide);
+  std::vector<float> q = RandomFloats(n * p.heads * p.head_dim, 23);
+  const float scale = 1.0f / std::sqrt(float(p.head_dim));
+  auto run = [&](void* kc, void* vc, DType cache_type, std::vector<float>* out,
+                 std::vector<float>* lse) {
+    out->assign(q.size(), NAN);  // poisoned: unwritten fails
+    lse->assign(n * p.heads, NAN);
+    return backend->Attention({TensorView::Of(q.data(), DType::kF32, {n, p.heads, p.head_dim}),
+                               TensorView::Of(kc, cache_type, {n_slots, max_seq, p.kv_heads,
+                                                               p.head_dim}),
+                               TensorView::Of(vc, cache_type, {n_slots, max_seq, p.kv_heads,
+                                                               p.head_dim}),
+                               TensorView::Of(p.slots.data(), DType::kI32, {n}),
+                               TensorView::Of(p.positions.data(), DType::kI32, {n}),
+                               TensorView::Of(out->data(), DType::kF32, {n, p.heads, p.head_dim}),
+                               TensorView::Of(lse->data(), DType::kF32, {n, p.heads}), scale});
+  };
+  std::vector<float> out, lse, wide_out, wide_lse;
+  ASSERT_OK(run(k.data(), v.data(), dtype, &out, &lse));
+  ASSERT_OK(run(k_wide.data(), v_wide.data(), DType::kF32, &wide_out, &wide_lse));
+  std::vector<float> ref_out, ref_lse;
+  NaiveAttention(p, max_seq, q, k_wide, v_wide, scale, &ref_out, &ref_lse);
+  const double out_error = RelativeError(out.data(), ref_out.data(), out.size());
+  const double lse_error = RelativeError(lse.data(), ref_lse.data(), lse.size());
+  const double vs_f32 = RelativeError(out.data(), wide_out.data(), out.size());
+  std::printf("[half-cache attention] %s heads %lld/%lld hd %lld: relative error out %.2e, "
+              "lse %.2e (bound 1e-5); vs the F32 cache of the same values %.2e\n",
+              std::string(DTypeName(dtype)).c_str(), static_cast<long long>(p.heads),
+              static_cast<long long>(p.kv_heads), static_cast<long long>(p.head_dim), out_error,
+              lse_error, vs_f32);
+  EXPECT_LT(out_error, 1e-5);
+  EXPECT_LT(lse_error, 1e-5);
+  EXPECT_LT(vs_f32, 1e-5);
+  EXPECT_LT(RelativeError(lse.data(), wide_lse.data(), lse.size()), 1e-5);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, HalfCacheAttentionTest,
+                         ::testing::Combine(kAttnCases,
+                                            ::testing::Values(DType::kBF16, DType::kF16)));
+
+// KvWrite into F16 / BF16 caches rounds each element to nearest even, ties to the even
+// neighbour, and then attention reads back exactly the stored values.
+TEST(KvWriteTest, RoundsToNearestEvenIntoHalfCaches) {
+  auto backend = *MakeBackend(BackendKind::kCpu);
+  const int64_t slots = 2, max_seq = 3, kvh = 1, hd = 4, n = 2;
+  for (const DType dtype : {DType::kBF16, DType::kF16}) {
+    SCOPED_TRACE(DTypeName(dtype));
+    // Mantissa bits kept: BF16 7, F16 10; u = one unit in the last place at 1.0.
+    const float u = dtype == DType::kBF16 ? 0x1p-7f : 0x1p-10f;
+    // 1 + u/2 is a tie between 1 (even) and 1 + u (odd): 1. 1 + 3u/2 is a tie between 1 + u
+    // (odd) and 1 + 2u (even): 1 + 2u. 1 + u/4 rounds down, 1 + 3u/4 up.
+    std::vector<float> k = {1 + u / 2, 1 + 1.5f * u, 1 + u / 4, 1 + 0.75f * u,
+                            -3.1415926f, 1e-3f, 65504.0f, 0.0f};
+    std::vector<float> v(k.size());
+    for (size_t i = 0; i < k.size(); ++i) v[i] = -2 * k[i];
+    const std::vector<float> want_k_head = {1, 1 + 2 * u, 1, 1 + u};
+    std::vector<uint16_t> kc(slots * max_seq * kvh * hd, 0), vc = kc;
+    std::vector<int32_t> sl = {1, 0}, pos = {2, 0};
+    ASSERT_OK(backend->KvWrite({TensorView::Of(k.data(), DType::kF32, {n, kvh, hd}),
+                                TensorView::Of(v.data(), DType::kF32, {n, kvh, hd}),
+                                TensorView::Of(kc.data(), dtype, {slots, max_seq, kvh, hd}),
+                                TensorView::Of(vc.data(), dtype, {slots, max_seq, kvh, hd}),
+                                TensorView::Of(sl.data(), DType::kI32, {n}),
+                                TensorView::Of(pos.data(), DType::kI32, {n})}));
+    auto widen = [&](uint16_t w) { return dtype == DType::kBF16 ? Bf16ToFloat(w) : F16ToFloat(w); };
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t e = 0; e < hd; ++e) {
+        const int64_t cell = (sl[i] * max_seq + pos[i]) * hd + e;
+        const uint16_t want_k = dtype == DType::kBF16 ? FloatToBf16(k[i * hd + e])
+                                                       : FloatToF16(k[i * hd + e]);
+        const uint16_t want_v = dtype == DType::kBF16 ? FloatToBf16(v[i * hd + e])
+                                                       : FloatToF16(v[i * hd + e]);
+        EXPECT_EQ(kc[cell], want_k) << "token " << i << " element " << e;
+        EXPECT_EQ(vc[cell], want_v) << "token " << i << " element " << e;
+        if (i == 0) {
+          EXPECT_EQ(widen(kc[cell]), want_k_head[e]) << "element " << e;
+        }
+      }
+    }
+    EXPECT_EQ(kc[(0 * max_seq + 1) * hd], 0u);  // slot 0, entry 1: not written
+  }
+}
 
 TEST(KvWriteTest, WritesRowsAtSlotAndPosition) {
   auto backend = *MakeBackend(BackendKind::kCpu);

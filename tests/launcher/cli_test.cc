@@ -197,6 +197,37 @@ TEST(CliTest, Bench) {
   EXPECT_EQ(j["threads_per_rank"], 1);
 }
 
+// --kv-dtype (or model.kv_dtype) picks the KV cache's element type of generate, eval and bench;
+// plan sizes the same cache, F32 unless told otherwise, as the runtime.
+TEST(CliTest, KvDType) {
+  CliRun r = Tessera({"bench", "--model", kGqa, "--prompt-tokens", "8", "--decode-tokens", "4",
+                      "--kv-dtype", "bf16"});
+  ASSERT_EQ(r.code, 0) << r;
+  EXPECT_EQ(json::parse(r.out)["kv_dtype"], "bf16") << r;
+  r = Tessera({"generate", "--model", kMha, "--prompt", "def f(x):", "--max-new-tokens", "4",
+               "--kv-dtype", "f16"});
+  EXPECT_EQ(r.code, 0) << r;
+  ExpectFailure(Tessera({"generate", "--model", kMha, "--prompt", "hi", "--kv-dtype", "int8"}),
+                {"--kv-dtype", "\"int8\"", "bf16, f16 or f32"});
+  ScopedTempDir dir;
+  const std::string config = dir.Join("run.textproto");
+  testing::WriteFile(config, absl::StrCat("model { path: \"", kMha, "\" kv_dtype: \"fp8\" }\n"));
+  ExpectFailure(Tessera({"generate", "--config", config, "--prompt", "hi"}),
+                {"model.kv_dtype", "\"fp8\"", "f32, bf16 or f16"});
+  // llama70b_gqa: 4 layers x 2 KV heads x head_dim 8 x (K and V) per token.
+  r = Tessera({"plan", "--model", kGqa, "--device-memory", "1GiB", "--json"});
+  ASSERT_EQ(r.code, 0) << r;
+  json j = json::parse(r.out);
+  EXPECT_EQ(j["kv_dtype"], "f32") << r;
+  EXPECT_EQ(j["ranks"][0]["kv_bytes_per_token"], 4 * 2 * 8 * 2 * 4) << r;
+  r = Tessera({"plan", "--model", kGqa, "--device-memory", "1GiB", "--json", "--kv-dtype",
+               "bf16"});
+  ASSERT_EQ(r.code, 0) << r;
+  j = json::parse(r.out);
+  EXPECT_EQ(j["kv_dtype"], "bf16") << r;
+  EXPECT_EQ(j["ranks"][0]["kv_bytes_per_token"], 4 * 2 * 8 * 2 * 2) << r;
+}
+
 TEST(CliTest, NoArgumentsPrintsUsage) {
   const CliRun r = Tessera({});
   ExpectFailure(r, {"usage: tessera"});

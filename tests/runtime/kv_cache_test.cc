@@ -1,5 +1,6 @@
 // KvCache bookkeeping: lengths and positions per layer and slot, Append's capacity check,
-// Compact's argument checks, and that Compact moves the kept rows (and only those) to the front.
+// Compact's argument checks, and that Compact moves the kept rows (and only those) to the front,
+// for F32 and half-precision caches; bytes per token by dtype.
 #include "runtime/kv_cache.h"
 
 #include <numeric>
@@ -19,7 +20,7 @@ class KvCacheTest : public ::testing::Test {
   void SetUp() override {
     ASSERT_OK_AND_ASSIGN(backend_, MakeBackend(BackendKind::kCpu));
     ASSERT_OK_AND_ASSIGN(cache_, KvCache::Create(backend_.get(), kLayers, kKvHeads, kHeadDim,
-                                                 kSlots, kCapacity));
+                                                 kSlots, kCapacity, DType::kF32));
   }
   // Entry e of `slot` in layer `layer` holds the value 1000 * layer + 100 * slot + e (K) and its
   // negation (V) in every element.
@@ -117,6 +118,49 @@ TEST_F(KvCacheTest, CompactOfAllLayers) {
     EXPECT_EQ(cache_->length(l, 0), 2);
     EXPECT_EQ(K(l, 0, 1), 1000.0f * l + 3);
   }
+}
+
+// A half-precision cache holds half the bytes of an F32 one, and Compact moves its rows through
+// scratch of the same dtype (entry e of slot 1 holds 16 + e in every element: exact in F16 and
+// BF16).
+TEST(KvCacheDTypeTest, HalfPrecisionCachesCompactAndCountTheirBytes) {
+  ASSERT_OK_AND_ASSIGN(auto backend, MakeBackend(BackendKind::kCpu));
+  for (const DType dtype : {DType::kBF16, DType::kF16}) {
+    SCOPED_TRACE(DTypeName(dtype));
+    ASSERT_OK_AND_ASSIGN(auto cache, KvCache::Create(backend.get(), kLayers, kKvHeads, kHeadDim,
+                                                     kSlots, kCapacity, dtype));
+    EXPECT_EQ(cache->dtype(), dtype);
+    EXPECT_EQ(cache->k(0).dtype, dtype);
+    EXPECT_EQ(cache->bytes(), static_cast<size_t>(kLayers * 2 * kSlots * kCapacity * kRow * 2));
+    auto widen = [&](uint16_t w) { return dtype == DType::kBF16 ? Bf16ToFloat(w) : F16ToFloat(w); };
+    for (int64_t l = 0; l < kLayers; ++l) {
+      uint16_t* k = cache->k(l).as<uint16_t>() + kCapacity * kRow;  // slot 1
+      for (int64_t e = 0; e < kCapacity; ++e) {
+        const float value = 16.0f + e;
+        for (int64_t d = 0; d < kRow; ++d) {
+          k[e * kRow + d] = dtype == DType::kBF16 ? FloatToBf16(value) : FloatToF16(value);
+        }
+      }
+      ASSERT_OK(cache->Append(l, 1, std::vector<int32_t>{0, 1, 2, 3, 4, 5}));
+    }
+    ASSERT_OK(cache->Compact(1, std::vector<int32_t>{2, 5}));
+    for (int64_t l = 0; l < kLayers; ++l) {
+      const uint16_t* k = cache->k(l).as<const uint16_t>() + kCapacity * kRow;
+      for (int64_t d = 0; d < kRow; ++d) {
+        EXPECT_EQ(widen(k[d]), 18.0f);
+        EXPECT_EQ(widen(k[kRow + d]), 21.0f);
+        EXPECT_EQ(widen(k[2 * kRow + d]), 18.0f);  // beyond the length: untouched
+      }
+    }
+  }
+  ModelConfig config;
+  config.num_hidden_layers = 3;
+  config.num_key_value_heads = 2;
+  config.head_dim = 8;
+  EXPECT_EQ(KvCache::BytesPerToken(config, DType::kF32), 3u * 2 * 8 * 2 * 4);
+  EXPECT_EQ(KvCache::BytesPerToken(config, DType::kBF16), 3u * 2 * 8 * 2 * 2);
+  EXPECT_EQ(KvCache::Create(backend.get(), 1, 1, 4, 1, 4, DType::kI32).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
