@@ -4,7 +4,8 @@
 // Supported: LlamaForCausalLM / model_type "llama" as transformers defines it (Llama-2,
 // CodeLlama, Llama-3/3.1): RMSNorm, rotary embeddings with rope_scaling types linear, dynamic and
 // llama3, grouped-query attention, SwiGLU (hidden_act "silu" or its alias "swish"), tied or
-// untied embeddings, optional head_dim.
+// untied embeddings, optional head_dim. How far past max_position_embeddings each rope_scaling
+// type may run is decided by ContextLimit (runtime/context_limit.h).
 // Everything else (another architecture, quantization_config, attention or MLP biases, another
 // activation, another rope type) is refused with InvalidArgument naming the file and field, and
 // so is a malformed value: every field is type-checked (a string where a number belongs is an
