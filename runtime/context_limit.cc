@@ -14,6 +14,8 @@ const char* RopeScalingName(RopeScaling::Type type) {
       return "dynamic";
     case RopeScaling::Type::kLlama3:
       return "llama3";
+    case RopeScaling::Type::kYarn:
+      return "yarn";
   }
   return "?";
 }
@@ -36,7 +38,7 @@ absl::StatusOr<int64_t> ContextLimit(const ModelConfig& config, int64_t requeste
       " (--max-seq-len / model.max_seq_len) exceeds max_position_embeddings=", trained,
       " and config.json has no rope_scaling (plain RoPE): the model was not trained past ", trained,
       " positions. Use max_seq_len <= ", trained,
-      ", or add a rope_scaling that extends the context (dynamic, linear or llama3, e.g. "
+      ", or add a rope_scaling that extends the context (dynamic, linear, llama3 or yarn, e.g. "
       "{\"rope_type\": \"dynamic\", \"factor\": 2.0}) to config.json"));
 }
 

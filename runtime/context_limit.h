@@ -3,19 +3,19 @@
 // checkpoint's max_position_embeddings.
 //
 // The rule, given the user's request N (--max-seq-len / model.max_seq_len; 0: none):
-//   N == 0                         max_position_embeddings (the checkpoint's own context).
-//   0 < N <= max_position_embeddings   N.
-//   N > max_position_embeddings    N when config.json's rope_scaling can run past the trained
-//                                  length: "dynamic" (NTK: the rotary base grows with the
-//                                  length, as transformers recomputes it), "linear" and "llama3"
-//                                  (fixed interpolated frequencies). Refused (InvalidArgument
-//                                  naming rope_scaling) without a rope_scaling: plain RoPE was not
-//                                  trained past max_position_embeddings.
+//   N == 0                            max_position_embeddings (the checkpoint's own context).
+//   0 < N <= max_position_embeddings  N.
+//   N > max_position_embeddings       N when config.json's rope_scaling runs past the trained
+//                                     length: "dynamic" (NTK: the rotary base grows with the
+//                                     length, as transformers recomputes it), "linear", "llama3"
+//                                     and "yarn" (fixed interpolated frequencies). Refused
+//                                     (InvalidArgument naming rope_scaling) without a
+//                                     rope_scaling: plain RoPE was not trained past it.
 // transformers itself checks no length: it runs any rope type past max_position_embeddings,
 // plain RoPE included, where quality collapses. Tessera asks for the request explicitly and
 // refuses plain RoPE; to run a plain-RoPE checkpoint longer, add a rope_scaling (e.g.
 // {"rope_type": "dynamic", "factor": 2.0}) to its config.json, which transformers reads the same
-// way. Other rope types (yarn, longrope, ...) are refused when config.json is parsed.
+// way. Other rope types (longrope, ...) are refused when config.json is parsed.
 #ifndef TESSERA_RUNTIME_CONTEXT_LIMIT_H_
 #define TESSERA_RUNTIME_CONTEXT_LIMIT_H_
 
@@ -27,7 +27,8 @@
 
 namespace tessera {
 
-// The rope_scaling type as config.json spells it: "dynamic", "linear", "llama3"; "null" for none.
+// The rope_scaling type as config.json spells it: "dynamic", "linear", "llama3", "yarn"; "null"
+// for none.
 const char* RopeScalingName(RopeScaling::Type type);
 
 // True when `config`'s rope scaling runs contexts past max_position_embeddings.

@@ -2,13 +2,14 @@
 """Record transformers' outputs past max_position_embeddings for the long-context tests.
 
 Writes, under --out (default: tests/fixtures/long_context), one tiny random Llama per
-rope_scaling type (dynamic, linear, llama3), all with max_position_embeddings = 16 and the same
-weights:
+rope_scaling type (dynamic, linear, llama3, yarn), all with max_position_embeddings = 16 and the
+same weights:
 
   <type>/config.json, generation_config.json, model.safetensors   (classic on-disk config form)
   <type>/golden.safetensors   prompt{i}.input_ids (int32 [L]), prompt{i}.logits (f32 [L, vocab],
                               one forward over the whole prompt, eager attention) and
                               prompt{i}.greedy (int32 [8], greedy decoding with the KV cache)
+  rope_yarn.json              inv_freq and attention_scaling of YaRN's optional parameters
   MANIFEST.json               versions, seeds, greedy margins, sizes and sha256 of every file
 
 prompt0 has 40 tokens (past the limit from the start); prompt1 has 12, and its 8 greedy tokens
@@ -63,7 +64,29 @@ SCALINGS = {
     # three llama3 bands: unscaled, smoothed and divided by factor.
     "llama3": {"rope_type": "llama3", "factor": 4.0, "low_freq_factor": 1.0,
                "high_freq_factor": 4.0, "original_max_position_embeddings": 16},
+    # beta_fast 32 / beta_slow 1 rotations of 16 positions put the ramp over dimensions 0..4.
+    "yarn": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16},
 }
+
+# YaRN's optional parameters, checked on inv_freq and attention_scaling alone (rope_yarn.json).
+YARN_ROPE_CASES = [
+    dict(name="defaults", head_dim=128, rope_theta=10000.0, max_position_embeddings=32768,
+         rope_scaling={"rope_type": "yarn", "factor": 8.0,
+                       "original_max_position_embeddings": 4096}),
+    dict(name="no_original_uses_max_position_embeddings", head_dim=64, rope_theta=500000.0,
+         max_position_embeddings=8192, rope_scaling={"rope_type": "yarn", "factor": 4.0}),
+    dict(name="betas_truncate_false", head_dim=128, rope_theta=1000000.0,
+         max_position_embeddings=131072,
+         rope_scaling={"rope_type": "yarn", "factor": 4.0, "beta_fast": 16, "beta_slow": 2,
+                       "truncate": False, "original_max_position_embeddings": 32768}),
+    dict(name="mscale_all_dim", head_dim=64, rope_theta=10000.0, max_position_embeddings=163840,
+         rope_scaling={"rope_type": "yarn", "factor": 40.0, "mscale": 1.0,
+                       "mscale_all_dim": 0.707, "original_max_position_embeddings": 4096}),
+    dict(name="explicit_attention_factor", head_dim=128, rope_theta=10000.0,
+         max_position_embeddings=16384,
+         rope_scaling={"rope_type": "yarn", "factor": 4.0, "attention_factor": 1.25,
+                       "original_max_position_embeddings": 4096}),
+]
 
 GOLDEN_METADATA = {"format": "pt"}
 
@@ -166,6 +189,21 @@ def record(seed, prompts):
     return goldens, gaps
 
 
+def yarn_rope_cases():
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+    cases = []
+    for case in YARN_ROPE_CASES:
+        cfg = LlamaConfig(hidden_size=case["head_dim"] * 4, num_attention_heads=4,
+                          head_dim=case["head_dim"], num_key_value_heads=4, num_hidden_layers=1,
+                          vocab_size=32, intermediate_size=64, rope_theta=case["rope_theta"],
+                          max_position_embeddings=case["max_position_embeddings"],
+                          rope_scaling=copy.deepcopy(case["rope_scaling"]))
+        inv_freq, scaling = ROPE_INIT_FUNCTIONS["yarn"](cfg, None)
+        cases.append(dict(case, inv_freq=[float(x) for x in inv_freq.float().tolist()],
+                          attention_scaling=float(scaling)))
+    return cases
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="tests/fixtures/long_context")
@@ -201,6 +239,11 @@ def main():
         report[name] = dict(rope_scaling=disk_cfg["rope_scaling"],
                             min_greedy_gap={k: v for k, v in gaps.items() if k.startswith(name)})
         print(f"{name}: seed {seed}, greedy {[golden[f'prompt{i}.greedy'].tolist() for i in range(2)]}")
+
+    write_json(os.path.join(args.out, "rope_yarn.json"), dict(
+        description=("inv_freq (float32 values) and attention_scaling from transformers' "
+                     "_compute_yarn_parameters for YaRN's optional parameters"),
+        transformers_version=transformers.__version__, cases=yarn_rope_cases()))
 
     files = {}
     for root, _, names in os.walk(args.out):

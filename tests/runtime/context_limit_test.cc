@@ -23,7 +23,7 @@ ModelConfig WithScaling(RopeScaling::Type type) {
 }
 
 constexpr RopeScaling::Type kExtending[] = {RopeScaling::Type::kDynamic, RopeScaling::Type::kLinear,
-                                            RopeScaling::Type::kLlama3};
+                                            RopeScaling::Type::kLlama3, RopeScaling::Type::kYarn};
 
 TEST(ContextLimitTest, WithoutARequestTheLimitIsMaxPositionEmbeddings) {
   for (RopeScaling::Type type : {RopeScaling::Type::kNone, RopeScaling::Type::kDynamic,
