@@ -238,7 +238,8 @@ def main():
             assert diff < 1e-5, f"{name}: reload differs by {diff}"
         report[name] = dict(rope_scaling=disk_cfg["rope_scaling"],
                             min_greedy_gap={k: v for k, v in gaps.items() if k.startswith(name)})
-        print(f"{name}: seed {seed}, greedy {[golden[f'prompt{i}.greedy'].tolist() for i in range(2)]}")
+        greedy = [golden[f"prompt{i}.greedy"].tolist() for i in range(len(prompts))]
+        print(f"{name}: seed {seed}, greedy {greedy}")
 
     write_json(os.path.join(args.out, "rope_yarn.json"), dict(
         description=("inv_freq (float32 values) and attention_scaling from transformers' "
