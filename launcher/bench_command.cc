@@ -23,6 +23,7 @@
 #include "launcher/model_bundle.h"
 #include "nlohmann/json.hpp"
 #include "parallel/timed_communicator.h"
+#include "runtime/context_limit.h"
 #include "runtime/generator.h"
 #include "runtime/memory_plan.h"
 #include "runtime/philox.h"
@@ -65,9 +66,11 @@ struct Timed {
 
 // Generates `new_tokens` for `batch` sequences; prefill time is the time to the first token.
 absl::StatusOr<Timed> TimeGeneration(LlamaModel& model, int batch, int prompt_tokens,
-                                     int new_tokens, int micro_batches,
+                                     int new_tokens, int micro_batches, int max_seq_len,
                                      std::vector<TimedCommunicator*> comms) {
-  Generator generator(&model, nullptr, {.max_batch = batch, .micro_batches = micro_batches});
+  Generator generator(
+      &model, nullptr,
+      {.max_batch = batch, .micro_batches = micro_batches, .max_seq_len = max_seq_len});
   for (TimedCommunicator* c : comms) c->Reset();
   const auto start = Clock::now();
   ASSIGN_OR_RETURN(auto results, generator.Generate(
@@ -106,10 +109,13 @@ absl::Status RunBench(Job& job) {
   for (TimedCommunicator* c : {b.device_tp.get(), b.device_pp.get()}) {
     if (c != nullptr) comms.push_back(c);
   }
-  if (prompt_tokens + decode_tokens + 1 > b.model->config().max_position_embeddings) {
+  const int32_t max_seq_len = absl::GetFlag(FLAGS_max_seq_len);
+  ASSIGN_OR_RETURN(const int64_t limit, ContextLimit(b.model->config(), max_seq_len));
+  if (prompt_tokens + decode_tokens + 1 > limit) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "--prompt-tokens + --decode-tokens exceed the model's context of ",
-        b.model->config().max_position_embeddings));
+        "--prompt-tokens + --decode-tokens + 1 exceed the context of ", limit,
+        max_seq_len > 0 ? " (--max-seq-len)" : " (max_position_embeddings)",
+        ContextLimitHint(b.model->config(), max_seq_len, prompt_tokens + decode_tokens + 1)));
   }
   const ModelConfig& c = b.model->config();
   LlamaModel& model = *b.model;
@@ -121,14 +127,17 @@ absl::Status RunBench(Job& job) {
     bandwidth_before = cpu::MeasureReadBandwidth(size_t{1} << 30, 5);
   }
   // A first short run pages the weights in, so timings measure memory, not the disk.
-  absl::StatusOr<Timed> single = TimeGeneration(model, 1, 4, 2, 1, comms);
-  if (single.ok()) single = TimeGeneration(model, 1, prompt_tokens, decode_tokens + 1, 1, comms);
+  absl::StatusOr<Timed> single = TimeGeneration(model, 1, 4, 2, 1, max_seq_len, comms);
+  if (single.ok()) {
+    single = TimeGeneration(model, 1, prompt_tokens, decode_tokens + 1, 1, max_seq_len, comms);
+  }
   RETURN_IF_ERROR(CheckPhase(job, single.status()));
   absl::StatusOr<Timed> batched, batched_one_micro;
   if (batch > 1) {
-    batched = TimeGeneration(model, batch, prompt_tokens, decode_tokens + 1, 0, comms);
+    batched = TimeGeneration(model, batch, prompt_tokens, decode_tokens + 1, 0, max_seq_len, comms);
     if (batched.ok() && job.layout().pp > 1) {
-      batched_one_micro = TimeGeneration(model, batch, prompt_tokens, decode_tokens + 1, 1, comms);
+      batched_one_micro =
+          TimeGeneration(model, batch, prompt_tokens, decode_tokens + 1, 1, max_seq_len, comms);
       RETURN_IF_ERROR(CheckPhase(job, batched_one_micro.status()));
     }
     RETURN_IF_ERROR(CheckPhase(job, batched.status()));

@@ -46,7 +46,7 @@ const std::vector<Command>& Commands() {
        "Prefill and decode throughput and latency, weight bytes, peak memory and this machine's "
        "memory bandwidth, as one JSON object.",
        {"model", "backend", "kv_dtype", "config", "method", "set", "prompt_tokens",
-        "decode_tokens", "batch", "stage_layers", TESSERA_JOB_FLAGS}},
+        "decode_tokens", "batch", "max_seq_len", "stage_layers", TESSERA_JOB_FLAGS}},
       {"plan",
        "--model DIR|config.json --device-memory 80GiB [flags]",
        "Per-rank weight bytes, KV bytes per token and KV capacity of a model on a layout, from "

@@ -24,7 +24,9 @@ ABSL_FLAG(std::vector<std::string>, stop, {}, "Comma-separated stop strings");
 ABSL_FLAG(bool, ignore_eos, false, "Keep generating past end-of-sequence tokens");
 ABSL_FLAG(int32_t, max_batch, 16, "Sequences decoded together at most");
 ABSL_FLAG(int32_t, max_seq_len, 0,
-          "KV cache length per sequence; 0: prompt + max_new_tokens, capped at the model's context");
+          "KV cache length per sequence; 0: prompt + max_new_tokens, capped at the model's "
+          "context (max_position_embeddings). Above max_position_embeddings with a rope_scaling "
+          "(dynamic, linear, llama3, yarn) in config.json: the longer context");
 ABSL_FLAG(int32_t, prompt_tokens, 128, "Prompt length for bench");
 ABSL_FLAG(int32_t, decode_tokens, 32, "Decode steps timed by bench");
 ABSL_FLAG(int32_t, batch, 1, "Sequences per step for bench");

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
+#include "runtime/context_limit.h"
 #include "runtime/utf8.h"
 #include "runtime/vocab_parallel.h"
 
@@ -55,25 +56,22 @@ Generator::Generator(LlamaModel* model, const Tokenizer* tokenizer, GeneratorOpt
 absl::Status Generator::Validate(const std::vector<GenerationRequest>& requests) const {
   const ModelConfig& c = model_->config();
   if (options_.max_batch < 1) return absl::InvalidArgumentError("max_batch must be >= 1");
-  if (options_.max_seq_len < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "max_seq_len must be >= 0 (0: as long as the requests need), got ", options_.max_seq_len));
-  }
+  ASSIGN_OR_RETURN(const int64_t limit, ContextLimit(c, options_.max_seq_len));
   for (size_t i = 0; i < requests.size(); ++i) {
     const GenerationRequest& r = requests[i];
     const std::string where =
         r.source.empty() ? absl::StrCat("request ", i, ": ") : absl::StrCat(r.source, ": ");
     if (r.prompt_ids.empty()) return absl::InvalidArgumentError(where + "the prompt is empty");
-    if (static_cast<int64_t>(r.prompt_ids.size()) >= c.max_position_embeddings) {
+    if (static_cast<int64_t>(r.prompt_ids.size()) >= limit) {
+      const std::string context =
+          options_.max_seq_len > 0
+              ? absl::StrCat("max_seq_len is ", options_.max_seq_len)
+              : absl::StrCat("the model's context (max_position_embeddings) is ", limit);
       return absl::InvalidArgumentError(absl::StrCat(
-          where, "the prompt has ", r.prompt_ids.size(),
-          " tokens; the model's context (max_position_embeddings) is ", c.max_position_embeddings,
-          " and generation needs at least one more position"));
-    }
-    if (options_.max_seq_len > 0 && static_cast<int64_t>(r.prompt_ids.size()) >= options_.max_seq_len) {
-      return absl::InvalidArgumentError(absl::StrCat(where, "the prompt has ", r.prompt_ids.size(),
-                                                     " tokens but max_seq_len is ",
-                                                     options_.max_seq_len));
+          where, "the prompt has ", r.prompt_ids.size(), " tokens; ", context,
+          " and generation needs at least one more position",
+          ContextLimitHint(c, options_.max_seq_len,
+                           static_cast<int64_t>(r.prompt_ids.size()) + r.max_new_tokens)));
     }
     for (int32_t id : r.prompt_ids) {
       if (id < 0 || id >= c.vocab_size) {
@@ -105,13 +103,14 @@ absl::StatusOr<std::vector<GenerationResult>> Generator::Generate(
   const ModelConfig& c = model_->config();
   const Clock::time_point start = Clock::now();
 
+  ASSIGN_OR_RETURN(const int64_t limit, ContextLimit(c, options_.max_seq_len));
   int64_t max_seq = options_.max_seq_len;
   if (max_seq == 0) {
     for (const GenerationRequest& r : requests) {
       max_seq = std::max<int64_t>(max_seq, r.prompt_ids.size() + r.max_new_tokens);
     }
   }
-  max_seq = std::min(max_seq, c.max_position_embeddings);
+  max_seq = std::min(max_seq, limit);
   const int64_t n_slots = std::min<int64_t>(options_.max_batch, requests.size());
   ASSIGN_OR_RETURN(KvCache * cache, model_->AcquireCache(n_slots, max_seq));
   const ShardPlan& plan = model_->plan();

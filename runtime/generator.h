@@ -58,8 +58,10 @@ struct GenerationResult {
 struct GeneratorOptions {
   int32_t max_batch = 16;   // sequences resident at once (KV cache slots)
   int32_t micro_batches = 0;  // per step, for pipeline overlap; 0: one per pipeline stage
-  int32_t max_seq_len = 0;  // KV cache length per slot; 0: enough for the longest request,
-                            // capped at max_position_embeddings
+  // KV cache length per slot; 0: enough for the longest request, capped at
+  // max_position_embeddings. Past max_position_embeddings only with a rope_scaling that extends
+  // the context (ContextLimit, runtime/context_limit.h); prompts must be shorter than it.
+  int32_t max_seq_len = 0;
   StepPolicy* policy = nullptr;  // a method's passes per step (not owned); null: one plain pass
 };
 

@@ -10,6 +10,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
+#include "runtime/context_limit.h"
 #include "runtime/shard_plan.h"
 
 namespace tessera {
@@ -113,7 +114,7 @@ absl::StatusOr<MemoryPlan> MakeMemoryPlan(const ModelConfig& c, const WorldLayou
   plan.layout = layout;
   plan.layout.rank = 0;
   plan.options = options;
-  plan.max_context = options.max_context > 0 ? options.max_context : c.max_position_embeddings;
+  ASSIGN_OR_RETURN(plan.max_context, ContextLimit(c, options.max_context));
   plan.usable_bytes = static_cast<uint64_t>(
       std::floor(static_cast<double>(options.device_memory_bytes) * options.memory_utilization));
 

@@ -40,7 +40,9 @@ struct MemoryPlanOptions {
   uint64_t device_memory_bytes = 0;     // per device (GPU); must be > 0
   double memory_utilization = 0.90;     // fraction of device memory Tessera may use, in (0, 1]
   uint64_t workspace_bytes = 2 * kGiB;  // activations, communication buffers, allocator slack
-  int64_t max_context = 0;  // tokens per sequence; 0: the config's max_position_embeddings
+  // Tokens per sequence; 0: the config's max_position_embeddings. Past it only with a rope_scaling
+  // that extends the context (ContextLimit, runtime/context_limit.h).
+  int64_t max_context = 0;
   std::vector<int64_t> stage_layers;  // as MakeShardPlan; empty: balanced stages
 };
 

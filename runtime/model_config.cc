@@ -35,7 +35,7 @@ absl::StatusOr<RopeScaling> ParseRopeScaling(const json& rs, const std::string& 
   };
   const char* type_key = f.Has("rope_type") ? "rope_type" : "type";
   if (!f.Has(type_key)) {
-    return error("rope_type", "is missing; use one of linear, dynamic, llama3 or default");
+    return error("rope_type", "is missing; use one of linear, dynamic, llama3, yarn or default");
   }
   if (!f.Raw(type_key).is_string()) {
     return error(type_key, absl::StrCat("must be a string, got ", f.Raw(type_key).dump()));
@@ -50,6 +50,12 @@ absl::StatusOr<RopeScaling> ParseRopeScaling(const json& rs, const std::string& 
       return error(key, absl::StrCat("must be a number, got ", f.Raw(key).dump()));
     }
     return f.Raw(key).get<double>();
+  };
+  // An optional number; transformers reads a missing or zero beta_fast / beta_slow as the default
+  // (`get("beta_fast") or 32`), so 0 keeps `fallback` there too.
+  auto optional = [&](const char* key, double fallback) -> absl::StatusOr<double> {
+    if (!f.Has(key)) return fallback;
+    return number(key);
   };
   if (type == "default") return out;
   if (type == "linear") {
@@ -68,11 +74,35 @@ absl::StatusOr<RopeScaling> ParseRopeScaling(const json& rs, const std::string& 
     if (!(out.high_freq_factor > out.low_freq_factor)) {
       return FieldError(source, field, "needs high_freq_factor > low_freq_factor");
     }
+  } else if (type == "yarn") {
+    out.type = RopeScaling::Type::kYarn;
+    out.original_max_position_embeddings = 0;  // ParseModelConfig: max_position_embeddings
+    constexpr char kOriginal[] = "original_max_position_embeddings";
+    if (f.Has(kOriginal)) {
+      absl::StatusOr<int64_t> original = JsonInteger(f.Raw(kOriginal), 1, kInt32Max);
+      if (!original.ok()) return error(kOriginal, original.status().message());
+      out.original_max_position_embeddings = *original;
+    }
+    ASSIGN_OR_RETURN(out.attention_factor, optional("attention_factor", 0.0));
+    if (out.attention_factor < 0) return error("attention_factor", "must be > 0");
+    ASSIGN_OR_RETURN(out.beta_fast, optional("beta_fast", 32.0));
+    ASSIGN_OR_RETURN(out.beta_slow, optional("beta_slow", 1.0));
+    if (out.beta_fast == 0) out.beta_fast = 32;
+    if (out.beta_slow == 0) out.beta_slow = 1;
+    ASSIGN_OR_RETURN(out.mscale, optional("mscale", 0.0));
+    ASSIGN_OR_RETURN(out.mscale_all_dim, optional("mscale_all_dim", 0.0));
+    if (f.Has("truncate")) {
+      if (!f.Raw("truncate").is_boolean()) {
+        return error("truncate",
+                     absl::StrCat("must be true or false, got ", f.Raw("truncate").dump()));
+      }
+      out.truncate = f.Raw("truncate").get<bool>();
+    }
   } else {
     return FieldError(source, field + "." + type_key,
                       absl::StrCat("is \"", type,
                                    "\", which Tessera does not implement; supported rope_scaling "
-                                   "types are linear, dynamic and llama3 (or null)"));
+                                   "types are linear, dynamic, llama3 and yarn (or null)"));
   }
   ASSIGN_OR_RETURN(out.factor, number("factor"));
   if (!(out.factor >= 1.0)) return error("factor", "must be >= 1");
@@ -192,6 +222,10 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text,
     if (!rp.is_object()) return FieldError(source, "rope_parameters", "must be an object or null");
     ASSIGN_OR_RETURN(c.rope_theta, JsonFields(rp, source).Double("rope_theta", c.rope_theta));
     ASSIGN_OR_RETURN(c.rope_scaling, ParseRopeScaling(rp, source, "rope_parameters"));
+  }
+  if (c.rope_scaling.type == RopeScaling::Type::kYarn &&
+      c.rope_scaling.original_max_position_embeddings == 0) {
+    c.rope_scaling.original_max_position_embeddings = c.max_position_embeddings;
   }
   if (!(c.rope_theta > 0) || !std::isfinite(c.rope_theta)) {
     return FieldError(source, "rope_theta", "must be positive");

@@ -2,9 +2,10 @@
 // config.json (and generation_config.json for BOS/EOS when present).
 //
 // Supported: LlamaForCausalLM / model_type "llama" as transformers defines it (Llama-2,
-// CodeLlama, Llama-3/3.1): RMSNorm, rotary embeddings with rope_scaling types linear, dynamic and
-// llama3, grouped-query attention, SwiGLU (hidden_act "silu" or its alias "swish"), tied or
-// untied embeddings, optional head_dim.
+// CodeLlama, Llama-3/3.1): RMSNorm, rotary embeddings with rope_scaling types linear, dynamic,
+// llama3 and yarn, grouped-query attention, SwiGLU (hidden_act "silu" or its alias "swish"), tied
+// or untied embeddings, optional head_dim. How far past max_position_embeddings each rope_scaling
+// type may run is decided by ContextLimit (runtime/context_limit.h).
 // Everything else (another architecture, quantization_config, attention or MLP biases, another
 // activation, another rope type) is refused with InvalidArgument naming the file and field, and
 // so is a malformed value: every field is type-checked (a string where a number belongs is an
@@ -23,13 +24,20 @@
 namespace tessera {
 
 struct RopeScaling {
-  enum class Type { kNone, kLinear, kDynamic, kLlama3 };
+  enum class Type { kNone, kLinear, kDynamic, kLlama3, kYarn };
   Type type = Type::kNone;
   double factor = 1.0;
   // llama3 only.
   double low_freq_factor = 1.0;
   double high_freq_factor = 4.0;
+  // llama3 and yarn (yarn: default max_position_embeddings).
   int64_t original_max_position_embeddings = 8192;
+  // yarn only, with transformers' defaults. attention_factor 0: derived from factor, or from
+  // mscale / mscale_all_dim when both are non-zero.
+  double attention_factor = 0;
+  double beta_fast = 32, beta_slow = 1;
+  double mscale = 0, mscale_all_dim = 0;
+  bool truncate = true;
 };
 
 struct ModelConfig {

@@ -1,7 +1,8 @@
 // Rotary inverse frequencies for each rope_scaling type, as transformers computes them
 // (modeling_rope_utils): default theta^(-2i/d); linear divides by factor; dynamic NTK grows theta
 // once the sequence exceeds max_position_embeddings; llama3 rescales low frequencies by factor
-// and smooths the band between low_freq_factor and high_freq_factor.
+// and smooths the band between low_freq_factor and high_freq_factor; yarn blends interpolated and
+// extrapolated frequencies per dimension and scales cos/sin by an attention factor.
 #ifndef TESSERA_RUNTIME_ROPE_FREQUENCIES_H_
 #define TESSERA_RUNTIME_ROPE_FREQUENCIES_H_
 

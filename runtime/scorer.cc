@@ -4,17 +4,23 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
+#include "runtime/context_limit.h"
 #include "runtime/step_engine.h"
 #include "runtime/vocab_parallel.h"
 
 namespace tessera {
 
-Scorer::Scorer(LlamaModel* model, int32_t max_batch, int32_t max_tokens_per_pass)
-    : model_(model), max_batch_(max_batch), max_tokens_per_pass_(max_tokens_per_pass) {}
+Scorer::Scorer(LlamaModel* model, int32_t max_batch, int32_t max_tokens_per_pass,
+               int64_t max_seq_len)
+    : model_(model),
+      max_batch_(max_batch),
+      max_tokens_per_pass_(max_tokens_per_pass),
+      max_seq_len_(max_seq_len) {}
 
 absl::StatusOr<std::vector<LoglikelihoodResult>> Scorer::Loglikelihood(
     const std::vector<LoglikelihoodRequest>& requests) {
   const ModelConfig& c = model_->config();
+  ASSIGN_OR_RETURN(const int64_t limit, ContextLimit(c, max_seq_len_));
   int64_t longest = 1;
   for (size_t i = 0; i < requests.size(); ++i) {
     const LoglikelihoodRequest& r = requests[i];
@@ -23,10 +29,12 @@ absl::StatusOr<std::vector<LoglikelihoodResult>> Scorer::Loglikelihood(
           absl::StrCat("loglikelihood request ", i, ": context and continuation must not be empty"));
     }
     const int64_t fed = static_cast<int64_t>(r.context.size() + r.continuation.size()) - 1;
-    if (fed > c.max_position_embeddings) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "loglikelihood request ", i, ": ", fed, " tokens exceed the model's context of ",
-          c.max_position_embeddings, "; shorten the context (perplexity: a smaller window)"));
+    if (fed > limit) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("loglikelihood request ", i, ": ", fed, " tokens exceed the context of ",
+                       limit, max_seq_len_ > 0 ? " (max_seq_len)" : " (max_position_embeddings)",
+                       "; shorten the context (perplexity: a smaller window)",
+                       ContextLimitHint(c, max_seq_len_, fed)));
     }
     for (const auto* ids : {&r.context, &r.continuation}) {
       for (int32_t id : *ids) {

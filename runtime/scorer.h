@@ -31,7 +31,10 @@ struct LoglikelihoodResult {
 class Scorer {
  public:
   // `max_tokens_per_pass` bounds the tokens of one forward pass (activation and logit memory).
-  Scorer(LlamaModel* model, int32_t max_batch = 16, int32_t max_tokens_per_pass = 2048);
+  // `max_seq_len` is the user's context request (--max-seq-len / model.max_seq_len; 0: none):
+  // a request reads at most ContextLimit(config, max_seq_len) tokens (runtime/context_limit.h).
+  Scorer(LlamaModel* model, int32_t max_batch = 16, int32_t max_tokens_per_pass = 2048,
+         int64_t max_seq_len = 0);
 
   absl::StatusOr<std::vector<LoglikelihoodResult>> Loglikelihood(
       const std::vector<LoglikelihoodRequest>& requests);
@@ -39,6 +42,7 @@ class Scorer {
  private:
   LlamaModel* model_;
   int32_t max_batch_, max_tokens_per_pass_;
+  int64_t max_seq_len_;
 };
 
 }  // namespace tessera

@@ -8,6 +8,7 @@
 #include "launcher/eval/generation_runner.h"
 #include "launcher/eval/jsonl.h"
 #include "launcher/eval/tasks.h"
+#include "runtime/context_limit.h"
 
 namespace tessera {
 namespace {
@@ -96,6 +97,7 @@ absl::StatusOr<std::unique_ptr<EvalTask>> MakeCodeGenerationTask(const config::R
                                                                  const ModelConfig& model,
                                                                  const Tokenizer& tokenizer) {
   const config::CodeGenerationTask& t = c.task().code_generation();
+  ASSIGN_OR_RETURN(const int64_t limit, ContextLimit(model, c.model().max_seq_len()));
   ASSIGN_OR_RETURN(std::vector<JsonlRecord> records, ReadJsonl(t.data()));
   GenerationRequest defaults = RequestFromSampling(c, 256);
   if (defaults.stop.empty()) defaults.stop = StopSequences();
@@ -109,8 +111,12 @@ absl::StatusOr<std::unique_ptr<EvalTask>> MakeCodeGenerationTask(const config::R
     auto ids = tokenizer.Encode(p.prompt);
     if (!ids.ok()) return RecordError(t.data(), records[i], ids.status().message());
     ids->insert(ids->begin(), model.bos_token_id);
-    if (static_cast<int64_t>(ids->size()) >= model.max_position_embeddings) {
-      return RecordError(t.data(), records[i], "the prompt is longer than the model's context");
+    if (static_cast<int64_t>(ids->size()) >= limit) {
+      return RecordError(t.data(), records[i],
+                         absl::StrCat("the prompt has ", ids->size(), " tokens; the context is ",
+                                      limit, " and generation needs one more position",
+                                      ContextLimitHint(model, c.model().max_seq_len(),
+                                                       ids->size() + defaults.max_new_tokens)));
     }
     p.prompt_ids = std::move(ids).value();
     problems.push_back(std::move(p));

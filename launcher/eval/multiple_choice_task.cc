@@ -35,7 +35,8 @@ class MultipleChoiceTask final : public EvalTask {
 
   absl::StatusOr<std::vector<nlohmann::json>> Evaluate(const std::vector<size_t>& indices,
                                                        EvalContext& ctx) override {
-    Scorer scorer(ctx.model, max_batch_);
+    Scorer scorer(ctx.model, max_batch_, /*max_tokens_per_pass=*/2048,
+                  ctx.config != nullptr ? ctx.config->model().max_seq_len() : 0);
     std::vector<nlohmann::json> records;
     for (size_t begin = 0; begin < indices.size(); begin += max_batch_) {
       const size_t end = std::min(indices.size(), begin + max_batch_);

@@ -10,6 +10,7 @@
 #include "launcher/eval/generation_runner.h"
 #include "launcher/eval/jsonl.h"
 #include "launcher/eval/tasks.h"
+#include "runtime/context_limit.h"
 #include "runtime/philox.h"
 
 namespace tessera {
@@ -128,6 +129,10 @@ absl::StatusOr<std::unique_ptr<EvalTask>> MakePasskeyTask(const config::RunConfi
   if (depths.empty()) depths = {0.0f, 0.25f, 0.5f, 0.75f, 1.0f};
   const int32_t per_cell = p.samples_per_cell() > 0 ? p.samples_per_cell() : 5;
   const int32_t digits = p.key_digits() > 0 ? p.key_digits() : 5;
+  const int32_t max_seq_len = c.model().max_seq_len();
+  absl::StatusOr<int64_t> limit = ContextLimit(model, max_seq_len);
+  if (!limit.ok()) return limit.status();
+  const std::string limit_name = max_seq_len > 0 ? "model.max_seq_len" : "max_position_embeddings";
   GenerationRequest defaults = RequestFromSampling(c, digits + 4);
   std::vector<PasskeySample> samples;
   if (!p.data().empty()) {
@@ -146,10 +151,11 @@ absl::StatusOr<std::unique_ptr<EvalTask>> MakePasskeyTask(const config::RunConfi
   } else {
     uint32_t counter = 0;
     for (int32_t length : lengths) {
-      if (length > model.max_position_embeddings) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "task.passkey.context_lengths: ", length, " exceeds the model's context (",
-            model.max_position_embeddings, " tokens)"));
+      if (length > *limit) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("task.passkey.context_lengths: ", length, " exceeds the context (",
+                         limit_name, "=", *limit, " tokens)",
+                         ContextLimitHint(model, max_seq_len, length + defaults.max_new_tokens)));
       }
       for (float depth : depths) {
         for (int32_t s = 0; s < per_cell; ++s) {
@@ -170,10 +176,11 @@ absl::StatusOr<std::unique_ptr<EvalTask>> MakePasskeyTask(const config::RunConfi
   for (const PasskeySample& s : samples) {
     ASSIGN_OR_RETURN(auto ids, tokenizer.Encode(s.prompt));
     ids.insert(ids.begin(), model.bos_token_id);
-    if (static_cast<int64_t>(ids.size()) + defaults.max_new_tokens > model.max_position_embeddings) {
+    if (static_cast<int64_t>(ids.size()) + defaults.max_new_tokens > *limit) {
       return absl::InvalidArgumentError(absl::StrCat(
           "task.passkey: a prompt of ", ids.size(), " tokens plus ", defaults.max_new_tokens,
-          " new tokens exceeds the model's context of ", model.max_position_embeddings));
+          " new tokens exceeds the context (", limit_name, "=", *limit, " tokens)",
+          ContextLimitHint(model, max_seq_len, ids.size() + defaults.max_new_tokens)));
     }
     prompts.push_back(std::move(ids));
   }

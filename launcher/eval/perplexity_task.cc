@@ -10,6 +10,7 @@
 #include "kernels/status_macros.h"
 #include "launcher/eval/jsonl.h"
 #include "launcher/eval/tasks.h"
+#include "runtime/context_limit.h"
 #include "runtime/scorer.h"
 
 namespace tessera {
@@ -18,8 +19,12 @@ namespace {
 class PerplexityTask final : public EvalTask {
  public:
   PerplexityTask(std::vector<std::vector<int32_t>> texts, int32_t window, int32_t stride,
-                 int32_t max_batch, std::string data)
-      : texts_(std::move(texts)), window_(window), stride_(stride), max_batch_(max_batch),
+                 int32_t max_batch, int32_t max_seq_len, std::string data)
+      : texts_(std::move(texts)),
+        window_(window),
+        stride_(stride),
+        max_batch_(max_batch),
+        max_seq_len_(max_seq_len),
         data_(std::move(data)) {}
 
   std::string kind() const override { return "perplexity"; }
@@ -27,7 +32,7 @@ class PerplexityTask final : public EvalTask {
 
   absl::StatusOr<std::vector<nlohmann::json>> Evaluate(const std::vector<size_t>& indices,
                                                        EvalContext& ctx) override {
-    Scorer scorer(ctx.model, max_batch_, std::max(2048, window_));
+    Scorer scorer(ctx.model, max_batch_, std::max(2048, window_), max_seq_len_);
     std::vector<nlohmann::json> records;
     for (size_t index : indices) {
       const std::vector<int32_t>& ids = texts_[index];
@@ -79,7 +84,7 @@ class PerplexityTask final : public EvalTask {
 
  private:
   std::vector<std::vector<int32_t>> texts_;
-  int32_t window_, stride_, max_batch_;
+  int32_t window_, stride_, max_batch_, max_seq_len_;
   std::string data_;
 };
 
@@ -89,15 +94,18 @@ absl::StatusOr<std::unique_ptr<EvalTask>> MakePerplexityTask(const config::RunCo
                                                              const ModelConfig& model,
                                                              const Tokenizer& tokenizer) {
   const config::PerplexityTask& p = c.task().perplexity();
+  const int32_t max_seq_len = c.model().max_seq_len();
+  absl::StatusOr<int64_t> limit = ContextLimit(model, max_seq_len);
+  if (!limit.ok()) return limit.status();
   int32_t window = p.window();
   if (window == 0) {
-    window = static_cast<int32_t>(std::min<int64_t>(
-        model.max_position_embeddings, c.model().max_seq_len() > 0 ? c.model().max_seq_len() : 2048));
+    window = static_cast<int32_t>(std::min<int64_t>(*limit, max_seq_len > 0 ? max_seq_len : 2048));
   }
-  if (window > model.max_position_embeddings) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "task.perplexity.window: ", window, " exceeds the model's context (max_position_embeddings=",
-        model.max_position_embeddings, ")"));
+  if (window > *limit) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("task.perplexity.window: ", window, " exceeds the context of ", *limit,
+                     max_seq_len > 0 ? " (model.max_seq_len)" : " (max_position_embeddings)",
+                     ContextLimitHint(model, max_seq_len, window)));
   }
   const int32_t stride = p.stride() > 0 ? p.stride() : std::max(1, window / 2);
   // Windows start every `stride` tokens and score at most `window` tokens each, so a larger
@@ -105,8 +113,9 @@ absl::StatusOr<std::unique_ptr<EvalTask>> MakePerplexityTask(const config::RunCo
   if (stride > window) {
     return absl::InvalidArgumentError(absl::StrCat(
         "task.perplexity.stride: ", stride, " exceeds the window of ", window, " tokens",
-        p.window() > 0 ? "" : " (task.perplexity.window unset: min(max_position_embeddings, "
-                              "model.max_seq_len or 2048))",
+        p.window() > 0 ? ""
+                       : " (task.perplexity.window unset: model.max_seq_len, or else "
+                         "min(max_position_embeddings, 2048))",
         "; the tokens between windows would not be scored. Use a stride <= ", window,
         " or a larger task.perplexity.window"));
   }
@@ -122,7 +131,7 @@ absl::StatusOr<std::unique_ptr<EvalTask>> MakePerplexityTask(const config::RunCo
     texts.push_back(std::move(ids).value());
   }
   return std::unique_ptr<EvalTask>(
-      new PerplexityTask(std::move(texts), window, stride, MaxBatch(c), p.data()));
+      new PerplexityTask(std::move(texts), window, stride, MaxBatch(c), max_seq_len, p.data()));
 }
 
 }  // namespace tessera

@@ -452,7 +452,56 @@ TEST(CliErrorTest, PromptLongerThanTheContext) {
   std::string prompt;
   for (int i = 0; i < 40; ++i) prompt += "word ";
   ExpectFailure(Tessera({"generate", "--model", dir.path(), "--prompt", prompt}),
-                {"max_position_embeddings", "16"});
+                {"max_position_embeddings", "16", "no rope_scaling"});
+}
+
+// ---- Contexts past max_position_embeddings (runtime/context_limit.h) ----
+
+// A copy of llama2_mha (with its tokenizer) whose context is 16 tokens, with `rope_scaling`.
+void ShortContextModel(const ScopedTempDir& dir, const json& rope_scaling) {
+  testing::CopyDir(kMha, dir.path());
+  testing::EditJsonFile(dir.Join("config.json"), [&](json& j) {
+    j["max_position_embeddings"] = 16;
+    j["rope_scaling"] = rope_scaling;
+  });
+}
+
+std::string FortyWords() {
+  std::string prompt;
+  for (int i = 0; i < 40; ++i) prompt += "word ";
+  return prompt;
+}
+
+TEST(CliLongContextTest, DynamicScalingNeedsMaxSeqLenAndThenRuns) {
+  ScopedTempDir dir;
+  ShortContextModel(dir, {{"rope_type", "dynamic"}, {"factor", 2.0}});
+  ExpectFailure(Tessera({"generate", "--model", dir.path(), "--prompt", FortyWords()}),
+                {"--prompt", "max_position_embeddings) is 16", "rope_scaling \"dynamic\"",
+                 "set --max-seq-len to at least"});
+  const CliRun r = Tessera({"generate", "--model", dir.path(), "--prompt", FortyWords(),
+                            "--max-seq-len", "128", "--max-new-tokens", "4"});
+  ASSERT_TRUE(r.exited) << r;
+  EXPECT_EQ(r.code, 0) << r;
+  EXPECT_FALSE(r.out.empty()) << r;  // the completion and a newline
+}
+
+TEST(CliLongContextTest, PlainRopeRefusesALongerMaxSeqLenNamingRopeScaling) {
+  ScopedTempDir dir;
+  ShortContextModel(dir, nullptr);
+  ExpectFailure(Tessera({"generate", "--model", dir.path(), "--prompt", FortyWords(),
+                         "--max-seq-len", "128"}),
+                {"max_seq_len=128", "max_position_embeddings=16", "config.json", "no rope_scaling",
+                 "not trained past 16"});
+  // The memory planner applies the same rule.
+  ExpectFailure(
+      Tessera({"plan", "--model", dir.path(), "--device-memory", "80GiB", "--max-seq-len", "128"}),
+      {"max_seq_len=128", "no rope_scaling"});
+  ScopedTempDir linear;
+  ShortContextModel(linear, {{"rope_type", "linear"}, {"factor", 4.0}});
+  const CliRun r = Tessera({"plan", "--model", linear.path(), "--device-memory", "80GiB",
+                            "--max-seq-len", "128", "--json"});
+  ASSERT_EQ(r.code, 0) << r;
+  EXPECT_EQ(json::parse(r.out)["max_context"], 128) << r;
 }
 
 TEST(CliErrorTest, EmptyPrompt) {

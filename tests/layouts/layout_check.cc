@@ -12,8 +12,6 @@
 namespace tessera::testing {
 namespace {
 
-constexpr int kPrompts = 3;
-
 // Full logits of every prompt (gathered over tp; last stage only) and greedy tokens.
 struct Observed {
   std::vector<std::vector<float>> logits;
@@ -21,7 +19,8 @@ struct Observed {
 };
 
 absl::StatusOr<Observed> Observe(const std::string& dir, const ModelParallelism& par,
-                                 const std::vector<std::vector<int32_t>>& prompts) {
+                                 const std::vector<std::vector<int32_t>>& prompts,
+                                 const LayoutCheckOptions& options) {
   ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, MakeBackend(BackendKind::kCpu));
   ASSIGN_OR_RETURN(auto model, LlamaModel::Load(dir, backend.get(), par));
   Observed out;
@@ -38,11 +37,12 @@ absl::StatusOr<Observed> Observe(const std::string& dir, const ModelParallelism&
   for (const auto& ids : prompts) {
     GenerationRequest r;
     r.prompt_ids = ids;
-    r.max_new_tokens = 32;
+    r.max_new_tokens = options.new_tokens;
     r.ignore_eos = true;
     requests.push_back(r);
   }
-  Generator generator(model.get(), nullptr, {.max_batch = 3, .micro_batches = 2});
+  Generator generator(model.get(), nullptr,
+                      {.max_batch = 3, .micro_batches = 2, .max_seq_len = options.max_seq_len});
   ASSIGN_OR_RETURN(auto results, generator.Generate(requests));
   for (const auto& r : results) out.tokens.push_back(r.token_ids);
   return out;
@@ -50,20 +50,21 @@ absl::StatusOr<Observed> Observe(const std::string& dir, const ModelParallelism&
 
 }  // namespace
 
-absl::Status CheckLayout(const std::string& dir, ProcessGroups& groups) {
+absl::Status CheckLayout(const std::string& dir, ProcessGroups& groups,
+                         const LayoutCheckOptions& options) {
   const WorldLayout& layout = groups.layout;
   const std::string me = layout.Prefix();
   ASSIGN_OR_RETURN(auto golden, SafetensorsFile::Open(dir + "/golden.safetensors"));
   std::vector<std::vector<int32_t>> prompts, greedy;
-  for (int p = 0; p < kPrompts; ++p) {
+  for (int p = 0; p < options.prompts; ++p) {
     prompts.push_back(ReadIds(*golden, absl::StrCat("prompt", p, ".input_ids")));
     greedy.push_back(ReadIds(*golden, absl::StrCat("prompt", p, ".greedy")));
   }
   ModelParallelism par{layout, groups.tp.get(), groups.pp.get()};
-  ASSIGN_OR_RETURN(Observed got, Observe(dir, par, prompts));
+  ASSIGN_OR_RETURN(Observed got, Observe(dir, par, prompts, options));
   // The single-rank reference, computed by this rank alone (the fixtures are tiny).
-  ASSIGN_OR_RETURN(Observed want, Observe(dir, ModelParallelism{}, prompts));
-  for (int p = 0; p < kPrompts; ++p) {
+  ASSIGN_OR_RETURN(Observed want, Observe(dir, ModelParallelism{}, prompts, options));
+  for (int p = 0; p < options.prompts; ++p) {
     if (got.tokens[p] != greedy[p]) {
       return absl::InternalError(absl::StrCat(me, dir, " prompt ", p,
                                               ": greedy tokens differ from transformers'"));

@@ -6,6 +6,7 @@
 #ifndef TESSERA_TESTS_LAYOUTS_LAYOUT_CHECK_H_
 #define TESSERA_TESTS_LAYOUTS_LAYOUT_CHECK_H_
 
+#include <cstdint>
 #include <string>
 
 #include "absl/status/status.h"
@@ -13,8 +14,17 @@
 
 namespace tessera::testing {
 
+// What the golden file of a fixture holds and how to run it.
+struct LayoutCheckOptions {
+  int prompts = 3;          // prompt{i}.input_ids / prompt{i}.greedy for i < prompts
+  int new_tokens = 32;      // greedy tokens per prompt
+  int32_t max_seq_len = 0;  // GeneratorOptions::max_seq_len (past max_position_embeddings: the
+                            // long-context fixtures)
+};
+
 // `model_dir` holds config.json, the weights and golden.safetensors.
-absl::Status CheckLayout(const std::string& model_dir, ProcessGroups& groups);
+absl::Status CheckLayout(const std::string& model_dir, ProcessGroups& groups,
+                         const LayoutCheckOptions& options = {});
 
 }  // namespace tessera::testing
 

@@ -292,26 +292,78 @@ void ExpectInvalid(const absl::StatusOr<ModelConfig>& c, const std::string& fiel
   for (const std::string& s : also) EXPECT_THAT(m, HasSubstr(s));
 }
 
-TEST(ModelConfigErrorTest, UnknownRopeTypeYarn) {
+TEST(ModelConfigErrorTest, UnknownRopeTypeLongrope) {
   ExpectInvalid(ParseEdited([](json& j) {
-                  j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
+                  j["rope_scaling"] = {{"rope_type", "longrope"}, {"factor", 4.0}};
                 }),
-                "rope_scaling", {"yarn", "linear", "dynamic", "llama3"});
+                "rope_scaling", {"longrope", "linear", "dynamic", "llama3", "yarn"});
+}
+
+// YaRN's optional parameters take transformers' defaults; original_max_position_embeddings
+// defaults to max_position_embeddings, as transformers' standardize_rope_params sets it.
+TEST(ModelConfigTest, YarnRopeScalingWithDefaults) {
+  ASSERT_OK_AND_ASSIGN(ModelConfig c, ParseEdited([](json& j) {
+                         j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
+                       }));
+  EXPECT_EQ(c.rope_scaling.type, RopeScaling::Type::kYarn);
+  EXPECT_DOUBLE_EQ(c.rope_scaling.factor, 4.0);
+  EXPECT_EQ(c.rope_scaling.original_max_position_embeddings, 4096);
+  EXPECT_DOUBLE_EQ(c.rope_scaling.attention_factor, 0.0);
+  EXPECT_DOUBLE_EQ(c.rope_scaling.beta_fast, 32.0);
+  EXPECT_DOUBLE_EQ(c.rope_scaling.beta_slow, 1.0);
+  EXPECT_TRUE(c.rope_scaling.truncate);
+}
+
+TEST(ModelConfigTest, YarnRopeScalingWithEveryParameter) {
+  ASSERT_OK_AND_ASSIGN(ModelConfig c, ParseEdited([](json& j) {
+                         j["rope_scaling"] = {{"rope_type", "yarn"},
+                                              {"factor", 40.0},
+                                              {"original_max_position_embeddings", 4096},
+                                              {"beta_fast", 16},
+                                              {"beta_slow", 2},
+                                              {"mscale", 1.0},
+                                              {"mscale_all_dim", 0.707},
+                                              {"attention_factor", 1.5},
+                                              {"truncate", false}};
+                       }));
+  EXPECT_EQ(c.rope_scaling.original_max_position_embeddings, 4096);
+  EXPECT_DOUBLE_EQ(c.rope_scaling.beta_fast, 16.0);
+  EXPECT_DOUBLE_EQ(c.rope_scaling.beta_slow, 2.0);
+  EXPECT_DOUBLE_EQ(c.rope_scaling.mscale, 1.0);
+  EXPECT_DOUBLE_EQ(c.rope_scaling.mscale_all_dim, 0.707);
+  EXPECT_DOUBLE_EQ(c.rope_scaling.attention_factor, 1.5);
+  EXPECT_FALSE(c.rope_scaling.truncate);
+}
+
+TEST(ModelConfigErrorTest, YarnParametersAreTypeChecked) {
+  ExpectInvalid(ParseEdited([](json& j) {
+                  j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}, {"beta_fast", "32"}};
+                }),
+                "rope_scaling.beta_fast", {"must be a number"});
+  ExpectInvalid(ParseEdited([](json& j) {
+                  j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}, {"truncate", 1}};
+                }),
+                "rope_scaling.truncate", {"true or false"});
+  ExpectInvalid(
+      ParseEdited([](json& j) {
+        j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}, {"attention_factor", -1.0}};
+      }),
+      "rope_scaling.attention_factor", {"> 0"});
 }
 
 TEST(ModelConfigErrorTest, UnknownRopeTypeLongropeOldKey) {
   ExpectInvalid(ParseEdited([](json& j) {
                   j["rope_scaling"] = {{"type", "longrope"}, {"factor", 4.0}};
                 }),
-                "rope_scaling", {"longrope", "linear", "dynamic", "llama3"});
+                "rope_scaling", {"longrope", "linear", "dynamic", "llama3", "yarn"});
 }
 
 TEST(ModelConfigErrorTest, UnknownRopeTypeInRopeParameters) {
   ExpectInvalid(ParseEdited([](json& j) {
                   j.erase("rope_scaling");
-                  j["rope_parameters"] = {{"rope_type", "yarn"}, {"rope_theta", 1e4}};
+                  j["rope_parameters"] = {{"rope_type", "longrope"}, {"rope_theta", 1e4}};
                 }),
-                "rope_parameters", {"yarn", "linear", "dynamic", "llama3"});
+                "rope_parameters", {"longrope", "linear", "dynamic", "llama3", "yarn"});
 }
 
 TEST(ModelConfigErrorTest, QuantizationConfig) {

@@ -66,6 +66,44 @@ TEST(RopeFrequenciesTest, MatchesTransformers) {
   RecordProperty("max_rel_err", std::to_string(max_error_all));
 }
 
+// YaRN against transformers' _compute_yarn_parameters, for each of its optional parameters
+// (tests/fixtures/long_context/rope_yarn.json, recorded by tools/make_long_context_fixtures.py).
+TEST(RopeFrequenciesTest, YarnMatchesTransformers) {
+  std::ifstream in("tests/fixtures/long_context/rope_yarn.json");
+  ASSERT_TRUE(in) << "cannot open tests/fixtures/long_context/rope_yarn.json";
+  const json cases = json::parse(in, nullptr, /*allow_exceptions=*/false);
+  ASSERT_FALSE(cases.is_discarded());
+  ASSERT_GE(cases["cases"].size(), 5u);
+  for (const json& c : cases["cases"]) {
+    const std::string name = c["name"].get<std::string>();
+    SCOPED_TRACE(name);
+    const json config = {{"architectures", {"LlamaForCausalLM"}},
+                         {"hidden_size", c["head_dim"].get<int64_t>() * 4},
+                         {"num_attention_heads", 4},
+                         {"head_dim", c["head_dim"]},
+                         {"intermediate_size", 64},
+                         {"num_hidden_layers", 1},
+                         {"vocab_size", 100},
+                         {"rope_theta", c["rope_theta"]},
+                         {"max_position_embeddings", c["max_position_embeddings"]},
+                         {"rope_scaling", c["rope_scaling"]}};
+    ASSERT_OK_AND_ASSIGN(ModelConfig mc, ParseModelConfig(config.dump(), name + "/config.json"));
+    const std::vector<float> expected = c["inv_freq"].get<std::vector<float>>();
+    const RopeFrequencies rope = ComputeRopeFrequencies(mc, 0);
+    ASSERT_EQ(rope.inv_freq.size(), expected.size());
+    double max_error = 0.0;
+    for (size_t i = 0; i < expected.size(); ++i) {
+      max_error =
+          std::max(max_error, std::abs(static_cast<double>(rope.inv_freq[i]) - expected[i]) /
+                                  std::abs(static_cast<double>(expected[i])));
+    }
+    EXPECT_LE(max_error, kTolerance);
+    EXPECT_NEAR(rope.attention_scaling, c["attention_scaling"].get<double>(), 1e-6);
+    EXPECT_FALSE(RopeDependsOnLength(mc));
+    RecordProperty("max_rel_err_yarn_" + name, std::to_string(max_error));
+  }
+}
+
 // The dynamic cases must differ between the short and the long sequence (the NTK base only grows
 // beyond max_position_embeddings), and the short one equals the unscaled frequencies.
 TEST(RopeFrequenciesTest, DynamicDependsOnLengthOnlyBeyondContext) {

@@ -225,6 +225,42 @@ TEST_F(BadDatasetTest, PerplexityStrideLargerThanTheWindowIsRefused) {
               AllOf(HasSubstr("task.perplexity.stride"), HasSubstr("5000"), HasSubstr("window")));
 }
 
+// Windows and passkey lengths past max_position_embeddings follow ContextLimit: allowed with
+// model.max_seq_len when rope_scaling extends the context, refused otherwise with what to change.
+TEST_F(BadDatasetTest, LongContextWindowsNeedMaxSeqLenAndRopeScaling) {
+  ModelConfig plain = model_->config();
+  plain.max_position_embeddings = 16;
+  plain.rope_scaling = RopeScaling{};
+  ModelConfig dynamic = plain;
+  dynamic.rope_scaling.type = RopeScaling::Type::kDynamic;
+  dynamic.rope_scaling.factor = 2.0;
+  const std::string ppl = "task.perplexity.data=tests/fixtures/eval/perplexity.jsonl;";
+  auto make = [&](const std::string& setting, const ModelConfig& m) {
+    return MakeEvalTask(Config(ppl + setting), m, *tokenizer_);
+  };
+
+  absl::Status s = make("task.perplexity.window=32", plain).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(std::string(s.message()),
+              AllOf(HasSubstr("task.perplexity.window: 32"), HasSubstr("no rope_scaling")));
+  s = make("model.max_seq_len=32", plain).status();
+  EXPECT_THAT(std::string(s.message()),
+              AllOf(HasSubstr("max_seq_len=32"), HasSubstr("config.json")));
+  s = make("task.perplexity.window=32", dynamic).status();
+  EXPECT_THAT(std::string(s.message()),
+              AllOf(HasSubstr("rope_scaling \"dynamic\""), HasSubstr("at least 32")));
+
+  // With the request, the window defaults to model.max_seq_len.
+  ASSERT_OK_AND_ASSIGN(auto task, make("model.max_seq_len=32", dynamic));
+  EXPECT_EQ(task->Describe()["window"], 32);
+  EXPECT_OK(MakeEvalTask(Config("task.passkey.context_lengths=256;model.max_seq_len=512"), dynamic,
+                         *tokenizer_)
+                .status());
+  s = MakeEvalTask(Config("task.passkey.context_lengths=256"), dynamic, *tokenizer_).status();
+  EXPECT_THAT(std::string(s.message()),
+              AllOf(HasSubstr("task.passkey.context_lengths: 256"), HasSubstr("--max-seq-len")));
+}
+
 // A missing interpreter used to score every sample as a failure and exit 0.
 TEST_F(BadDatasetTest, CodeGenerationWithoutItsInterpreterIsRefused) {
   const absl::Status s = Make(
