@@ -27,18 +27,16 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
   if (m->plan_.pp_size > 1 && parallel.pp == nullptr) {
     return absl::InvalidArgumentError("pipeline parallel layout without a pp communicator");
   }
-  bool head_on_stage = false;
   for (int64_t l : options.head_after_layers) {
     if (l < 0 || l >= m->config_.num_hidden_layers) {
       return absl::InvalidArgumentError(absl::StrCat(
           "a head after layer ", l, " was asked for; the model has layers 0..",
           m->config_.num_hidden_layers - 1));
     }
-    head_on_stage = head_on_stage || (l >= m->plan_.layer_begin && l < m->plan_.layer_end);
   }
   ASSIGN_OR_RETURN(m->checkpoint_, Checkpoint::Open(model_dir));
   ASSIGN_OR_RETURN(m->weights_,
-                   LoadLlamaWeights(*m->checkpoint_, m->config_, m->plan_, head_on_stage));
+                   LoadLlamaWeights(*m->checkpoint_, m->config_, m->plan_, options));
   if (backend->device() != Device::kCpu) RETURN_IF_ERROR(m->UploadWeights());
   for (auto [tensor, width] : m->Activations()) *tensor = Tensor(backend, DType::kF32);
   for (Tensor* t : {&m->tokens_, &m->positions_, &m->slots_, &m->rows_, &m->entries_}) {
@@ -78,6 +76,7 @@ absl::Status LlamaModel::UploadWeights() {
     }
   }
   RETURN_IF_ERROR(upload(&weights_.final_norm));
+  for (auto& [name, view] : weights_.extra) RETURN_IF_ERROR(upload(&view));
   if (tied) {
     weights_.lm_head = weights_.embed;
   } else {

@@ -43,6 +43,7 @@
 #include "parallel/stage_channel.h"
 #include "parallel/world_layout.h"
 #include "runtime/forward_hooks.h"
+#include "runtime/model_options.h"
 #include "runtime/safetensors.h"
 #include "runtime/shard_plan.h"
 #include "runtime/tensor.h"
@@ -61,13 +62,6 @@ struct ForwardBatch {
   // it appends after each slot's entries as usual, and every slot is cut back to its length from
   // before the pass when the pass ends.
   bool persist_kv = true;
-};
-
-// What a method needs loaded beyond the plain model.
-struct ModelOptions {
-  // Global layers after which a head (final norm + LM head) may be applied: the stages holding
-  // them load a copy of the head (an early exit's shallow head, LayerContext users of HeadLogits).
-  std::vector<int64_t> head_after_layers;
 };
 
 // What one Forward call produced on this rank.

@@ -52,7 +52,8 @@ TensorView CopyColumns(const TensorView& w, int64_t begin, int64_t count,
 }  // namespace
 
 absl::StatusOr<LlamaWeights> LoadLlamaWeights(Checkpoint& ckpt, const ModelConfig& c,
-                                              const ShardPlan& plan, bool head_on_stage) {
+                                              const ShardPlan& plan, const ModelOptions& options) {
+  const bool head_on_stage = HeadOnStage(options, plan);
   // Checked first, from the tensor names alone, before any weight is read.
   // Layers the config does not know about mean the config and the weights disagree.
   for (const auto& [name, file] : ckpt.names()) {
@@ -134,6 +135,19 @@ absl::StatusOr<LlamaWeights> LoadLlamaWeights(Checkpoint& ckpt, const ModelConfi
       return absl::InvalidArgumentError(absl::StrCat(
           "tensor \"lm_head.weight\" is missing from the checkpoint in ", ckpt.dir(),
           " and config.json has tie_word_embeddings=false"));
+    }
+  }
+  for (const ExtraWeight& extra : options.extra_weights) {
+    const ExtraWeightSlice slice = SliceOf(extra, c, plan);
+    for (const std::string& name : NamesOnStage(extra, plan)) {
+      if (extra.optional && !ckpt.Contains(name)) continue;
+      ASSIGN_OR_RETURN(TensorView t, Get(ckpt, name, extra.shape, "the method's declared shape"));
+      if (slice.axis == 0) {
+        w.extra[name] = rows(t, slice.begin, slice.count);
+      } else {
+        w.extra[name] = CopyColumns(t, slice.begin, slice.count, &w.owned);
+        w.bytes += w.extra[name].bytes();
+      }
     }
   }
   return w;

@@ -19,11 +19,14 @@
 #ifndef TESSERA_RUNTIME_LLAMA_WEIGHTS_H_
 #define TESSERA_RUNTIME_LLAMA_WEIGHTS_H_
 
+#include <map>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "kernels/tensor_view.h"
 #include "runtime/model_config.h"
+#include "runtime/model_options.h"
 #include "runtime/safetensors.h"
 #include "runtime/shard_plan.h"
 #include "runtime/tensor.h"
@@ -43,6 +46,7 @@ struct LlamaWeights {
   size_t bytes = 0;        // weight bytes this rank holds (a tied head counted once)
   size_t layer_bytes = 0;  // of which in decoder layers
   size_t stage_layer_bytes = 0;  // whole (unsharded) decoder layers of this stage, for reports
+  std::map<std::string, TensorView> extra;  // a method's tensors by checkpoint name
   std::vector<Tensor> owned;  // copies of RowParallel column slices
 };
 
@@ -50,10 +54,12 @@ struct LlamaWeights {
 // config implies (checked from the header before any data is read); then takes this rank's
 // slices. A checkpoint with layers beyond num_hidden_layers, or a config that disagrees with the
 // weights, is refused with a message naming the tensor and the config field.
-// The final norm and LM head are loaded on the last stage, and also on this stage when
-// `head_on_stage` (a method applies the head after one of its layers: an early exit).
+// The final norm and LM head are loaded on the last stage, and also on a stage holding one of
+// `options.head_after_layers` (an early exit's head); `options.extra_weights` that this stage
+// holds are loaded into `extra` (this rank's slices), each checked against its declared shape.
 absl::StatusOr<LlamaWeights> LoadLlamaWeights(Checkpoint& ckpt, const ModelConfig& config,
-                                              const ShardPlan& plan, bool head_on_stage = false);
+                                              const ShardPlan& plan,
+                                              const ModelOptions& options = {});
 
 }  // namespace tessera
 

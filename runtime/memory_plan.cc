@@ -145,10 +145,11 @@ absl::StatusOr<MemoryPlan> MakeMemoryPlan(const ModelConfig& c, const WorldLayou
       // The embedding lives on the first stage; with tied embeddings the last stage needs it too
       // (as its LM head), one copy when both are the same rank.
       if (s.first_stage()) r.embedding_bytes = vocab_shard_bytes;
-      if (s.last_stage()) {
+      if (s.last_stage() || HeadOnStage(options.model, s)) {
         r.final_norm_bytes = h * w;
         if (!(c.tie_word_embeddings && s.first_stage())) r.lm_head_bytes = vocab_shard_bytes;
       }
+      r.method_bytes = ExtraWeightBytes(options.model, c, s, options.weight_dtype);
       const uint64_t q = s.heads * hd, kvd = s.kv_heads * hd, f = s.ffn;
       const uint64_t per_layer = 2 * h          // input and post-attention RMSNorm
                                  + q * h        // q_proj rows
@@ -157,7 +158,8 @@ absl::StatusOr<MemoryPlan> MakeMemoryPlan(const ModelConfig& c, const WorldLayou
                                  + 2 * f * h    // gate_proj, up_proj rows
                                  + h * f;       // down_proj columns
       r.layer_bytes = static_cast<uint64_t>(s.layers()) * per_layer * w;
-      r.weight_bytes = r.embedding_bytes + r.layer_bytes + r.final_norm_bytes + r.lm_head_bytes;
+      r.weight_bytes = r.embedding_bytes + r.layer_bytes + r.final_norm_bytes + r.lm_head_bytes +
+                       r.method_bytes;
       r.kv_bytes_per_token = static_cast<uint64_t>(s.layers()) * kvd * 2 * kv;
       r.kv_space_bytes = static_cast<int64_t>(plan.usable_bytes) -
                          static_cast<int64_t>(r.weight_bytes) -

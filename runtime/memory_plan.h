@@ -8,7 +8,10 @@
 //              o [hidden, heads*head_dim], gate and up [ffn, hidden], down [hidden, ffn]
 //            + last stage: final norm [hidden] and LM head [vocab_shard, hidden] (with tied
 //              embeddings and pp == 1 the head is the embedding, counted once; with pp > 1 the
-//              last stage holds its own copy)
+//              last stage holds its own copy); likewise any stage holding a layer after which a
+//              method applies a head (ModelOptions::head_after_layers)
+//            + a method's extra weights, this rank's slices (ModelOptions::extra_weights; an
+//              optional one is counted as present: the plan reads no weights)
 //     all in the weight dtype. vocab_shard is the padded shard width (vocabulary rounded up to a
 //     multiple of tp), the shape a GPU backend allocates on every rank; the CPU backend maps only
 //     the real rows, so its resident bytes can be smaller by padding x hidden x dtype.
@@ -29,6 +32,7 @@
 #include "kernels/dtype.h"
 #include "parallel/world_layout.h"
 #include "runtime/model_config.h"
+#include "runtime/model_options.h"
 
 namespace tessera {
 
@@ -44,6 +48,7 @@ struct MemoryPlanOptions {
   // that extends the context (ContextLimit, runtime/context_limit.h).
   int64_t max_context = 0;
   std::vector<int64_t> stage_layers;  // as MakeShardPlan; empty: balanced stages
+  ModelOptions model;  // a method's heads on earlier stages and extra weights, as the loader's
 };
 
 enum class PlanVerdict {
@@ -63,6 +68,7 @@ struct RankMemory {
   int64_t vocab_padding_rows = 0;  // of which beyond the real vocabulary
   // Weight bytes by part; weight_bytes is their sum.
   uint64_t embedding_bytes = 0, layer_bytes = 0, final_norm_bytes = 0, lm_head_bytes = 0;
+  uint64_t method_bytes = 0;  // a method's extra weights (ModelOptions::extra_weights)
   uint64_t weight_bytes = 0;
   uint64_t kv_bytes_per_token = 0;
   int64_t kv_space_bytes = 0;      // usable - weights - workspace; negative when short
