@@ -48,7 +48,9 @@ VocabReducer::VocabReducer(Backend* backend, Communicator* tp, const ShardPlan& 
       packed_(backend, DType::kF32),
       all_packed_(backend, DType::kF32),
       padded_(backend, DType::kF32),
-      all_padded_(backend, DType::kF32) {}
+      all_padded_(backend, DType::kF32),
+      top_(backend, DType::kF32),
+      all_top_(backend, DType::kF32) {}
 
 absl::Status VocabReducer::Gather(TensorView logits, const std::vector<int32_t>* targets) {
   const int64_t rows = logits.dim(0), width = logits.dim(1);
@@ -168,6 +170,46 @@ absl::StatusOr<std::vector<TokenLogProb>> VocabReducer::LogProbs(
     const VocabRowStats s = Reduce(rows, r, &target_logit, targets[r]);
     out[r].logprob = target_logit - s.log_sum_exp;
     out[r].is_greedy = s.top1 == targets[r];
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<std::vector<VocabReducer::IdLogit>>> VocabReducer::TopK(
+    TensorView logits, int k) {
+  const int64_t rows = logits.dim(0);
+  if (k < 1 || k > logits.dim(1)) {
+    return absl::InvalidArgumentError(absl::StrCat("VocabReducer::TopK: k=", k, " with ",
+                                                   logits.dim(1), " vocabulary rows on this rank"));
+  }
+  // [2, rows, k]: values, then ids (as I32 bits), one all-gather.
+  RETURN_IF_ERROR(top_.Resize({2, rows * k}));
+  TensorView values = top_.view().Rows(0, 1).Reshaped({rows, k});
+  TensorView ids = top_.view().Rows(1, 2).Reshaped({rows, k});
+  ids.dtype = DType::kI32;
+  RETURN_IF_ERROR(backend_->TopK({logits, values, ids, plan_.vocab_begin}));
+  const int n = tp_ == nullptr ? 1 : tp_->size();
+  std::vector<float> all(static_cast<size_t>(n) * 2 * rows * k);
+  if (tp_ == nullptr) {
+    RETURN_IF_ERROR(backend_->CopyToHost(all.data(), top_.view().data, top_.view().bytes()));
+  } else {
+    RETURN_IF_ERROR(all_top_.Resize({n, 2 * rows * k}));
+    RETURN_IF_ERROR(backend_->Synchronize());
+    RETURN_IF_ERROR(tp_->AllGather(top_.view().Reshaped({2 * rows * k}), all_top_.view()));
+    RETURN_IF_ERROR(backend_->CopyToHost(all.data(), all_top_.view().data, all.size() * 4));
+  }
+  std::vector<std::vector<IdLogit>> out(rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    std::vector<IdLogit>& best = out[r];
+    for (int s = 0; s < n; ++s) {
+      const float* v = all.data() + (static_cast<size_t>(s) * 2 * rows + r) * k;
+      const float* id = all.data() + (static_cast<size_t>(s) * 2 * rows + rows + r) * k;
+      for (int j = 0; j < k; ++j) best.push_back({BitsId(id[j]), v[j]});
+    }
+    std::partial_sort(best.begin(), best.begin() + k, best.end(),
+                      [](const IdLogit& a, const IdLogit& b) {
+                        return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
+                      });
+    best.resize(k);
   }
   return out;
 }

@@ -54,6 +54,13 @@ class VocabReducer {
   // Per row: log-probability of targets[row] and whether it is the argmax.
   absl::StatusOr<std::vector<TokenLogProb>> LogProbs(TensorView logits,
                                                      const std::vector<int32_t>& targets);
+  // Per row: the k largest logits of the whole vocabulary as (id, logit), descending (the smaller
+  // id first on ties), from one all-gather of each shard's own top k. k <= plan.vocab_rows.
+  struct IdLogit {
+    int32_t id = 0;
+    float logit = 0.0f;
+  };
+  absl::StatusOr<std::vector<std::vector<IdLogit>>> TopK(TensorView logits, int k);
   // The full [rows, vocab_size] logits on the host of every rank (for sampling with top-k /
   // top-p), gathered over the group in the backend's memory.
   absl::Status GatherFull(TensorView logits, int64_t vocab_size, Tensor* host_full);
@@ -68,7 +75,7 @@ class VocabReducer {
   Backend* backend_;
   Communicator* tp_;
   ShardPlan plan_;
-  Tensor packed_, all_packed_, padded_, all_padded_;
+  Tensor packed_, all_packed_, padded_, all_padded_, top_, all_top_;
   std::vector<float> gathered_;
 };
 

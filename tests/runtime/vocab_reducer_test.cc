@@ -9,6 +9,7 @@
 #include <cstring>
 #include <limits>
 #include <mutex>
+#include <numeric>
 
 #include "gtest/gtest.h"
 #include "kernels/backend.h"
@@ -75,6 +76,7 @@ ShardPlan VocabPlan(int tp, int rank) {
 // What one rank computed, for comparison across ranks and with the reference.
 struct Observed {
   std::vector<VocabRowStats> stats;
+  std::vector<std::vector<VocabReducer::IdLogit>> top5;
   std::vector<TokenLogProb> logprobs;
   std::vector<float> full;
 };
@@ -96,6 +98,7 @@ absl::StatusOr<Observed> Observe(Backend& backend, Communicator* tp, const Shard
   Observed out;
   ASSIGN_OR_RETURN(out.stats, reducer.Stats(logits.view()));
   ASSIGN_OR_RETURN(out.logprobs, reducer.LogProbs(logits.view(), kTargets));
+  ASSIGN_OR_RETURN(out.top5, reducer.TopK(logits.view(), 5));
   Tensor full;
   RETURN_IF_ERROR(reducer.GatherFull(logits.view(), kVocab, &full));
   out.full.assign(full.data<float>(), full.data<float>() + full.numel());
@@ -123,6 +126,16 @@ void ExpectMatchesReference(const Observed& got) {
   }
   ASSERT_EQ(got.full.size(), z.size());
   for (size_t i = 0; i < z.size(); ++i) ASSERT_EQ(got.full[i], z[i]) << "element " << i;
+  for (int64_t r = 0; r < kRows; ++r) {  // top 5: a stable sort of the whole row
+    const float* row = &z[r * kVocab];
+    std::vector<int32_t> order(kVocab);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return row[a] > row[b]; });
+    for (int j = 0; j < 5; ++j) {
+      EXPECT_EQ(got.top5[r][j].id, order[j]) << "row " << r << " rank " << j;
+      EXPECT_EQ(got.top5[r][j].logit, row[order[j]]);
+    }
+  }
   EXPECT_EQ(got.stats[0].top1, 10);
   EXPECT_TRUE(got.logprobs[3].is_greedy);
 }
