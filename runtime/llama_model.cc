@@ -86,12 +86,6 @@ absl::Status LlamaModel::UploadWeights() {
   return absl::OkStatus();
 }
 
-template <typename T>
-absl::Status LlamaModel::Upload(const std::vector<T>& host, Tensor* device) {
-  RETURN_IF_ERROR(device->Resize({static_cast<int64_t>(host.size())}));
-  return backend_->CopyToDevice(device->view().data, host.data(), host.size() * sizeof(T));
-}
-
 absl::StatusOr<std::unique_ptr<KvCache>> LlamaModel::MakeCache(int64_t n_slots,
                                                                int64_t max_seq) const {
   return KvCache::Create(backend_, plan_.layers(), plan_.kv_heads, config_.head_dim, n_slots,
@@ -107,32 +101,6 @@ absl::StatusOr<KvCache*> LlamaModel::AcquireCache(int64_t n_slots, int64_t max_s
   }
   pooled_cache_->ClearAll();
   return pooled_cache_.get();
-}
-
-absl::Status LlamaModel::CheckBatch(const ForwardBatch& b, const KvCache& cache) const {
-  const size_t n = b.tokens.size();
-  if (b.positions.size() != n || b.slots.size() != n) {
-    return absl::InvalidArgumentError("ForwardBatch: tokens, positions and slots differ in length");
-  }
-  for (size_t i = 0; i < n; ++i) {
-    if (b.tokens[i] < 0 || b.tokens[i] >= config_.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat("token id ", b.tokens[i],
-                                                     " is outside the vocabulary [0, ",
-                                                     config_.vocab_size, ")"));
-    }
-    if (b.positions[i] < 0) {
-      return absl::OutOfRangeError(absl::StrCat("position ", b.positions[i], " is negative"));
-    }
-    if (b.slots[i] < 0 || b.slots[i] >= cache.n_slots()) {
-      return absl::OutOfRangeError(absl::StrCat("cache slot ", b.slots[i], " does not exist"));
-    }
-  }
-  for (int32_t r : b.logit_rows) {
-    if (r < 0 || static_cast<size_t>(r) >= n) {
-      return absl::InvalidArgumentError(absl::StrCat("logit row ", r, " is outside the batch"));
-    }
-  }
-  return absl::OkStatus();
 }
 
 // Rotary embedding of q and k. With dynamic NTK scaling the frequencies depend on each
@@ -275,99 +243,6 @@ bool LlamaModel::GraphEligible(const ForwardBatch& batch) const {
     }
   }
   return true;
-}
-
-std::vector<std::pair<Tensor*, int64_t>> LlamaModel::Activations() {
-  const ModelConfig& c = config_;
-  return {{&x_, c.hidden_size},
-          {&h_, c.hidden_size},
-          {&q_, plan_.heads * c.head_dim},
-          {&k_, plan_.kv_heads * c.head_dim},
-          {&v_, plan_.kv_heads * c.head_dim},
-          {&attn_, plan_.heads * c.head_dim},
-          {&gate_, plan_.ffn},
-          {&up_, plan_.ffn},
-          {&selected_, c.hidden_size},
-          {&head_, plan_.vocab_rows}};
-}
-
-absl::Status LlamaModel::ResizeActivations(int64_t rows) {
-  for (auto [tensor, width] : Activations()) RETURN_IF_ERROR(tensor->Resize({rows, width}));
-  for (Tensor* t : {&tokens_, &positions_, &slots_, &rows_, &entries_}) {
-    RETURN_IF_ERROR(t->Resize({rows}));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status LlamaModel::ReserveEntries(const ForwardBatch& b, KvCache& cache, int64_t from) {
-  const int64_t n = static_cast<int64_t>(b.tokens.size()), layers = plan_.layers();
-  // Each slot's rows in batch order: they take consecutive entries after the slot's entries
-  // from before this step.
-  std::map<int32_t, std::vector<int32_t>> rows_of_slot;
-  for (int64_t i = 0; i < n; ++i) rows_of_slot[b.slots[i]].push_back(static_cast<int32_t>(i));
-  for (int64_t l = from; l < layers; ++l) {
-    for (const auto& [slot, rows] : rows_of_slot) {
-      const int32_t base = base_lengths_.at({l, slot});
-      if (base + static_cast<int64_t>(rows.size()) > cache.max_seq()) {
-        return absl::OutOfRangeError(absl::StrCat(
-            "KV cache slot ", slot, " holds ", base, " entries in layer ", plan_.layer_begin + l,
-            " and cannot take the batch's ", rows.size(), " more: its capacity is ",
-            cache.max_seq(), " entries"));
-      }
-    }
-  }
-  entries_host_.assign(layers * n, 0);
-  std::vector<int32_t> positions;
-  for (int64_t l = from; l < layers; ++l) {
-    for (const auto& [slot, rows] : rows_of_slot) {
-      RETURN_IF_ERROR(cache.Truncate(l, slot, base_lengths_.at({l, slot})));
-      positions.clear();
-      for (int32_t r : rows) positions.push_back(b.positions[r]);
-      ASSIGN_OR_RETURN(const int32_t first, cache.Append(l, slot, positions));
-      for (size_t j = 0; j < rows.size(); ++j) {
-        entries_host_[l * n + rows[j]] = first + static_cast<int32_t>(j);
-      }
-    }
-  }
-  uniform_entries_ = true;
-  for (int64_t l = from + 1; l < layers && uniform_entries_; ++l) {
-    uniform_entries_ = std::equal(entries_host_.begin() + from * n,
-                                  entries_host_.begin() + (from + 1) * n,
-                                  entries_host_.begin() + l * n);
-  }
-  if (uniform_entries_ && layers > 0) {
-    entries_host_.erase(entries_host_.begin(), entries_host_.begin() + from * n);
-    entries_host_.resize(n);
-  }
-  return absl::OkStatus();
-}
-
-absl::Status LlamaModel::UploadBatch(const ForwardBatch& batch) {
-  RETURN_IF_ERROR(Upload(batch.tokens, &tokens_));
-  RETURN_IF_ERROR(Upload(batch.positions, &positions_));
-  RETURN_IF_ERROR(Upload(batch.slots, &slots_));
-  RETURN_IF_ERROR(Upload(entries_host_, &entries_));  // [n], or [layers * n] when they differ
-  return Upload(batch.logit_rows, &rows_);
-}
-
-absl::Status LlamaModel::Prepare(const ForwardBatch& batch, int64_t rows_capacity) {
-  // Sizing to the capacity first keeps buffer addresses fixed for every smaller batch, which a
-  // captured graph relies on.
-  const int64_t rows = static_cast<int64_t>(std::max(batch.tokens.size(), batch.logit_rows.size()));
-  for (int64_t n : {rows_capacity, rows}) {
-    if (n > 0) RETURN_IF_ERROR(ResizeActivations(n));
-  }
-  // A buffer that moved invalidates every captured graph.
-  std::vector<const void*> buffers;
-  for (auto [tensor, width] : Activations()) buffers.push_back(tensor->view().data);
-  for (const Tensor* t : {&tokens_, &positions_, &slots_, &rows_, &entries_}) {
-    buffers.push_back(t->view().data);
-  }
-  if (graphs_ != nullptr && buffers != graph_buffers_) {
-    graphs_->Clear();
-    graph_buffers_ = std::move(buffers);
-  }
-  return UploadBatch(batch);
 }
 
 // Everything a step enqueues on this rank, from the embedding (or the previous stage's

@@ -35,6 +35,7 @@
 
 #include "absl/status/statusor.h"
 #include "kernels/backend.h"
+#include "kernels/status_macros.h"
 #include "runtime/decode_graphs.h"
 #include "runtime/kv_cache.h"
 #include "runtime/llama_weights.h"
@@ -156,8 +157,12 @@ class LlamaModel {
   std::vector<std::pair<Tensor*, int64_t>> Activations();  // each with its row width
   absl::Status UploadBatch(const ForwardBatch& batch);
   absl::Status UploadWeights();
+  // `host` into `device` (resized to its length).
   template <typename T>
-  absl::Status Upload(const std::vector<T>& host, Tensor* device);
+  absl::Status Upload(const std::vector<T>& host, Tensor* device) {
+    RETURN_IF_ERROR(device->Resize({static_cast<int64_t>(host.size())}));
+    return backend_->CopyToDevice(device->view().data, host.data(), host.size() * sizeof(T));
+  }
   absl::Status ApplyRope(const ForwardBatch& batch, TensorView q, TensorView k);
   absl::Status Layer(const LayerWeights& w, const LayerContext& ctx, const AttentionVariant& variant);
   // Runs the after-layer hook and checks that the tp group agrees on its decision.
