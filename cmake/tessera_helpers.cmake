@@ -13,3 +13,14 @@ function(tessera_cc_test)
     set_tests_properties(${T_NAME} PROPERTIES LABELS "${T_LABELS}")
   endif()
 endfunction()
+
+# tessera_mpi_test_environment(test ...): in TESSERA_ASAN builds, runs the tests (mpirun jobs)
+# with LeakSanitizer suppressions for what Open MPI itself never frees (tests/lsan_mpi.supp says
+# what and why), unwinding fully so that those reports can be matched by their Open MPI frames.
+function(tessera_mpi_test_environment)
+  if(TESSERA_ASAN)
+    set_property(TEST ${ARGN} APPEND PROPERTY ENVIRONMENT
+                 "LSAN_OPTIONS=suppressions=${PROJECT_SOURCE_DIR}/tests/lsan_mpi.supp"
+                 "ASAN_OPTIONS=fast_unwind_on_malloc=0")
+  endif()
+endfunction()

@@ -47,8 +47,12 @@ struct TensorView {
     return n;
   }
   size_t bytes() const { return static_cast<size_t>(numel()) * DTypeSize(dtype); }
-  // Elements in one slice along dim 0 (the product of the trailing dims).
-  int64_t row_size() const { return rank == 0 ? 1 : numel() / shape[0]; }
+  // Elements in one slice along dim 0 (the product of the trailing dims; also when dim 0 is 0).
+  int64_t row_size() const {
+    int64_t n = 1;
+    for (int i = 1; i < rank; ++i) n *= shape[i];
+    return n;
+  }
   size_t row_bytes() const { return static_cast<size_t>(row_size()) * DTypeSize(dtype); }
 
   template <typename T>

@@ -25,6 +25,8 @@ using nlohmann::json;
 
 // A header larger than this is not a safetensors header (the Rust reference caps it at 100 MB).
 constexpr uint64_t kMaxHeaderBytes = 100ull << 20;
+// More elements than any checkpoint holds; products of dimensions below it fit int64 with room.
+constexpr uint64_t kMaxElements = 1ull << 50;
 
 absl::Status Corrupt(const std::string& path, absl::string_view what) {
   return absl::DataLossError(absl::StrCat(path, ": ", what));
@@ -48,14 +50,21 @@ absl::StatusOr<TensorEntry> ParseEntry(const std::string& path, const std::strin
   TensorEntry t;
   t.dtype = *dtype;
   t.file = path;
-  uint64_t numel = 1;
   if (!e["shape"].is_array() || e["shape"].size() > TensorView::kMaxRank) {
     return bad("shape must be a list of at most 4 dimensions");
   }
+  // The product of the non-zero dimensions is bounded too, not only the element count: a tensor
+  // with a zero dimension has no elements, but the kernels multiply its other dimensions (row
+  // sizes), which must neither overflow int64 nor turn negative.
+  uint64_t numel = 1, nonzero_product = 1;
   for (const json& d : e["shape"]) {
     if (!d.is_number_unsigned()) return bad("shape holds a non-integer or negative dimension");
-    uint64_t v = d.get<uint64_t>();
-    if (v != 0 && numel > (1ull << 50) / v) return bad("shape is impossibly large");
+    const uint64_t v = d.get<uint64_t>();
+    if (v != 0 && nonzero_product > kMaxElements / v) {
+      return bad(absl::StrCat("shape ", e["shape"].dump(), " is impossibly large (more than 2^50 ",
+                              "elements, counting only its non-zero dimensions)"));
+    }
+    if (v != 0) nonzero_product *= v;
     numel *= v;
     t.shape.push_back(static_cast<int64_t>(v));
   }

@@ -192,7 +192,7 @@ TESSERA_CHILD_FN void WriteFileInChild(const char* path, const char* text) {
   close(fd);
 }
 
-TESSERA_CHILD_FN [[noreturn]] void ChildFail(ChildPlan* p, int32_t stage) {
+[[noreturn]] TESSERA_CHILD_FN void ChildFail(ChildPlan* p, int32_t stage) {
   p->error = errno != 0 ? errno : EIO;
   p->error_stage = stage;
   _exit(127);

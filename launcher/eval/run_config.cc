@@ -1,5 +1,7 @@
 #include "launcher/eval/run_config.h"
 
+#include <cmath>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -14,6 +16,9 @@ namespace tessera {
 namespace {
 
 namespace pb = google::protobuf;
+
+// The longest a generated program may run: a day.
+constexpr float kMaxSandboxSeconds = 86400;
 
 absl::Status FieldError(absl::string_view path, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat(path, ": ", what));
@@ -164,9 +169,15 @@ absl::Status ValidateRunSettings(const config::RunConfig& c) {
                          {"sampling.top_k", c.sampling().top_k()}}) {
     if (v < 0) return FieldError(name, "must be >= 0 (0 takes the default)");
   }
-  if (c.sampling().temperature() < 0) return FieldError("sampling.temperature", "must be >= 0");
-  if (c.sampling().top_p() < 0 || c.sampling().top_p() > 1) {
-    return FieldError("sampling.top_p", "must be in [0, 1] (0 or 1: off)");
+  // Written as !(in range) so that NaN (text format and --set accept "nan") is refused too.
+  const float temperature = c.sampling().temperature(), top_p = c.sampling().top_p();
+  if (!(temperature >= 0) || std::isinf(temperature)) {
+    return FieldError("sampling.temperature",
+                      absl::StrCat("must be a finite number >= 0 (0: greedy), got ", temperature));
+  }
+  if (!(top_p >= 0 && top_p <= 1)) {
+    return FieldError("sampling.top_p",
+                      absl::StrCat("must be in [0, 1] (0 or 1: off), got ", top_p));
   }
   return absl::OkStatus();
 }
@@ -195,7 +206,10 @@ absl::Status ValidateRunConfig(const config::RunConfig& c) {
         if (len < 32) return FieldError("task.passkey.context_lengths", "every length must be >= 32 tokens");
       }
       for (float d : p.depths()) {
-        if (d < 0 || d > 1) return FieldError("task.passkey.depths", "every depth must be in [0, 1]");
+        if (!(d >= 0 && d <= 1)) {
+          return FieldError("task.passkey.depths",
+                            absl::StrCat("every depth must be in [0, 1], got ", d));
+        }
       }
       if (p.samples_per_cell() < 0) return FieldError("task.passkey.samples_per_cell", "must be >= 0");
       if (p.key_digits() < 0 || p.key_digits() > 9) {
@@ -211,7 +225,13 @@ absl::Status ValidateRunConfig(const config::RunConfig& c) {
     case config::Task::kCodeGeneration: {
       const auto& p = t.code_generation();
       if (p.data().empty()) return FieldError("task.code_generation.data", "is required (a JSONL file)");
-      if (p.timeout_s() < 0) return FieldError("task.code_generation.timeout_s", "must be > 0");
+      // The sandbox converts the timeout to integer seconds and microseconds.
+      if (!(p.timeout_s() >= 0 && p.timeout_s() <= kMaxSandboxSeconds)) {
+        return FieldError("task.code_generation.timeout_s",
+                          absl::StrCat("must be in (0, ", kMaxSandboxSeconds,
+                                       "] seconds (0 takes the default of 10), got ",
+                                       p.timeout_s()));
+      }
       if (p.memory_limit_mb() < 0) return FieldError("task.code_generation.memory_limit_mb", "must be > 0");
       break;
     }

@@ -309,7 +309,9 @@ absl::Status CheckSendRecvRing(Communicator& comm, const SuiteOptions& options) 
   };
   auto send = [&]() -> absl::Status {
     int index = 0;
-    for (const auto& [tag, length] : messages) {
+    for (const auto& message : messages) {
+      const int tag = message.first;  // a copy: clang 14 cannot capture structured bindings
+      const int64_t length = message.second;
       ASSIGN_OR_RETURN(auto buffer, Buffer<int32_t>::Make(options, length));
       RETURN_IF_ERROR(buffer->Fill([&](int64_t i) { return value(rank, tag, index, i); }));
       RETURN_IF_ERROR(comm.Send(buffer->view(), next, tag));
@@ -319,7 +321,9 @@ absl::Status CheckSendRecvRing(Communicator& comm, const SuiteOptions& options) 
   };
   auto receive = [&]() -> absl::Status {
     int index = 0;
-    for (const auto& [tag, length] : messages) {
+    for (const auto& message : messages) {
+      const int tag = message.first;  // a copy: clang 14 cannot capture structured bindings
+      const int64_t length = message.second;
       ASSIGN_OR_RETURN(auto buffer, Buffer<int32_t>::Make(options, length));
       RETURN_IF_ERROR(buffer->Fill([](int64_t) { return -1; }));
       RETURN_IF_ERROR(comm.Recv(buffer->view(), prev, tag));
@@ -345,14 +349,16 @@ absl::Status CheckQueuedTags(Communicator& comm, const SuiteOptions& options) {
   // Every rank sends all five messages before receiving any: tags interleaved, two per tag in
   // order for tags 5 and 7.
   const std::pair<int, int> sent[] = {{5, 0}, {6, 0}, {5, 1}, {7, 0}, {7, 1}};
-  for (const auto& [tag, seq] : sent) {
+  for (const auto& message : sent) {
+    const int tag = message.first, seq = message.second;  // copies that lambdas can capture
     ASSIGN_OR_RETURN(auto buffer, Buffer<int32_t>::Make(options, kLength));
     RETURN_IF_ERROR(buffer->Fill([&](int64_t i) { return value(rank, tag, seq, i); }));
     RETURN_IF_ERROR(comm.Send(buffer->view(), next, tag));
   }
   // Received in another tag order; within a tag, in send order.
   const std::pair<int, int> received[] = {{7, 0}, {7, 1}, {5, 0}, {6, 0}, {5, 1}};
-  for (const auto& [tag, seq] : received) {
+  for (const auto& message : received) {
+    const int tag = message.first, seq = message.second;
     ASSIGN_OR_RETURN(auto buffer, Buffer<int32_t>::Make(options, kLength));
     RETURN_IF_ERROR(buffer->Fill([](int64_t) { return -1; }));
     RETURN_IF_ERROR(comm.Recv(buffer->view(), prev, tag));

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "runtime/llama_weights.h"
@@ -308,6 +309,37 @@ TEST(SafetensorsValidationTest, EmptyTensorsAndMetadataAreFine) {
                       R"("e":{"dtype":"F32","shape":[0],"data_offsets":[0,0]},)"
                       R"("a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})",
                       8),
+            "");
+}
+
+// Found by safetensors_header_fuzzer: an empty tensor's view divided by its zero first dimension
+// to compute the row size (SIGFPE in every kernel that takes rows of it).
+TEST(SafetensorsValidationTest, EmptyTensorHasRowsOfItsTrailingDims) {
+  ScopedTempDir dir;
+  const std::string path = dir.Join("empty.safetensors");
+  WriteFile(path, RawSafetensors(R"({"e":{"dtype":"F32","shape":[0,4],"data_offsets":[0,0]},)"
+                                 R"("x":{"dtype":"I32","shape":[2],"data_offsets":[0,8]}})",
+                                 std::string(8, '\0')));
+  ASSERT_OK_AND_ASSIGN(auto file, SafetensorsFile::Open(path));
+  const TensorView e = file->tensors().at("e").view();
+  EXPECT_EQ(e.numel(), 0);
+  EXPECT_EQ(e.row_size(), 4);
+  EXPECT_EQ(e.row_bytes(), 16u);
+  EXPECT_EQ(e.bytes(), 0u);
+}
+
+// A zero dimension made the element count 0, so the other dimensions went unchecked: 2^64 - 1
+// became the dimension -1, and dimensions whose product overflows int64 were accepted (found
+// while writing safetensors_header_fuzzer's invariants).
+TEST(SafetensorsValidationTest, DimensionsBesideAZeroAreBounded) {
+  for (const char* shape : {"[0,18446744073709551615]", "[0,4294967296,4294967296]",
+                            "[4294967296,0,4294967296]", "[1125899906842625,0]"}) {
+    const std::string m = OpenError(
+        absl::StrCat(R"({"e":{"dtype":"F32","shape":)", shape, R"(,"data_offsets":[0,0]}})"), 0);
+    EXPECT_THAT(m, AllOf(HasSubstr("\"e\""), HasSubstr("impossibly large"))) << shape;
+  }
+  EXPECT_EQ(OpenError(R"({"e":{"dtype":"F32","shape":[0,1048576,1048576],"data_offsets":[0,0]}})",
+                      0),
             "");
 }
 

@@ -6,6 +6,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "launcher/eval/run_config.h"
+#include "launcher/text_proto.h"
 #include "tests/test_util.h"
 
 namespace tessera {
@@ -114,6 +115,49 @@ TEST(RunConfigTest, ValidationNamesTheFieldPath) {
   ASSERT_OK(SetField(&c, "sampling.top_p=0.9"));
   ASSERT_OK(SetField(&c, "model.backend=tpu"));
   EXPECT_THAT(std::string(ValidateRunConfig(c).message()), HasSubstr("model.backend"));
+}
+
+// Found while writing run_config_fuzzer's invariants: the text format and --set accept "nan" and
+// "inf" for float fields, and the range checks, written as `x < lo || x > hi`, let NaN through:
+// a NaN passkey depth placed the key nowhere, a NaN temperature reached the sampler, and an
+// infinite or huge sandbox timeout overflowed its conversion to integer seconds.
+TEST(RunConfigTest, NonFiniteNumbersAreRefused) {
+  auto error = [](const std::string& assignment) {
+    config::RunConfig c;
+    c.mutable_model()->set_path("m");
+    EXPECT_OK(SetField(&c, "task.passkey.samples_per_cell=1"));
+    EXPECT_OK(SetField(&c, assignment));
+    return std::string(ValidateRunConfig(c).message());
+  };
+  for (const char* bad : {"sampling.temperature=nan", "sampling.temperature=inf"}) {
+    EXPECT_THAT(error(bad), HasSubstr("sampling.temperature: must be a finite")) << bad;
+  }
+  EXPECT_THAT(error("sampling.top_p=nan"), HasSubstr("sampling.top_p: must be in [0, 1]"));
+  EXPECT_THAT(error("task.passkey.depths=0.5,nan"), HasSubstr("task.passkey.depths: every depth"));
+  auto timeout_error = [](const std::string& value) {
+    config::RunConfig c;
+    c.mutable_model()->set_path("m");
+    EXPECT_OK(SetField(&c, "task.code_generation.data=x.jsonl"));
+    EXPECT_OK(SetField(&c, "task.code_generation.timeout_s=" + value));
+    return std::string(ValidateRunConfig(c).message());
+  };
+  for (const char* bad : {"nan", "inf", "1e30", "-1"}) {
+    EXPECT_THAT(timeout_error(bad),
+                HasSubstr("task.code_generation.timeout_s: must be in (0, 86400]"))
+        << bad;
+  }
+  EXPECT_EQ(timeout_error("30"), "");
+  EXPECT_EQ(timeout_error("0"), "");  // the default
+}
+
+// The same values from a config file.
+TEST(RunConfigTest, NonFiniteNumbersInTheFileAreRefused) {
+  config::RunConfig c;
+  ASSERT_OK(
+      ParseTextProto("model { path: \"m\" } task { passkey { depths: nan } }", "run", {}, &c));
+  EXPECT_THAT(std::string(ValidateRunConfig(c).message()), HasSubstr("task.passkey.depths"));
+  ASSERT_OK(ParseTextProto("model { path: \"m\" } sampling { temperature: inf }", "run", {}, &c));
+  EXPECT_THAT(std::string(ValidateRunSettings(c).message()), HasSubstr("sampling.temperature"));
 }
 
 }  // namespace
