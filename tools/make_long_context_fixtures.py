@@ -40,6 +40,8 @@ import torch
 import transformers
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from make_fixtures import sha256_file, write_json
+
 TOOL_VERSION = "1.0.0"
 INIT_STD = 0.2
 NORM_STD = 0.1
@@ -89,19 +91,6 @@ YARN_ROPE_CASES = [
 ]
 
 GOLDEN_METADATA = {"format": "pt"}
-
-
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        h.update(f.read())
-    return h.hexdigest()
-
-
-def write_json(path, obj):
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, ensure_ascii=False)
-        f.write("\n")
 
 
 def build_model(cfg_kwargs, seed):
