@@ -27,7 +27,6 @@ Usage:  nice -n 10 python3 tools/make_long_context_fixtures.py --out tests/fixtu
 
 import argparse
 import copy
-import hashlib
 import json
 import math
 import os
