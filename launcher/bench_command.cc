@@ -20,6 +20,7 @@
 #include "kernels/status_macros.h"
 #include "launcher/commands.h"
 #include "launcher/flags.h"
+#include "launcher/methods/run_methods.h"
 #include "launcher/model_bundle.h"
 #include "nlohmann/json.hpp"
 #include "parallel/timed_communicator.h"
@@ -67,10 +68,12 @@ struct Timed {
 // Generates `new_tokens` for `batch` sequences; prefill time is the time to the first token.
 absl::StatusOr<Timed> TimeGeneration(LlamaModel& model, int batch, int prompt_tokens,
                                      int new_tokens, int micro_batches, int max_seq_len,
-                                     std::vector<TimedCommunicator*> comms) {
-  Generator generator(
-      &model, nullptr,
-      {.max_batch = batch, .micro_batches = micro_batches, .max_seq_len = max_seq_len});
+                                     std::vector<TimedCommunicator*> comms, StepRunner* runner) {
+  Generator generator(&model, nullptr,
+                      {.max_batch = batch,
+                       .micro_batches = micro_batches,
+                       .max_seq_len = max_seq_len,
+                       .runner = runner});
   for (TimedCommunicator* c : comms) c->Reset();
   const auto start = Clock::now();
   ASSIGN_OR_RETURN(auto results, generator.Generate(
@@ -85,7 +88,7 @@ absl::StatusOr<Timed> TimeGeneration(LlamaModel& model, int batch, int prompt_to
 
 }  // namespace
 
-absl::Status RunBench(Job& job) {
+absl::Status RunBench(Job& job, const config::MethodSettings& method_settings) {
   const int32_t prompt_tokens = absl::GetFlag(FLAGS_prompt_tokens);
   const int32_t decode_tokens = absl::GetFlag(FLAGS_decode_tokens);
   const int32_t batch = absl::GetFlag(FLAGS_batch);
@@ -102,9 +105,16 @@ absl::Status RunBench(Job& job) {
   absl::StatusOr<DType> kv_dtype = KvDTypeFromFlags();
   RETURN_IF_ERROR(CheckPhase(job, kv_dtype.status()));
   parallel.kv_dtype = *kv_dtype;
+  // A method (early exit) runs in every timed generation: decode figures are the method's.
+  absl::StatusOr<RunMethods> methods = PrepareMethods(
+      method_settings, absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_check_rank_agreement));
+  RETURN_IF_ERROR(CheckPhase(job, methods.status()));
   ASSIGN_OR_RETURN(ModelBundle b, LoadModelForJob(job, absl::GetFlag(FLAGS_model),
                                                   absl::GetFlag(FLAGS_backend),
-                                                  /*require_tokenizer=*/false, parallel));
+                                                  /*require_tokenizer=*/false, parallel,
+                                                  methods->options));
+  b.methods = *std::move(methods);
+  RETURN_IF_ERROR(CheckPhase(job, AttachMethods(b.methods, *b.model)));
   // On GPUs the model talks over NCCL communicators of its own: time those too.
   for (TimedCommunicator* c : {b.device_tp.get(), b.device_pp.get()}) {
     if (c != nullptr) comms.push_back(c);
@@ -127,17 +137,17 @@ absl::Status RunBench(Job& job) {
     bandwidth_before = cpu::MeasureReadBandwidth(size_t{1} << 30, 5);
   }
   // A first short run pages the weights in, so timings measure memory, not the disk.
-  absl::StatusOr<Timed> single = TimeGeneration(model, 1, 4, 2, 1, max_seq_len, comms);
+  absl::StatusOr<Timed> single = TimeGeneration(model, 1, 4, 2, 1, max_seq_len, comms, b.methods.runner);
   if (single.ok()) {
-    single = TimeGeneration(model, 1, prompt_tokens, decode_tokens + 1, 1, max_seq_len, comms);
+    single = TimeGeneration(model, 1, prompt_tokens, decode_tokens + 1, 1, max_seq_len, comms, b.methods.runner);
   }
   RETURN_IF_ERROR(CheckPhase(job, single.status()));
   absl::StatusOr<Timed> batched, batched_one_micro;
   if (batch > 1) {
-    batched = TimeGeneration(model, batch, prompt_tokens, decode_tokens + 1, 0, max_seq_len, comms);
+    batched = TimeGeneration(model, batch, prompt_tokens, decode_tokens + 1, 0, max_seq_len, comms, b.methods.runner);
     if (batched.ok() && job.layout().pp > 1) {
       batched_one_micro =
-          TimeGeneration(model, batch, prompt_tokens, decode_tokens + 1, 1, max_seq_len, comms);
+          TimeGeneration(model, batch, prompt_tokens, decode_tokens + 1, 1, max_seq_len, comms, b.methods.runner);
       RETURN_IF_ERROR(CheckPhase(job, batched_one_micro.status()));
     }
     RETURN_IF_ERROR(CheckPhase(job, batched.status()));

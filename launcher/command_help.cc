@@ -20,7 +20,8 @@ struct Command {
 };
 
 // The flags every command that loads a model takes for its layout and run.
-#define TESSERA_JOB_FLAGS "tp", "pp", "dp", "comm_timeout_s", "threads", "cuda_graphs"
+#define TESSERA_JOB_FLAGS \
+  "tp", "pp", "dp", "comm_timeout_s", "threads", "cuda_graphs", "check_rank_agreement"
 
 const std::vector<Command>& Commands() {
   static const auto* commands = new std::vector<Command>{

@@ -59,6 +59,10 @@ ABSL_FLAG(double, memory_utilization, 0.90,
           "Fraction of device memory plan may use, in (0, 1]");
 ABSL_FLAG(std::string, workspace, "2GiB",
           "Memory per device plan reserves for activations and buffers");
+ABSL_FLAG(bool, check_rank_agreement, false,
+          "All-gather every step's method decisions over the tensor-parallel group and end the "
+          "job naming the step and the ranks that differ (a debugging aid; costs a collective "
+          "per step)");
 ABSL_FLAG(bool, json, false, "plan: print one JSON object instead of a table");
 
 namespace tessera {

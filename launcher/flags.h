@@ -43,6 +43,7 @@ ABSL_DECLARE_FLAG(std::string, method);
 ABSL_DECLARE_FLAG(std::string, output_dir);
 ABSL_DECLARE_FLAG(int32_t, limit);
 ABSL_DECLARE_FLAG(bool, cuda_graphs);
+ABSL_DECLARE_FLAG(bool, check_rank_agreement);
 ABSL_DECLARE_FLAG(std::string, device_memory);
 ABSL_DECLARE_FLAG(std::string, dtype);
 ABSL_DECLARE_FLAG(std::string, kv_dtype);

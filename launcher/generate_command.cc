@@ -7,6 +7,7 @@
 #include "kernels/status_macros.h"
 #include "launcher/commands.h"
 #include "launcher/flags.h"
+#include "launcher/methods/run_methods.h"
 #include "launcher/model_bundle.h"
 #include "launcher/prompts_file.h"
 #include "nlohmann/json.hpp"
@@ -30,8 +31,9 @@ GenerationRequest RequestFromFlags() {
   return r;
 }
 
-GeneratorOptions OptionsFromFlags() {
+GeneratorOptions OptionsFromFlags(StepRunner* runner) {
   GeneratorOptions o;
+  o.runner = runner;
   o.max_batch = absl::GetFlag(FLAGS_max_batch);
   o.max_seq_len = absl::GetFlag(FLAGS_max_seq_len);
   o.micro_batches = absl::GetFlag(FLAGS_micro_batches);
@@ -49,13 +51,15 @@ absl::StatusOr<std::vector<int32_t>> EncodePrompt(const ModelBundle& b, const st
 }
 
 json ResultJson(const GenerationResult& r) {
-  return {{"text", r.text},
+  json j = {{"text", r.text},
           {"token_ids", r.token_ids},
           {"prompt_tokens", r.prompt_tokens},
           {"generated_tokens", r.token_ids.size()},
           {"finish_reason", FinishReasonName(r.finish_reason)},
           {"timings",
            {{"time_to_first_token_ms", r.time_to_first_token_ms}, {"total_ms", r.total_ms}}}};
+  if (HasCounters(r.counters)) j["method_counters"] = MethodCountersJson(r.counters);
+  return j;
 }
 
 struct Inputs {
@@ -91,7 +95,7 @@ absl::StatusOr<Inputs> ReadInputs(const ModelBundle& b) {
 
 // Runs this replica's share (every dp-th request), keyed by global index for sampling.
 absl::StatusOr<std::vector<std::pair<size_t, GenerationResult>>> RunReplica(
-    Job& job, ModelBundle& b, const Inputs& in, bool stream) {
+    Job& job, ModelBundle& b, const Inputs& in, bool stream, StepRunner* runner) {
   const WorldLayout& l = job.layout();
   std::vector<GenerationRequest> mine;
   std::vector<size_t> index;
@@ -100,7 +104,7 @@ absl::StatusOr<std::vector<std::pair<size_t, GenerationResult>>> RunReplica(
     mine.back().id = i;
     index.push_back(i);
   }
-  Generator generator(b.model.get(), b.tokenizer.get(), OptionsFromFlags());
+  Generator generator(b.model.get(), b.tokenizer.get(), OptionsFromFlags(runner));
   TextCallback on_text = nullptr;
   if (stream) {
     on_text = [](size_t, absl::string_view text) {
@@ -163,7 +167,7 @@ absl::Status WriteResults(const Inputs& in, std::vector<json> lines) {
 
 }  // namespace
 
-absl::Status RunGenerate(Job& job) {
+absl::Status RunGenerate(Job& job, const config::MethodSettings& method_settings) {
   const bool has_prompt = FlagWasGiven("prompt");
   const bool has_file = FlagWasGiven("prompts");
   if (has_prompt == has_file) {
@@ -176,14 +180,19 @@ absl::Status RunGenerate(Job& job) {
   absl::StatusOr<DType> kv_dtype = KvDTypeFromFlags();
   RETURN_IF_ERROR(CheckPhase(job, kv_dtype.status()));
   parallel.kv_dtype = *kv_dtype;
+  absl::StatusOr<RunMethods> methods = PrepareMethods(
+      method_settings, absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_check_rank_agreement));
+  RETURN_IF_ERROR(CheckPhase(job, methods.status()));
   ASSIGN_OR_RETURN(ModelBundle bundle,
                    LoadModelForJob(job, absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_backend),
-                                   /*require_tokenizer=*/true, parallel));
+                                   /*require_tokenizer=*/true, parallel, methods->options));
+  bundle.methods = *std::move(methods);
+  RETURN_IF_ERROR(CheckPhase(job, AttachMethods(bundle.methods, *bundle.model)));
 
   absl::StatusOr<Inputs> inputs = ReadInputs(bundle);
   RETURN_IF_ERROR(CheckPhase(job, inputs.status()));
   const bool stream = has_prompt && job.is_root();
-  auto mine = RunReplica(job, bundle, *inputs, stream);
+  auto mine = RunReplica(job, bundle, *inputs, stream, bundle.methods.runner);
   RETURN_IF_ERROR(CheckPhase(job, mine.status()));
   ASSIGN_OR_RETURN(std::vector<json> lines,
                    CollectResults(job, inputs->requests.size(), std::move(mine).value()));

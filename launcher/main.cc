@@ -73,11 +73,11 @@ int Run(const std::string& command, const tessera::WorldLayout& requested,
   tessera::CpuBackend::SetThreads(threads);
   absl::Status status;
   if (command == "generate") {
-    status = tessera::RunGenerate(*job);
+    status = tessera::RunGenerate(*job, run_config.method());
   } else if (command == "eval") {
     status = tessera::RunEval(*job, run_config);
   } else {
-    status = tessera::RunBench(*job);
+    status = tessera::RunBench(*job, run_config.method());
   }
   if (status.ok()) return 0;
   if (tessera::IsReportedElsewhere(status)) return 1;

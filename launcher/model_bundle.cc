@@ -41,8 +41,9 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackendForRank(const std::string& b
 }
 
 absl::Status LoadOnThisRank(const std::string& dir, bool require_tokenizer,
-                            const ModelParallelism& parallel, ModelBundle& b) {
-  ASSIGN_OR_RETURN(b.model, LlamaModel::Load(dir, b.backend.get(), parallel));
+                            const ModelParallelism& parallel, const ModelOptions& options,
+                            ModelBundle& b) {
+  ASSIGN_OR_RETURN(b.model, LlamaModel::Load(dir, b.backend.get(), parallel, options));
   if (absl::GetFlag(FLAGS_cuda_graphs)) RETURN_IF_ERROR(b.model->EnableDecodeGraphs(true));
   const std::string sp_path = (std::filesystem::path(dir) / "tokenizer.model").string();
   std::error_code ec;
@@ -113,7 +114,8 @@ absl::Status CheckDistinctDevices(Job& job, Backend& backend) {
 absl::StatusOr<ModelBundle> LoadModelForJob(Job& job, const std::string& dir,
                                             const std::string& backend_name,
                                             bool require_tokenizer,
-                                            const ModelParallelism& parallel) {
+                                            const ModelParallelism& parallel,
+                                            const ModelOptions& options) {
   if (dir.empty()) {
     return CheckPhase(job, absl::InvalidArgumentError("--model is required (a model directory)"));
   }
@@ -140,7 +142,7 @@ absl::StatusOr<ModelBundle> LoadModelForJob(Job& job, const std::string& dir,
   }
   if (b.device_tp != nullptr) on_device.tp = b.device_tp.get();
   if (b.device_pp != nullptr) on_device.pp = b.device_pp.get();
-  RETURN_IF_ERROR(CheckPhase(job, LoadOnThisRank(dir, require_tokenizer, on_device, b)));
+  RETURN_IF_ERROR(CheckPhase(job, LoadOnThisRank(dir, require_tokenizer, on_device, options, b)));
   if (job.layout().world_size() > 1) {  // what each rank read: ~1/tp of its stage's layers
     const LlamaWeights& w = b.model->weights();
     const ShardPlan& plan = b.model->plan();

@@ -8,6 +8,7 @@
 #include "absl/status/statusor.h"
 #include "kernels/backend.h"
 #include "launcher/job.h"
+#include "launcher/methods/run_methods.h"
 #include "parallel/timed_communicator.h"
 #include "runtime/llama_model.h"
 #include "runtime/tokenizer.h"
@@ -23,17 +24,21 @@ struct ModelBundle {
   std::unique_ptr<TimedCommunicator> device_tp, device_pp;
   std::unique_ptr<LlamaModel> model;
   std::unique_ptr<Tokenizer> tokenizer;  // null when the directory has no tokenizer.model
+  // The run's methods, attached to `model` (AttachMethods); declared last so that they release
+  // their device buffers before the model and the backend go.
+  RunMethods methods;
 };
 
 // Every rank of `job` loads its shard of DIR with the backend named by `backend_name` ("cpu" or
 // "cuda"; a GPU rank takes the device of its local rank). Phases, each agreed on by all ranks
 // (CheckPhase): the backend; on GPUs, that no two ranks of a host share a device, and NCCL
 // communicators over the multi-rank groups of `parallel` (bootstrapped through them); the
-// weights and tokenizer. With `require_tokenizer`, a missing DIR/tokenizer.model is an error.
+// weights (with the methods' `options`) and tokenizer. With `require_tokenizer`, a missing DIR/tokenizer.model is an error.
 absl::StatusOr<ModelBundle> LoadModelForJob(Job& job, const std::string& dir,
                                             const std::string& backend_name,
                                             bool require_tokenizer,
-                                            const ModelParallelism& parallel);
+                                            const ModelParallelism& parallel,
+                                            const ModelOptions& options = {});
 
 }  // namespace tessera
 

@@ -4,6 +4,7 @@
 // the model must load for it, and then hands the runtime its hooks; it never edits the model.
 //
 //   ASSIGN_OR_RETURN(auto methods, registry.Create(run_config.method()));
+//   for (auto& m : methods) RETURN_IF_ERROR(m->Configure(config));  // config.json only
 //   ModelOptions options = MergedModelOptions(methods);      // before LlamaModel::Load
 //   for (auto& m : methods) RETURN_IF_ERROR(m->Attach(*model));
 //   ForwardHooks hooks = methods[0]->Hooks();                 // per step
@@ -18,6 +19,7 @@
 #include "absl/strings/string_view.h"
 #include "runtime/forward_hooks.h"
 #include "runtime/llama_model.h"
+#include "runtime/step_engine.h"
 
 namespace tessera {
 
@@ -27,6 +29,10 @@ class Method {
 
   // The settings field that names it ("early_exit", "homer", ...).
   virtual absl::string_view field() const = 0;
+  // Called once config.json is read and before any weight is: checks the settings against the
+  // model's shape (layer indices, head counts) and resolves defaults that depend on it. Errors
+  // name the field.
+  virtual absl::Status Configure(const ModelConfig& config) { return absl::OkStatus(); }
   // What the model must load beyond the plain model (heads after some layers, ...).
   virtual ModelOptions Requirements() const { return {}; }
   // Called once the model is loaded on this rank: checks the settings against the model
@@ -34,6 +40,12 @@ class Method {
   virtual absl::Status Attach(LlamaModel& model) { return absl::OkStatus(); }
   // The hooks of the next forward pass; owned by the method.
   virtual ForwardHooks Hooks() { return {}; }
+  // A method that runs generation steps itself (FREE's shallow and deep passes), after Attach;
+  // owned by the method. Null: the plain step engine.
+  virtual StepRunner* Runner() { return nullptr; }
+  // --check-rank-agreement: all-gather each step's decisions over the tensor-parallel group and
+  // end the job naming the step and the ranks that differ. Before Attach.
+  virtual void CheckRankAgreement(bool on) {}
 };
 
 // The union of the methods' requirements (heads after every layer any method asks for).

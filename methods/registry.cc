@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "kernels/status_macros.h"
+#include "methods/early_exit/early_exit_method.h"
 
 namespace tessera {
 namespace {
@@ -78,6 +79,10 @@ absl::StatusOr<std::vector<std::unique_ptr<Method>>> MethodRegistry::Create(
   return methods;
 }
 
-MethodRegistry BuiltInMethods() { return MethodRegistry(); }
+MethodRegistry BuiltInMethods() {
+  MethodRegistry registry;
+  (void)registry.Register("early_exit", "Early exit", EarlyExitMethod::Create);
+  return registry;
+}
 
 }  // namespace tessera

@@ -51,7 +51,8 @@ Generator::Generator(LlamaModel* model, const Tokenizer* tokenizer, GeneratorOpt
     : model_(model),
       tokenizer_(tokenizer),
       options_(options),
-      engine_(model, options.policy) {}
+      engine_(model, options.policy),
+      runner_(options.runner != nullptr ? options.runner : &engine_) {}
 
 absl::Status Generator::Validate(const std::vector<GenerationRequest>& requests) const {
   const ModelConfig& c = model_->config();
@@ -154,6 +155,7 @@ absl::StatusOr<std::vector<GenerationResult>> Generator::Generate(
       s.slot = free_slots.back();
       free_slots.pop_back();
       cache->Clear(s.slot);
+      RETURN_IF_ERROR(runner_->StartSequence(s.slot));
       const GenerationRequest& r = requests[s.request];
       s.pending = r.prompt_ids;
       const size_t keep = std::min(kDecodeContext, r.prompt_ids.size());
@@ -186,10 +188,11 @@ absl::StatusOr<std::vector<GenerationResult>> Generator::Generate(
     StepReduction choose;
     choose.reduce = [&](size_t g, const ForwardBatch&,
                         const ForwardOutput& out) -> absl::StatusOr<std::vector<float>> {
-      const auto [begin, end] = group_range(g);
+      const size_t begin = group_range(g).first;
       std::vector<const GenerationRequest*> reqs;
       std::vector<uint64_t> ids, steps;
-      for (size_t i = begin; i < end; ++i) {
+      for (const int32_t row : out.logit_rows) {  // row j answers sequence begin + logit_rows[j]
+        const size_t i = begin + row;
         const GenerationRequest& r = requests[running[i].request];
         reqs.push_back(&r);
         ids.push_back(r.id == GenerationRequest::kIndex ? running[i].request : r.id);
@@ -198,7 +201,7 @@ absl::StatusOr<std::vector<GenerationResult>> Generator::Generate(
       ASSIGN_OR_RETURN(std::vector<int32_t> tokens, SelectTokens(out.logits, reqs, ids, steps));
       return std::vector<float>(tokens.begin(), tokens.end());  // ids below 2^24: exact
     };
-    ASSIGN_OR_RETURN(const std::vector<float> chosen, engine_.Run(batches, *cache, choose));
+    ASSIGN_OR_RETURN(const std::vector<float> chosen, runner_->Run(batches, *cache, choose));
     ++step;
 
     for (size_t i = 0; i < running.size(); ++i) {
@@ -236,10 +239,20 @@ absl::StatusOr<std::vector<GenerationResult>> Generator::Generate(
       stream(s, s.finished);
       if (s.finished) out.total_ms = MsSince(start);
     }
-    for (Sequence& s : running) {
-      if (!s.finished) continue;
-      free_slots.push_back(s.slot);
-      results[s.request] = std::move(s.result);
+    std::vector<int32_t> ended;
+    for (const Sequence& s : running) {
+      if (s.finished) ended.push_back(s.slot);
+    }
+    if (!ended.empty()) {
+      ASSIGN_OR_RETURN(std::vector<SequenceCounters> counters,
+                       runner_->EndSequences(ended, *cache));
+      size_t e = 0;
+      for (Sequence& s : running) {
+        if (!s.finished) continue;
+        s.result.counters = std::move(counters[e++]);
+        free_slots.push_back(s.slot);
+        results[s.request] = std::move(s.result);
+      }
     }
     running.erase(std::remove_if(running.begin(), running.end(),
                                  [](const Sequence& s) { return s.finished; }),

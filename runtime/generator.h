@@ -53,6 +53,7 @@ struct GenerationResult {
   int32_t prompt_tokens = 0;
   double time_to_first_token_ms = 0;  // from the start of Generate()
   double total_ms = 0;                // from the start of Generate() to this sequence's end
+  SequenceCounters counters;  // what a method's runner counted (empty for the plain runtime)
 };
 
 struct GeneratorOptions {
@@ -63,6 +64,9 @@ struct GeneratorOptions {
   // the context (ContextLimit, runtime/context_limit.h); prompts must be shorter than it.
   int32_t max_seq_len = 0;
   StepPolicy* policy = nullptr;  // a method's passes per step (not owned); null: one plain pass
+  // A method that runs each step itself (not owned; FREE's shallow and deep passes); null: the
+  // step engine (with `policy`).
+  StepRunner* runner = nullptr;
 };
 
 // Called with (request index, new text) as text becomes final; only with a tokenizer.
@@ -88,6 +92,7 @@ class Generator {
   const Tokenizer* tokenizer_;
   GeneratorOptions options_;
   StepEngine engine_;
+  StepRunner* runner_;  // options.runner, or &engine_
   Tensor full_logits_;
 };
 

@@ -231,7 +231,7 @@ absl::Status LlamaModel::EnableDecodeGraphs(bool enable) {
 // A step a graph can replay: one token per sequence, every row's logits, on one rank, with
 // rotary frequencies that do not depend on the length.
 bool LlamaModel::GraphEligible(const ForwardBatch& batch) const {
-  if (graphs_ == nullptr || plan_.tp_size != 1 || plan_.pp_size != 1 ||
+  if (graphs_ == nullptr || plan_.tp_size != 1 || plan_.pp_size != 1 || batch.first_layer > 0 ||
       RopeDependsOnLength(config_) || !uniform_entries_ ||
       batch.logit_rows.size() != batch.tokens.size()) {
     return false;
@@ -245,6 +245,29 @@ bool LlamaModel::GraphEligible(const ForwardBatch& batch) const {
   return true;
 }
 
+int LlamaModel::InputStage(const ForwardBatch& batch) const {
+  const std::vector<int64_t> counts =
+      StageLayerCounts(config_, plan_.pp_size, parallel_.stage_layers);
+  int64_t end = 0;
+  for (size_t s = 0; s < counts.size(); ++s) {
+    end += counts[s];
+    if (batch.first_layer - 1 < end) return static_cast<int>(s);
+  }
+  return plan_.pp_size - 1;
+}
+
+absl::Status LlamaModel::Resume(const ForwardBatch& batch, int64_t* first_local, bool* sent) {
+  const int64_t n = static_cast<int64_t>(batch.tokens.size());
+  RETURN_IF_ERROR(backend_->CopyWithinDevice(x_.view().data, batch.input.data,
+                                             n * config_.hidden_size * sizeof(float)));
+  *first_local = batch.first_layer - plan_.layer_begin;
+  *sent = *first_local >= plan_.layers();
+  if (!*sent) return absl::OkStatus();
+  RETURN_IF_ERROR(backend_->Synchronize());  // the next stage starts at its first layer
+  const StageHeader header{static_cast<int32_t>(n), batch.step, batch.micro_batch, 0, {}};
+  return StageChannel(parallel_.pp).SendNext(header, x_.view());
+}
+
 // Everything a step enqueues on this rank, from the embedding (or the previous stage's
 // activations) to the LM head's output in head_ (last stage, or an exit) or the send to the next
 // stage, with the hooks called at their points.
@@ -255,7 +278,12 @@ absl::Status LlamaModel::Enqueue(const ForwardBatch& batch, KvCache& cache,
   produced_logits_ = false;
   StageMessage message;
   LayerContext ctx{-1, -1, &plan_, running_, x_.view(), &cache, backend_, this, &message};
-  if (plan_.first_stage()) {
+  int64_t first_local = 0;
+  if (batch.first_layer > 0 && InputStage(batch) == plan_.pp_rank) {
+    bool sent = false;
+    RETURN_IF_ERROR(Resume(batch, &first_local, &sent));
+    if (sent) return absl::OkStatus();
+  } else if (plan_.first_stage()) {
     RETURN_IF_ERROR(backend_->Embedding({tokens_.view(), weights_.embed, x_.view(), plan_.vocab_begin}));
     if (plan_.tp_size > 1) {  // each rank embedded the ids of its vocabulary shard
       RETURN_IF_ERROR(backend_->Synchronize());
@@ -271,7 +299,7 @@ absl::Status LlamaModel::Enqueue(const ForwardBatch& batch, KvCache& cache,
       return absl::OkStatus();
     }
   }
-  for (int64_t l = 0; l < plan_.layers(); ++l) {
+  for (int64_t l = first_local; l < plan_.layers(); ++l) {
     ctx = LayerContext{plan_.layer_begin + l, l, &plan_, running_, x_.view(), &cache,
                        backend_, this, &message};
     AttentionVariant variant;
@@ -309,12 +337,16 @@ absl::Status LlamaModel::Forward(const ForwardBatch& batch, KvCache& cache, Tens
 absl::StatusOr<ForwardOutput> LlamaModel::Forward(const ForwardBatch& batch, KvCache& cache,
                                                   const ForwardHooks& hooks) {
   RETURN_IF_ERROR(CheckBatch(batch, cache));
+  ForwardOutput out;
+  // A resumed pass does nothing on the stages before the one holding its input.
+  if (batch.first_layer > 0 && plan_.pp_rank < InputStage(batch)) return out;
   base_lengths_.clear();
   for (int64_t l = 0; l < plan_.layers(); ++l) {
     for (int32_t slot : batch.slots) base_lengths_[{l, slot}] = cache.length(l, slot);
   }
-  RETURN_IF_ERROR(ReserveEntries(batch, cache, 0));
-  ForwardOutput out;
+  RETURN_IF_ERROR(ReserveEntries(
+      batch, cache,
+      std::clamp<int64_t>(batch.first_layer - plan_.layer_begin, 0, plan_.layers())));
   running_ = &batch;
   subset_ = false;
   produced_logits_ = false;

@@ -63,6 +63,13 @@ struct ForwardBatch {
   // it appends after each slot's entries as usual, and every slot is cut back to its length from
   // before the pass when the pass ends.
   bool persist_kv = true;
+  // A pass that resumes at global layer `first_layer` (> 0) from the residual stream entering it,
+  // `input` [n, hidden_size] F32 in the backend's memory, given on the stage that ran layer
+  // first_layer - 1 (ignored elsewhere): FREE's deep pass over states saved at its exit. Stages
+  // before that one do nothing; layers before first_layer read and write no K/V. 0: from the
+  // embeddings.
+  int64_t first_layer = 0;
+  TensorView input;
 };
 
 // What one Forward call produced on this rank.
@@ -190,6 +197,11 @@ class LlamaModel {
   absl::Status Enqueue(const ForwardBatch& batch, KvCache& cache, const ForwardHooks& hooks,
                        ForwardOutput* out);
   bool GraphEligible(const ForwardBatch& batch) const;
+  // The pipeline stage that ran layer batch.first_layer - 1 (holds a resumed pass's input).
+  int InputStage(const ForwardBatch& batch) const;
+  // A resumed pass on the stage holding its input: the input into x_, then either this stage's
+  // layers from first_layer on, or (first_layer on the next stage) a send to the next stage.
+  absl::Status Resume(const ForwardBatch& batch, int64_t* first_local, bool* sent);
 
   ModelConfig config_;
   ModelParallelism parallel_;

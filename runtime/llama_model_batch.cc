@@ -28,6 +28,18 @@ absl::Status LlamaModel::CheckBatch(const ForwardBatch& b, const KvCache& cache)
       return absl::OutOfRangeError(absl::StrCat("cache slot ", b.slots[i], " does not exist"));
     }
   }
+  if (b.first_layer < 0 || b.first_layer >= config_.num_hidden_layers) {
+    return absl::InvalidArgumentError(absl::StrCat("ForwardBatch: first_layer ", b.first_layer,
+                                                   " is outside the model's layers 0..",
+                                                   config_.num_hidden_layers - 1));
+  }
+  if (b.first_layer > 0 && InputStage(b) == plan_.pp_rank &&
+      (b.input.rank != 2 || b.input.dim(0) != static_cast<int64_t>(n) ||
+       b.input.dim(1) != config_.hidden_size || b.input.dtype != DType::kF32)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ForwardBatch: a pass resuming at layer ", b.first_layer, " needs its input as F32 [",
+        n, ", ", config_.hidden_size, "] on pipeline stage ", plan_.pp_rank));
+  }
   for (int32_t r : b.logit_rows) {
     if (r < 0 || static_cast<size_t>(r) >= n) {
       return absl::InvalidArgumentError(absl::StrCat("logit row ", r, " is outside the batch"));

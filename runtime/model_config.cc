@@ -195,6 +195,15 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text,
     c.head_dim = c.hidden_size / c.num_attention_heads;
   }
   if (c.head_dim % 2 != 0) return FieldError(source, "head_dim", "must be even for rotary embeddings");
+  if (f.Has("tessera_exit_layers")) {
+    ASSIGN_OR_RETURN(c.exit_layers, f.Int32OrList("tessera_exit_layers", 1,
+                                                  static_cast<int32_t>(c.num_hidden_layers - 1)));
+    for (size_t i = 1; i < c.exit_layers.size(); ++i) {
+      if (c.exit_layers[i] <= c.exit_layers[i - 1]) {
+        return FieldError(source, "tessera_exit_layers", "must be strictly increasing");
+      }
+    }
+  }
   ASSIGN_OR_RETURN(c.rms_norm_eps, f.Double("rms_norm_eps", 1e-6));
   if (!(c.rms_norm_eps > 0) || !std::isfinite(c.rms_norm_eps)) {
     return FieldError(source, "rms_norm_eps",

@@ -56,6 +56,10 @@ struct ModelConfig {
   int32_t bos_token_id = 1;
   std::vector<int32_t> eos_token_ids;  // generation stops on any of them
   std::string torch_dtype;             // informational ("bfloat16", ...)
+  // Tessera's own key `tessera_exit_layers`: the depths (blocks run, in [1, layers - 1],
+  // increasing) a checkpoint was trained to exit at through its final norm and LM head; empty
+  // when absent. The early-exit method's default exits.
+  std::vector<int32_t> exit_layers;
 };
 
 // Parses `json_text` (the contents of config.json; `source` names it in messages).

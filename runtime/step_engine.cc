@@ -24,7 +24,9 @@ int StepEngine::StageOfLayer(int64_t layer) const {
   return model_->plan().pp_size - 1;
 }
 
-absl::StatusOr<ForwardOutput> StepEngine::RunPasses(const ForwardBatch& batch, KvCache& cache) {
+absl::StatusOr<ForwardOutput> StepEngine::RunPasses(const ForwardBatch& batch, KvCache& cache,
+                                                    const ForwardHooks* hooks) {
+  if (hooks != nullptr) return model_->Forward(batch, cache, *hooks);
   const int passes = policy_ == nullptr ? 1 : policy_->Passes(batch);
   if (passes == 1) {
     return model_->Forward(batch, cache, policy_ == nullptr ? ForwardHooks() : policy_->PassHooks(0));
@@ -69,13 +71,25 @@ absl::StatusOr<ForwardOutput> StepEngine::RunPasses(const ForwardBatch& batch, K
 absl::StatusOr<std::vector<float>> StepEngine::Run(const std::vector<ForwardBatch>& micro_batches,
                                                    KvCache& cache,
                                                    const StepReduction& reduction) {
+  return Run(micro_batches, cache, reduction, nullptr);
+}
+
+absl::StatusOr<std::vector<float>> StepEngine::Run(const std::vector<ForwardBatch>& micro_batches,
+                                                   KvCache& cache, const StepReduction& reduction,
+                                                   const ForwardHooks& hooks) {
+  return Run(micro_batches, cache, reduction, &hooks);
+}
+
+absl::StatusOr<std::vector<float>> StepEngine::Run(const std::vector<ForwardBatch>& micro_batches,
+                                                   KvCache& cache, const StepReduction& reduction,
+                                                   const ForwardHooks* hooks) {
   const ShardPlan& plan = model_->plan();
   Communicator* pp = model_->parallel().pp;
   std::vector<float> words;
   for (size_t g = 0; g < micro_batches.size(); ++g) {
     const ForwardBatch& batch = micro_batches[g];
     const size_t count = batch.logit_rows.size() * reduction.words_per_row;
-    ASSIGN_OR_RETURN(const ForwardOutput out, RunPasses(batch, cache));
+    ASSIGN_OR_RETURN(const ForwardOutput out, RunPasses(batch, cache, hooks));
     std::vector<float> part(count);
     if (!out.logits.empty()) {  // this rank holds the logits: reduce them
       if (out.logit_rows.size() != batch.logit_rows.size()) {

@@ -18,6 +18,8 @@
 #define TESSERA_RUNTIME_STEP_ENGINE_H_
 
 #include <functional>
+#include <map>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -52,7 +54,35 @@ class StepPolicy {
   }
 };
 
-class StepEngine {
+// What a runner reports of one sequence once it ends (SequenceCounters are method-defined).
+struct SequenceCounters {
+  std::vector<int32_t> token_layers;  // layers run to produce each generated token, in order
+  std::map<std::string, double> values;  // named totals ("deep_passes", "exit_checks", ...)
+};
+
+// Runs the steps of a generation: the plain StepEngine, or a method that splits each step into
+// passes of its own (FREE: a shallow pass, a decision, a deep pass over pending tokens). The
+// generator tells it when a sequence takes a cache slot and when it ends. Every rank of the
+// replica makes the same calls.
+class StepRunner {
+ public:
+  virtual ~StepRunner() = default;
+  // Slot `slot` (emptied) now holds a new sequence; its first step is its prompt.
+  virtual absl::Status StartSequence(int32_t slot) { return absl::OkStatus(); }
+  // One step: every micro-batch's rows; returns on every rank the reduction's words of every
+  // logit row of every micro-batch, in order (as StepEngine::Run). The reduction may be called
+  // with a ForwardOutput whose logit_rows are a subset of the batch's, in any order.
+  virtual absl::StatusOr<std::vector<float>> Run(const std::vector<ForwardBatch>& micro_batches,
+                                                 KvCache& cache,
+                                                 const StepReduction& reduction) = 0;
+  // The sequences in `slots` ended (all ranks, same order); their counters.
+  virtual absl::StatusOr<std::vector<SequenceCounters>> EndSequences(
+      const std::vector<int32_t>& slots, KvCache& cache) {
+    return std::vector<SequenceCounters>(slots.size());
+  }
+};
+
+class StepEngine : public StepRunner {
  public:
   // `model` (and `policy`, when given) must outlive the engine.
   explicit StepEngine(LlamaModel* model, StepPolicy* policy = nullptr);
@@ -60,12 +90,20 @@ class StepEngine {
   // Runs `micro_batches` and returns, on every rank of the replica, the words of every logit row
   // of every micro-batch in order.
   absl::StatusOr<std::vector<float>> Run(const std::vector<ForwardBatch>& micro_batches,
-                                         KvCache& cache, const StepReduction& reduction);
+                                         KvCache& cache, const StepReduction& reduction) override;
+  // The same with the hooks `hooks` for every micro-batch (instead of the policy's first pass).
+  absl::StatusOr<std::vector<float>> Run(const std::vector<ForwardBatch>& micro_batches,
+                                         KvCache& cache, const StepReduction& reduction,
+                                         const ForwardHooks& hooks);
 
  private:
   // One micro-batch through the policy's passes; the combined output on the logits' rank.
-  absl::StatusOr<ForwardOutput> RunPasses(const ForwardBatch& batch, KvCache& cache);
+  absl::StatusOr<ForwardOutput> RunPasses(const ForwardBatch& batch, KvCache& cache,
+                                          const ForwardHooks* hooks);
   int StageOfLayer(int64_t layer) const;
+  absl::StatusOr<std::vector<float>> Run(const std::vector<ForwardBatch>& micro_batches,
+                                         KvCache& cache, const StepReduction& reduction,
+                                         const ForwardHooks* hooks);
 
   LlamaModel* model_;
   StepPolicy* policy_;

@@ -4,6 +4,7 @@
 // replica leader executes completions; crashes, timeouts and runaway memory are failures.
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
+#include "launcher/methods/run_methods.h"
 #include "launcher/eval/code_sandbox.h"
 #include "launcher/eval/generation_runner.h"
 #include "launcher/eval/jsonl.h"
@@ -58,6 +59,9 @@ class CodeGenerationTask final : public EvalTask {
         record["result"] = outcome.reason;
         record["seconds"] = outcome.seconds;
         record["network_isolated"] = outcome.network_isolated;
+      }
+      if (HasCounters(results[k].counters)) {
+        record["method_counters"] = MethodCountersJson(results[k].counters);
       }
       records.push_back(std::move(record));
     }

@@ -14,6 +14,7 @@
 #include "launcher/eval/run_config.h"
 #include "launcher/flags.h"
 #include "launcher/methods/method_settings.h"
+#include "launcher/methods/run_methods.h"
 #include "launcher/model_bundle.h"
 
 namespace tessera {
@@ -105,10 +106,15 @@ absl::Status RunEval(Job& job, const config::RunConfig& c) {
                             std::vector<int64_t>(c.layout().stage_layers().begin(),
                                                  c.layout().stage_layers().end())};
   ASSIGN_OR_RETURN(parallel.kv_dtype, KvDTypeOf(c.model()));
+  absl::StatusOr<RunMethods> methods = PrepareMethods(
+      c.method(), c.model().path(), absl::GetFlag(FLAGS_check_rank_agreement));
+  RETURN_IF_ERROR(CheckPhase(job, methods.status()));
   ASSIGN_OR_RETURN(ModelBundle bundle,
                    LoadModelForJob(job, c.model().path(),
                                    c.model().backend().empty() ? "cpu" : c.model().backend(),
-                                   /*require_tokenizer=*/true, parallel));
+                                   /*require_tokenizer=*/true, parallel, methods->options));
+  bundle.methods = *std::move(methods);
+  RETURN_IF_ERROR(CheckPhase(job, AttachMethods(bundle.methods, *bundle.model)));
   absl::StatusOr<std::unique_ptr<EvalTask>> task =
       MakeEvalTask(c, bundle.model->config(), *bundle.tokenizer);
   RETURN_IF_ERROR(CheckPhase(job, task.status()));
@@ -121,6 +127,7 @@ absl::Status RunEval(Job& job, const config::RunConfig& c) {
   ctx.model = bundle.model.get();
   ctx.tokenizer = bundle.tokenizer.get();
   ctx.config = &c;
+  ctx.runner = bundle.methods.runner;
   ctx.replica_leader = layout.tp_rank() == 0 && layout.pp_rank() == 0;
   ctx.progress = [&progress](int64_t n) { progress.Advance(n); };
   absl::StatusOr<std::vector<json>> records = (*task)->Evaluate(indices, ctx);

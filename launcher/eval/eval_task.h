@@ -17,6 +17,7 @@
 #include "configs/run_config.pb.h"
 #include "nlohmann/json.hpp"
 #include "runtime/llama_model.h"
+#include "runtime/step_engine.h"
 #include "runtime/tokenizer.h"
 
 namespace tessera {
@@ -29,6 +30,7 @@ struct EvalContext {
   bool replica_leader = false;            // tp_rank 0 and pp_rank 0 of the replica
   std::function<void(int64_t)> progress;  // called with the samples just finished (may be empty)
   int64_t tokens_processed = 0;           // prompt + generated tokens, accumulated by the task
+  StepRunner* runner = nullptr;  // a method running generation steps (FREE); null: plain
 };
 
 class EvalTask {

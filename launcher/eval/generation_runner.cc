@@ -24,6 +24,7 @@ absl::StatusOr<std::vector<GenerationResult>> GenerateForTask(
   options.max_batch = MaxBatch(c);
   options.max_seq_len = c.model().max_seq_len();
   options.micro_batches = c.layout().micro_batches();
+  options.runner = ctx.runner;
   Generator generator(ctx.model, ctx.tokenizer, options);
   std::vector<GenerationResult> results;
   for (size_t begin = 0; begin < requests.size(); begin += options.max_batch) {

@@ -2,6 +2,7 @@
 // settings; the records are the results file's samples.
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
+#include "launcher/methods/run_methods.h"
 #include "launcher/eval/generation_runner.h"
 #include "launcher/eval/jsonl.h"
 #include "launcher/eval/tasks.h"
@@ -39,6 +40,7 @@ class GenerationTask final : public EvalTask {
                          {"token_ids", r.token_ids},
                          {"finish_reason", FinishReasonName(r.finish_reason)},
                          {"prompt_tokens", r.prompt_tokens}});
+      if (HasCounters(r.counters)) records.back()["method_counters"] = MethodCountersJson(r.counters);
     }
     return records;
   }

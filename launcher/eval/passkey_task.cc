@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "kernels/status_macros.h"
+#include "launcher/methods/run_methods.h"
 #include "launcher/eval/generation_runner.h"
 #include "launcher/eval/jsonl.h"
 #include "launcher/eval/tasks.h"
@@ -63,6 +64,9 @@ class PasskeyTask final : public EvalTask {
                          {"answer", s.answer},
                          {"output", text},
                          {"correct", found == s.answer ? 1.0 : 0.0}});
+      if (HasCounters(results[k].counters)) {
+        records.back()["method_counters"] = MethodCountersJson(results[k].counters);
+      }
     }
     return records;
   }

@@ -63,6 +63,34 @@ json ResultsJson(const EvalReport& r, int64_t date) {
   task_config["kind"] = r.kind;
   task_config["num_fewshot"] = 0;
   const double tokens_per_s = r.wall_time_s > 0 ? r.tokens_processed / r.wall_time_s : 0.0;
+  json compute = {{"tokens_processed", r.tokens_processed},
+                  {"wall_time_s", r.wall_time_s},
+                  {"tokens_per_s", tokens_per_s},
+                  {"peak_rss_bytes_per_rank", r.peak_rss_bytes_per_rank}};
+  // A method's per-sample counters, summed (e.g. early exit: exits, layers run, check FLOPs).
+  json method;
+  for (const json& sample : r.samples) {
+    auto it = sample.find("method_counters");
+    if (it == sample.end()) continue;
+    for (const auto& [key, value] : it->items()) {
+      if (key == "threshold" || key == "mean_layers_per_token") continue;
+      if (key == "token_layers") {
+        double layers = 0;
+        for (const json& l : value) layers += l.get<double>();
+        method["generated_tokens"] = method.value("generated_tokens", 0.0) + value.size();
+        method["layers_run"] = method.value("layers_run", 0.0) + layers;
+      } else if (value.is_number()) {
+        method[key] = method.value(key, 0.0) + value.get<double>();
+      }
+    }
+  }
+  if (!method.is_null()) {
+    if (method.value("generated_tokens", 0.0) > 0) {
+      method["mean_layers_per_token"] =
+          method["layers_run"].get<double>() / method["generated_tokens"].get<double>();
+    }
+    compute["method"] = method;
+  }
   std::time_t t = static_cast<std::time_t>(date);
   char iso[32];
   std::tm tm;
@@ -80,11 +108,7 @@ json ResultsJson(const EvalReport& r, int64_t date) {
       {"git_hash", GitRevision()},
       {"date", date},
       {"date_iso", iso},
-      {"compute",
-       {{"tokens_processed", r.tokens_processed},
-        {"wall_time_s", r.wall_time_s},
-        {"tokens_per_s", tokens_per_s},
-        {"peak_rss_bytes_per_rank", r.peak_rss_bytes_per_rank}}},
+      {"compute", compute},
       {"total_evaluation_time_seconds", absl::StrFormat("%.3f", r.wall_time_s)},
   };
 }

@@ -23,11 +23,7 @@ absl::Status ValidateEarlyExitSettings(const EarlyExitSettings& s, const std::st
                         "applies to policies FREE and STATIC; CALM checks before "
                         "every block from min_exit_layer on, so remove it");
     }
-  } else if (s.exit_layer() == 0) {
-    return FieldError(exit_layer, absl::StrCat("is required with policy ", policy,
-                                               ": the blocks run before the exit (e.g. 8 of "
-                                               "Llama-2-7B's 32)"));
-  } else {
+  } else if (s.exit_layer() != 0) {
     RETURN_IF_ERROR(method_checks::Positive(exit_layer, s.exit_layer(), "blocks before the exit"));
   }
   if (s.has_min_exit_layer()) {
@@ -57,6 +53,27 @@ absl::Status ValidateEarlyExitSettings(const EarlyExitSettings& s, const std::st
                                      " (the initial tau; at >= 1 no token exits, so nothing is "
                                      "learned; FREE's scripts start at 0.9)"));
     }
+  }
+  if (s.flush_at_end() && !free) {
+    return FieldError(Join(path, "flush_at_end"), "applies to policy FREE only; remove it");
+  }
+  RETURN_IF_ERROR(method_checks::KnownEnum(Join(path, "confidence"),
+                                           EarlyExitSettings::Confidence_descriptor(),
+                                           s.confidence()));
+  if (s.confidence() != EarlyExitSettings::TOP2_GAP && s.policy() == EarlyExitSettings::STATIC) {
+    return FieldError(Join(path, "confidence"), "has no effect with policy STATIC; remove it");
+  }
+  for (const char* field : {"bmm_compat", "adaptive_max_refits"}) {
+    const bool set = std::string(field) == "bmm_compat" ? s.has_bmm_compat()
+                                                        : s.has_adaptive_max_refits();
+    if (set && !s.adaptive_threshold()) {
+      return FieldError(Join(path, field),
+                        "applies with adaptive_threshold: true only; remove it or set that");
+    }
+  }
+  if (s.has_adaptive_max_refits()) {
+    RETURN_IF_ERROR(method_checks::AtLeast(Join(path, "adaptive_max_refits"),
+                                           s.adaptive_max_refits(), 0, "0: tau stays frozen"));
   }
   if (s.max_pending() != 0) {
     const std::string field = Join(path, "max_pending");

@@ -326,11 +326,11 @@ TEST(CliMethodTest, RunConfigMethodSectionFailsEval) {
   const std::string config = dir.Join("run.textproto");
   testing::WriteFile(config, absl::StrCat("model { path: \"", kMha, "\" }\n",
                                           "task { perplexity { data: \"absent.jsonl\" } }\n",
-                                          "method { early_exit { exit_layer: 2 } }\n"));
-  ExpectFailure(Tessera({"eval", "--config", config}), {"method.early_exit: Early exit ", kNotBuilt});
+                                          "method { harp { delta: 0.1 } }\n"));
+  ExpectFailure(Tessera({"eval", "--config", config}), {"method.harp: HARP ", kNotBuilt});
   // The same section for generate.
   ExpectFailure(Tessera({"generate", "--config", config, "--prompt", "hi"}),
-                {"method.early_exit: ", kNotBuilt});
+                {"method.harp: ", kNotBuilt});
 }
 
 TEST(CliMethodTest, SetOverridesTheMethodFileAndIsValidated) {

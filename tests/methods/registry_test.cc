@@ -47,8 +47,14 @@ config::MethodSettings EarlyExitAndHomer() {
 TEST(MethodRegistryTest, BuiltInMethodsRefuseEveryMethodThatIsNotBuilt) {
   const absl::Status s = BuiltInMethods().CheckAvailable(EarlyExitAndHomer());
   EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented);
-  EXPECT_TRUE(absl::StrContains(s.message(), "method.early_exit: Early exit is not built"));
+  EXPECT_FALSE(absl::StrContains(s.message(), "early_exit")) << s;  // built
   EXPECT_TRUE(absl::StrContains(s.message(), "method.homer: HOMER is not built"));
+  // CALM is a policy of early exit that is not built: refused when the method is created.
+  config::MethodSettings calm;
+  calm.mutable_early_exit()->set_policy(config::EarlyExitSettings::CALM);
+  const auto created = BuiltInMethods().Create(calm);
+  EXPECT_EQ(created.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_TRUE(absl::StrContains(created.status().message(), "method.early_exit.policy: CALM"));
   EXPECT_OK(BuiltInMethods().CheckAvailable(config::MethodSettings()));
 }
 
