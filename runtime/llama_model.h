@@ -158,8 +158,10 @@ class LlamaModel {
   // (layer, slot) first cut back to its length before this step) and fills entries_host_ with
   // each token's entry (uniform_entries_: one row [n] for all layers, else [layers, n]).
   absl::Status ReserveEntries(const ForwardBatch& batch, KvCache& cache, int64_t from);
-  // Resizes every activation to `rows` rows (no reallocation when shrinking).
-  absl::Status ResizeActivations(int64_t rows);
+  // Resizes every activation to `rows` token rows, and the LM head's input and output to
+  // `logit_rows` rows (which may exceed the tokens: a row's logits asked for twice); no
+  // reallocation when shrinking.
+  absl::Status ResizeActivations(int64_t rows, int64_t logit_rows);
   // The activation buffers, listed once.
   std::vector<std::pair<Tensor*, int64_t>> Activations();  // each with its row width
   absl::Status UploadBatch(const ForwardBatch& batch);

@@ -62,8 +62,11 @@ std::vector<std::pair<Tensor*, int64_t>> LlamaModel::Activations() {
           {&head_, plan_.vocab_rows}};
 }
 
-absl::Status LlamaModel::ResizeActivations(int64_t rows) {
-  for (auto [tensor, width] : Activations()) RETURN_IF_ERROR(tensor->Resize({rows, width}));
+absl::Status LlamaModel::ResizeActivations(int64_t rows, int64_t logit_rows) {
+  for (auto [tensor, width] : Activations()) {
+    const bool head = tensor == &selected_ || tensor == &head_;
+    RETURN_IF_ERROR(tensor->Resize({head ? logit_rows : rows, width}));
+  }
   for (Tensor* t : {&tokens_, &positions_, &slots_, &rows_, &entries_}) {
     RETURN_IF_ERROR(t->Resize({rows}));
   }
@@ -124,10 +127,9 @@ absl::Status LlamaModel::UploadBatch(const ForwardBatch& batch) {
 absl::Status LlamaModel::Prepare(const ForwardBatch& batch, int64_t rows_capacity) {
   // Sizing to the capacity first keeps buffer addresses fixed for every smaller batch, which a
   // captured graph relies on.
-  const int64_t rows = static_cast<int64_t>(std::max(batch.tokens.size(), batch.logit_rows.size()));
-  for (int64_t n : {rows_capacity, rows}) {
-    if (n > 0) RETURN_IF_ERROR(ResizeActivations(n));
-  }
+  if (rows_capacity > 0) RETURN_IF_ERROR(ResizeActivations(rows_capacity, rows_capacity));
+  RETURN_IF_ERROR(ResizeActivations(static_cast<int64_t>(batch.tokens.size()),
+                                    static_cast<int64_t>(batch.logit_rows.size())));
   // A buffer that moved invalidates every captured graph.
   std::vector<const void*> buffers;
   for (auto [tensor, width] : Activations()) buffers.push_back(tensor->view().data);

@@ -108,8 +108,8 @@ absl::Status LlamaModel::NarrowTo(const std::vector<int32_t>& keep, int64_t from
   RETURN_IF_ERROR(ReserveEntries(active_, cache, from));
   // The previous layers' ops may still read the index buffers on a device backend.
   RETURN_IF_ERROR(backend_->Synchronize());
-  RETURN_IF_ERROR(ResizeActivations(static_cast<int64_t>(
-      std::max(active_.tokens.size(), active_.logit_rows.size()))));
+  RETURN_IF_ERROR(ResizeActivations(static_cast<int64_t>(active_.tokens.size()),
+                                    static_cast<int64_t>(active_.logit_rows.size())));
   return UploadBatch(active_);
 }
 

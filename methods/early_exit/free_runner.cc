@@ -189,6 +189,7 @@ absl::StatusOr<std::vector<float>> FreeRunner::Run(const std::vector<ForwardBatc
   };
   ForwardHooks hooks;
   hooks.layer = exit_hook_.get();
+  hooks.input = options_.input_hook;
   hooks.check_agreement = options_.check_agreement;
   ASSIGN_OR_RETURN(const std::vector<float> words,
                    engine_.Run(micro_batches, cache, shallow, hooks));

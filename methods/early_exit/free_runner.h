@@ -46,6 +46,8 @@ struct FreeRunnerOptions {
   // Replay: the decision of every checked row, in order (1 exit, 0 deep), instead of c > tau;
   // the run fails when it needs more decisions than given. Empty: decide from the confidence.
   std::vector<uint8_t> forced_decisions;
+  // Called on the shallow pass's embeddings (not owned; tests inject per-rank noise with it).
+  InputHook* input_hook = nullptr;
 };
 
 class FreeRunner : public StepRunner {

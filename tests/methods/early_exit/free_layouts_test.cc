@@ -4,9 +4,15 @@
 //   decisions and tokens equal one rank's on every rank, with --check-rank-agreement on;
 // - decisions recorded at one rank and replayed give the same tokens;
 // - after a flush, every stage's cache holds every fed token in every layer;
+// - with last-bit noise injected into each rank's hidden states, the ranks still agree;
+// - the adaptive threshold takes the same values, request by request, at tp2 x pp2 as on one rank;
 // - a stage that runs the exit without a head is refused, naming the stage.
+#include <cstring>
+#include <mutex>
+
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "runtime/generator.h"
 #include "kernels/status_macros.h"
 #include "tests/layouts/threaded_world.h"
 #include "tests/methods/early_exit/free_harness.h"
@@ -101,6 +107,112 @@ TEST(FreeLayoutsTest, EveryLayoutDecidesAndEmitsAsOneRank) {
       CheckLayout(layout, exit_layer, want, {});
       if (layout.tp == 2 && layout.pp == 2) CheckLayout(layout, exit_layer, want, want.decisions);
     }
+  }
+}
+
+// Flips the lowest mantissa bit of some embedding values, in a pattern that depends on the rank.
+class LastBitNoise : public InputHook {
+ public:
+  explicit LastBitNoise(int rank) : rank_(rank) {}
+  absl::Status OnEmbeddings(const LayerContext& ctx) override {
+    float* x = ctx.hidden.as<float>();
+    for (int64_t i = 0; i < ctx.hidden.numel(); ++i) {
+      if ((i + rank_) % 3 != 0) continue;
+      uint32_t bits;
+      std::memcpy(&bits, &x[i], 4);
+      bits ^= 1u;
+      std::memcpy(&x[i], &bits, 4);
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  int rank_;
+};
+
+TEST(FreeLayoutsTest, RanksAgreeDespiteLastBitNoiseInTheirHiddenStates) {
+  for (int tp : {2, 4}) {
+    std::mutex mu;
+    std::vector<Decoded> per_rank(tp);
+    const auto statuses = testing::RunThreadedWorld({tp, 1, 1, 0}, [&](ProcessGroups& groups) {
+      return [&]() -> absl::Status {
+        ASSIGN_OR_RETURN(auto backend, MakeBackend(BackendKind::kCpu));
+        ASSIGN_OR_RETURN(auto model, LoadTinyModel(backend.get(), &groups, 2));
+        ASSIGN_OR_RETURN(auto cache, model->MakeCache(3, 256));
+        LastBitNoise noise(groups.layout.rank);
+        FreeRunnerOptions options{FreeSettings(2, kTau)};
+        options.check_agreement = true;
+        options.input_hook = &noise;
+        ASSIGN_OR_RETURN(auto runner, FreeRunner::Create(model.get(), options));
+        DecodeOptions decode;
+        decode.steps = 14;
+        ASSIGN_OR_RETURN(Decoded got,
+                         Decode(*model, *cache, *runner, runner.get(), TinyPrompts(), decode));
+        std::lock_guard<std::mutex> lock(mu);
+        per_rank[groups.layout.rank] = got;
+        return absl::OkStatus();
+      }();
+    });
+    for (int r = 0; r < tp; ++r) {
+      EXPECT_OK(statuses[r]);
+      EXPECT_EQ(per_rank[r].tokens, per_rank[0].tokens) << "tp " << tp << " rank " << r;
+    }
+  }
+}
+
+// Sequential requests through the Generator with an adaptive threshold: each request's tau.
+absl::StatusOr<std::vector<double>> AdaptiveThresholds(ProcessGroups* groups) {
+  ASSIGN_OR_RETURN(auto backend, MakeBackend(BackendKind::kCpu));
+  ASSIGN_OR_RETURN(auto model, LoadTinyModel(backend.get(), groups, 2));
+  config::EarlyExitSettings settings = FreeSettings(2, 0.9f);
+  settings.set_adaptive_threshold(true);
+  FreeRunnerOptions options{settings};
+  options.check_agreement = true;
+  ASSIGN_OR_RETURN(auto runner, FreeRunner::Create(model.get(), options));
+  std::vector<GenerationRequest> requests;
+  for (int copy = 0; copy < 3; ++copy) {
+    for (const auto& prompt : TinyPrompts()) {
+      GenerationRequest r;
+      r.prompt_ids = prompt;
+      r.prompt_ids.push_back(100 + copy);
+      r.max_new_tokens = 16;
+      r.ignore_eos = true;
+      requests.push_back(r);
+    }
+  }
+  Generator generator(model.get(), nullptr, {.max_batch = 1, .runner = runner.get()});
+  ASSIGN_OR_RETURN(auto results, generator.Generate(requests));
+  std::vector<double> taus;
+  for (const GenerationResult& r : results) taus.push_back(r.counters.values.at("threshold"));
+  if (runner->calibration().size() == 0) return absl::InternalError("no calibration pair");
+  return taus;
+}
+
+TEST(FreeLayoutsTest, AdaptiveThresholdIsTheSameAtEveryLayout) {
+  ASSERT_OK_AND_ASSIGN(const std::vector<double> want, AdaptiveThresholds(nullptr));
+  EXPECT_EQ(want.front(), 0.9f);  // before the first fit
+  const auto grid = BetaMixtureThreshold::Grid();
+  bool moved = false;
+  for (double tau : std::vector<double>(want.begin() + 1, want.end())) {
+    moved |= tau != want.front();
+    if (tau != want.front()) {
+      EXPECT_NE(std::find(grid.begin(), grid.end(), tau), grid.end()) << tau;
+    }
+  }
+  EXPECT_TRUE(moved) << "the threshold never left its initial value: " << ::testing::PrintToString(want);
+  std::mutex mu;
+  std::vector<std::vector<double>> per_rank(4);
+  const auto statuses = testing::RunThreadedWorld({2, 2, 1, 0}, [&](ProcessGroups& groups) {
+    return [&]() -> absl::Status {
+      ASSIGN_OR_RETURN(std::vector<double> taus, AdaptiveThresholds(&groups));
+      std::lock_guard<std::mutex> lock(mu);
+      per_rank[groups.layout.rank] = taus;
+      return absl::OkStatus();
+    }();
+  });
+  for (int r = 0; r < 4; ++r) {
+    EXPECT_OK(statuses[r]);
+    EXPECT_EQ(per_rank[r], want) << "rank " << r;
   }
 }
 
