@@ -217,6 +217,7 @@ absl::StatusOr<std::vector<float>> FreeRunner::Run(const std::vector<ForwardBatc
       p.confidence = w[2];
       p.shallow_top1 = static_cast<int32_t>(w[3]);
       decisions_.push_back(row.exits ? 1 : 0);
+      confidences_.push_back(w[2]);
       s.checks += 1;
     }
     s.exits += row.exits ? 1 : 0;

@@ -71,6 +71,8 @@ class FreeRunner : public StepRunner {
 
   // Every decision taken so far, in order (1 exit, 0 deep), on every rank.
   const std::vector<uint8_t>& decisions() const { return decisions_; }
+  // The confidence behind each decision (as the shallow pass sent it: F32).
+  const std::vector<float>& confidences() const { return confidences_; }
   double threshold() const { return tau_.Threshold(); }
   const BetaMixtureThreshold& calibration() const { return tau_; }
 
@@ -120,6 +122,7 @@ class FreeRunner : public StepRunner {
   std::vector<Tensor> deep_input_;  // s* only: per micro-batch, the deep pass's input rows
   BetaMixtureThreshold tau_;
   std::vector<uint8_t> decisions_;
+  std::vector<float> confidences_;
   size_t replayed_ = 0;
   int32_t last_step_ = 0;
 };
