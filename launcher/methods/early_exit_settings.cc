@@ -75,6 +75,17 @@ absl::Status ValidateEarlyExitSettings(const EarlyExitSettings& s, const std::st
     RETURN_IF_ERROR(method_checks::AtLeast(Join(path, "adaptive_max_refits"),
                                            s.adaptive_max_refits(), 0, "0: tau stays frozen"));
   }
+  if (s.has_forced_exit_rate()) {
+    const std::string field = Join(path, "forced_exit_rate");
+    if (!free) return FieldError(field, "applies to policy FREE only; remove it");
+    if (s.adaptive_threshold()) {
+      return FieldError(field, "replaces the threshold; remove adaptive_threshold or this");
+    }
+    RETURN_IF_ERROR(method_checks::Finite(field, s.forced_exit_rate(), "a probability"));
+    if (s.forced_exit_rate() < 0 || s.forced_exit_rate() > 1) {
+      return FieldError(field, absl::StrCat("must be in [0, 1], got ", s.forced_exit_rate()));
+    }
+  }
   if (s.max_pending() != 0) {
     const std::string field = Join(path, "max_pending");
     if (!free) return FieldError(field, "applies to policy FREE only; remove it");

@@ -22,6 +22,15 @@ constexpr int32_t kFlushMicroBatch = 1 << 20;  // a flush's micro-batch id, apar
 
 uint32_t Mix(uint32_t h, uint32_t v) { return (h ^ v) * 16777619u; }
 
+// A uniform draw in [0, 1) for check number `index` (splitmix64 of the index).
+double ForcedDraw(uint64_t index) {
+  uint64_t z = index + 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return static_cast<double>(z >> 11) * 0x1.0p-53;
+}
+
 }  // namespace
 
 class FreeRunner::ExitHook : public LayerHook {
@@ -175,6 +184,8 @@ absl::StatusOr<std::vector<float>> FreeRunner::Run(const std::vector<ForwardBatc
                 options_.forced_decisions.size(), " given)"));
           }
           exits = options_.forced_decisions[replayed_++] != 0;
+        } else if (options_.settings.has_forced_exit_rate()) {
+          exits = ForcedDraw(replayed_++) < options_.settings.forced_exit_rate();
         } else {
           exits = c > slots_[slot].tau;
         }
