@@ -108,7 +108,7 @@ absl::StatusOr<KvCache*> LlamaModel::AcquireCache(int64_t n_slots, int64_t max_s
 absl::Status LlamaModel::ApplyRope(const ForwardBatch& b, TensorView q, TensorView k) {
   const TensorView positions = positions_.view();
   if (!RopeDependsOnLength(config_)) {
-    RETURN_IF_ERROR(backend_->Rope({q, positions, inv_freq_.view(), attention_scaling_}));
+    if (!q.empty()) RETURN_IF_ERROR(backend_->Rope({q, positions, inv_freq_.view(), attention_scaling_}));
     return backend_->Rope({k, positions, inv_freq_.view(), attention_scaling_});
   }
   const int64_t n = static_cast<int64_t>(b.tokens.size());
@@ -120,7 +120,10 @@ absl::Status LlamaModel::ApplyRope(const ForwardBatch& b, TensorView q, TensorVi
     RETURN_IF_ERROR(backend_->Synchronize());  // the previous run may still read inv_freq_
     RETURN_IF_ERROR(Upload(rope.inv_freq, &inv_freq_));
     const TensorView pos = positions.Rows(begin, end);
-    RETURN_IF_ERROR(backend_->Rope({q.Rows(begin, end), pos, inv_freq_.view(), rope.attention_scaling}));
+    if (!q.empty()) {
+      RETURN_IF_ERROR(
+          backend_->Rope({q.Rows(begin, end), pos, inv_freq_.view(), rope.attention_scaling}));
+    }
     RETURN_IF_ERROR(backend_->Rope({k.Rows(begin, end), pos, inv_freq_.view(), rope.attention_scaling}));
     begin = end;
   }
@@ -142,6 +145,14 @@ absl::Status LlamaModel::Layer(const LayerWeights& w, const LayerContext& ctx,
   Backend& be = *backend_;
 
   RETURN_IF_ERROR(be.RmsNorm({x_.view(), w.attn_norm, h_.view(), eps}));
+  if (ctx.batch->kv_only) {
+    RETURN_IF_ERROR(be.Gemm({h_.view(), w.wk, k_.view()}));
+    RETURN_IF_ERROR(be.Gemm({h_.view(), w.wv, v_.view()}));
+    TensorView k = k_.view().Reshaped({n, plan_.kv_heads, c.head_dim});
+    TensorView v = v_.view().Reshaped({n, plan_.kv_heads, c.head_dim});
+    RETURN_IF_ERROR(ApplyRope(*ctx.batch, TensorView(), k));
+    return be.KvWrite({k, v, cache.k(layer), cache.v(layer), slots, entries});
+  }
   RETURN_IF_ERROR(be.Gemm({h_.view(), w.wq, q_.view()}));
   RETURN_IF_ERROR(be.Gemm({h_.view(), w.wk, k_.view()}));
   RETURN_IF_ERROR(be.Gemm({h_.view(), w.wv, v_.view()}));
@@ -232,6 +243,7 @@ absl::Status LlamaModel::EnableDecodeGraphs(bool enable) {
 // rotary frequencies that do not depend on the length.
 bool LlamaModel::GraphEligible(const ForwardBatch& batch) const {
   if (graphs_ == nullptr || plan_.tp_size != 1 || plan_.pp_size != 1 || batch.first_layer > 0 ||
+      batch.kv_only ||
       RopeDependsOnLength(config_) || !uniform_entries_ ||
       batch.logit_rows.size() != batch.tokens.size()) {
     return false;
@@ -324,6 +336,7 @@ absl::Status LlamaModel::Enqueue(const ForwardBatch& batch, KvCache& cache,
     return StageChannel(parallel_.pp).SendNext(
         header, x_.view(), subset_ ? absl::MakeConstSpan(active_rows_) : absl::Span<const int32_t>());
   }
+  if (batch.kv_only) return absl::OkStatus();  // no logits
   produced_logits_ = true;
   return LmHead(*running_, x_.view(), rows_.view(), &head_);
 }

@@ -70,6 +70,11 @@ struct ForwardBatch {
   // embeddings.
   int64_t first_layer = 0;
   TensorView input;
+  // Each layer only writes the K/V of its rows, from its own input norm applied to the
+  // residual stream, which passes through unchanged (no attention, MLP or tensor-parallel
+  // communication) and no logits are made: CALM's state propagation after an exit, with
+  // first_layer the exit and `input` the exited state.
+  bool kv_only = false;
 };
 
 // What one Forward call produced on this rank.
@@ -172,6 +177,7 @@ class LlamaModel {
     RETURN_IF_ERROR(device->Resize({static_cast<int64_t>(host.size())}));
     return backend_->CopyToDevice(device->view().data, host.data(), host.size() * sizeof(T));
   }
+  // Rotates q (skipped when empty) and k at the batch's positions.
   absl::Status ApplyRope(const ForwardBatch& batch, TensorView q, TensorView k);
   absl::Status Layer(const LayerWeights& w, const LayerContext& ctx, const AttentionVariant& variant);
   // Runs the after-layer hook and checks that the tp group agrees on its decision.

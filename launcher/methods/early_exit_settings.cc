@@ -86,6 +86,33 @@ absl::Status ValidateEarlyExitSettings(const EarlyExitSettings& s, const std::st
       return FieldError(field, absl::StrCat("must be in [0, 1], got ", s.forced_exit_rate()));
     }
   }
+  if (s.check_layers_size() > 0 || s.vocab_reduction() != EarlyExitSettings::VOCAB_FULL ||
+      s.has_vocab_k()) {
+    if (!calm) {
+      const char* field = s.check_layers_size() > 0 ? "check_layers"
+                          : s.has_vocab_k()         ? "vocab_k"
+                                                    : "vocab_reduction";
+      return FieldError(Join(path, field), "applies to policy CALM only; remove it");
+    }
+  }
+  RETURN_IF_ERROR(method_checks::KnownEnum(Join(path, "vocab_reduction"),
+                                           EarlyExitSettings::VocabReduction_descriptor(),
+                                           s.vocab_reduction()));
+  for (int i = 0; i < s.check_layers_size(); ++i) {
+    const std::string field = absl::StrCat(Join(path, "check_layers"), "[", i, "]");
+    RETURN_IF_ERROR(method_checks::AtLeast(field, s.check_layers(i),
+                                           s.has_min_exit_layer() ? s.min_exit_layer() : 1,
+                                           "a block count at or after min_exit_layer"));
+    if (i > 0 && s.check_layers(i) <= s.check_layers(i - 1)) {
+      return FieldError(field, "must be larger than the one before: the list is increasing");
+    }
+  }
+  if (s.has_vocab_k()) {
+    if (s.vocab_reduction() == EarlyExitSettings::VOCAB_FULL) {
+      return FieldError(Join(path, "vocab_k"), "needs a vocab_reduction; set one or remove it");
+    }
+    RETURN_IF_ERROR(method_checks::Positive(Join(path, "vocab_k"), s.vocab_k(), "rows kept"));
+  }
   if (s.max_pending() != 0) {
     const std::string field = Join(path, "max_pending");
     if (!free) return FieldError(field, "applies to policy FREE only; remove it");

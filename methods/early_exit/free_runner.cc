@@ -6,9 +6,9 @@
 #include <map>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "kernels/status_macros.h"
 #include "methods/early_exit/exit_confidence.h"
+#include "methods/early_exit/step_agreement.h"
 
 namespace tessera {
 namespace {
@@ -19,8 +19,6 @@ using config::EarlyExitSettings;
 // the shallow argmax.
 constexpr int kShallowWords = 4;
 constexpr int32_t kFlushMicroBatch = 1 << 20;  // a flush's micro-batch id, apart from the step's
-
-uint32_t Mix(uint32_t h, uint32_t v) { return (h ^ v) * 16777619u; }
 
 // A uniform draw in [0, 1) for check number `index` (splitmix64 of the index).
 double ForcedDraw(uint64_t index) {
@@ -389,30 +387,15 @@ absl::Status FreeRunner::DeepPass(std::vector<StepRow>& rows,
 }
 
 absl::Status FreeRunner::CheckAgreement(int32_t step, const std::vector<StepRow>& rows) {
-  Communicator* tp = model_->parallel().tp;
-  if (tp == nullptr || tp->size() == 1) return absl::OkStatus();
-  uint32_t h = 2166136261u;
+  std::vector<std::pair<int32_t, uint32_t>> decided;
   for (const StepRow& r : rows) {
-    h = Mix(h, static_cast<uint32_t>(r.token));
-    h = Mix(h, (r.exits ? 1u : 0u) | (r.deep ? 2u : 0u));
-    uint64_t tau_bits;
-    const double tau = slots_[r.slot].tau;
+    float tau = static_cast<float>(slots_[r.slot].tau);
+    uint32_t tau_bits;
     std::memcpy(&tau_bits, &tau, sizeof(tau));
-    h = Mix(Mix(h, static_cast<uint32_t>(tau_bits)), static_cast<uint32_t>(tau_bits >> 32));
+    decided.push_back({r.token, ((r.exits ? 1u : 0u) | (r.deep ? 2u : 0u)) ^ (tau_bits << 2)});
   }
-  const int n = tp->size();
-  int32_t mine = static_cast<int32_t>(h);
-  std::vector<int32_t> all(n);
-  RETURN_IF_ERROR(tp->AllGather(TensorView::Of(&mine, DType::kI32, {1}),
-                                TensorView::Of(all.data(), DType::kI32, {n})));
-  std::vector<std::string> differ;
-  for (int r = 1; r < n; ++r) {
-    if (all[r] != all[0]) differ.push_back(absl::StrCat(r));
-  }
-  if (differ.empty()) return absl::OkStatus();
-  return absl::InternalError(absl::StrCat(
-      "--check-rank-agreement: at step ", step, " the early-exit decisions, tokens or thresholds "
-      "of tensor-parallel rank(s) ", absl::StrJoin(differ, ", "), " differ from rank 0's"));
+  return CheckStepAgreement(model_->parallel().tp, step, decided,
+                            "early-exit decisions, tokens or thresholds");
 }
 
 absl::Status FreeRunner::Flush(const std::vector<int32_t>& slots, KvCache& cache) {
