@@ -176,34 +176,63 @@ absl::StatusOr<std::vector<TokenLogProb>> VocabReducer::LogProbs(
 
 absl::StatusOr<std::vector<std::vector<VocabReducer::IdLogit>>> VocabReducer::TopK(
     TensorView logits, int k) {
-  const int64_t rows = logits.dim(0);
-  if (k < 1 || k > logits.dim(1)) {
-    return absl::InvalidArgumentError(absl::StrCat("VocabReducer::TopK: k=", k, " with ",
-                                                   logits.dim(1), " vocabulary rows on this rank"));
+  const int64_t rows = logits.dim(0), width = logits.dim(1);
+  const int64_t vocab = tp_ == nullptr || tp_->size() == 1 ? width : plan_.vocab_shard * tp_->size();
+  if (k < 1 || k > vocab) {
+    return absl::InvalidArgumentError(absl::StrCat("VocabReducer::TopK: k=", k, " with a ",
+                                                   "vocabulary of ", vocab));
   }
-  // [2, rows, k]: values, then ids (as I32 bits), one all-gather.
-  RETURN_IF_ERROR(top_.Resize({2, rows * k}));
-  TensorView values = top_.view().Rows(0, 1).Reshaped({rows, k});
-  TensorView ids = top_.view().Rows(1, 2).Reshaped({rows, k});
+  // Each rank sends its own best min(k, shard) (the same count on every rank; a smaller last
+  // shard pads with -inf), as [2, rows, kr]: values, then ids (as I32 bits), one all-gather.
+  const int64_t kr = tp_ == nullptr || tp_->size() == 1 ? k : std::min<int64_t>(k, plan_.vocab_shard);
+  const int64_t here = std::min(kr, width);
+  RETURN_IF_ERROR(top_.Resize({2, rows * kr}));
+  TensorView values = top_.view().Rows(0, 1).Reshaped({rows, kr});
+  TensorView ids = top_.view().Rows(1, 2).Reshaped({rows, kr});
   ids.dtype = DType::kI32;
-  RETURN_IF_ERROR(backend_->TopK({logits, values, ids, plan_.vocab_begin}));
+  if (here == kr) {
+    RETURN_IF_ERROR(backend_->TopK({logits, values, ids, plan_.vocab_begin}));
+  } else {  // this shard is shorter: its whole top, then padding
+    if (padded_top_.view().rank == 0) padded_top_ = Tensor(backend_, DType::kF32);
+    RETURN_IF_ERROR(padded_top_.Resize({2, rows * here}));
+    TensorView v = padded_top_.view().Rows(0, 1).Reshaped({rows, here});
+    TensorView i = padded_top_.view().Rows(1, 2).Reshaped({rows, here});
+    i.dtype = DType::kI32;
+    RETURN_IF_ERROR(backend_->TopK({logits, v, i, plan_.vocab_begin}));
+    std::vector<float> pad_values(kr - here, -std::numeric_limits<float>::infinity());
+    std::vector<int32_t> pad_ids(kr - here, std::numeric_limits<int32_t>::max());
+    for (int64_t r = 0; r < rows; ++r) {
+      RETURN_IF_ERROR(backend_->CopyWithinDevice(values.Rows(r, r + 1).data, v.Rows(r, r + 1).data, here * 4));
+      RETURN_IF_ERROR(backend_->CopyWithinDevice(ids.Rows(r, r + 1).data, i.Rows(r, r + 1).data, here * 4));
+      RETURN_IF_ERROR(backend_->CopyToDevice(values.Rows(r, r + 1).as<float>() + here,
+                                             pad_values.data(), pad_values.size() * 4));
+      RETURN_IF_ERROR(backend_->CopyToDevice(ids.Rows(r, r + 1).as<int32_t>() + here,
+                                             pad_ids.data(), pad_ids.size() * 4));
+    }
+  }
   const int n = tp_ == nullptr ? 1 : tp_->size();
-  std::vector<float> all(static_cast<size_t>(n) * 2 * rows * k);
+  std::vector<float> all(static_cast<size_t>(n) * 2 * rows * kr);
   if (tp_ == nullptr) {
     RETURN_IF_ERROR(backend_->CopyToHost(all.data(), top_.view().data, top_.view().bytes()));
   } else {
-    RETURN_IF_ERROR(all_top_.Resize({n, 2 * rows * k}));
+    RETURN_IF_ERROR(all_top_.Resize({n, 2 * rows * kr}));
     RETURN_IF_ERROR(backend_->Synchronize());
-    RETURN_IF_ERROR(tp_->AllGather(top_.view().Reshaped({2 * rows * k}), all_top_.view()));
+    RETURN_IF_ERROR(tp_->AllGather(top_.view().Reshaped({2 * rows * kr}), all_top_.view()));
     RETURN_IF_ERROR(backend_->CopyToHost(all.data(), all_top_.view().data, all.size() * 4));
   }
   std::vector<std::vector<IdLogit>> out(rows);
   for (int64_t r = 0; r < rows; ++r) {
     std::vector<IdLogit>& best = out[r];
     for (int s = 0; s < n; ++s) {
-      const float* v = all.data() + (static_cast<size_t>(s) * 2 * rows + r) * k;
-      const float* id = all.data() + (static_cast<size_t>(s) * 2 * rows + rows + r) * k;
-      for (int j = 0; j < k; ++j) best.push_back({BitsId(id[j]), v[j]});
+      const float* v = all.data() + (static_cast<size_t>(s) * 2 * rows + r) * kr;
+      const float* id = all.data() + (static_cast<size_t>(s) * 2 * rows + rows + r) * kr;
+      for (int64_t j = 0; j < kr; ++j) {
+        if (BitsId(id[j]) != std::numeric_limits<int32_t>::max()) best.push_back({BitsId(id[j]), v[j]});
+      }
+    }
+    if (static_cast<int64_t>(best.size()) < k) {
+      return absl::InvalidArgumentError(absl::StrCat("VocabReducer::TopK: k=", k, " exceeds the ",
+                                                     best.size(), " tokens of the vocabulary"));
     }
     std::partial_sort(best.begin(), best.begin() + k, best.end(),
                       [](const IdLogit& a, const IdLogit& b) {

@@ -55,7 +55,8 @@ class VocabReducer {
   absl::StatusOr<std::vector<TokenLogProb>> LogProbs(TensorView logits,
                                                      const std::vector<int32_t>& targets);
   // Per row: the k largest logits of the whole vocabulary as (id, logit), descending (the smaller
-  // id first on ties), from one all-gather of each shard's own top k. k <= plan.vocab_rows.
+  // id first on ties), from one all-gather of each shard's own top min(k, shard). k is at most
+  // the vocabulary size.
   struct IdLogit {
     int32_t id = 0;
     float logit = 0.0f;
@@ -75,7 +76,7 @@ class VocabReducer {
   Backend* backend_;
   Communicator* tp_;
   ShardPlan plan_;
-  Tensor packed_, all_packed_, padded_, all_padded_, top_, all_top_;
+  Tensor packed_, all_packed_, padded_, all_padded_, top_, all_top_, padded_top_;
   std::vector<float> gathered_;
 };
 

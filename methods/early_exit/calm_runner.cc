@@ -92,13 +92,6 @@ absl::StatusOr<std::unique_ptr<CalmRunner>> CalmRunner::Create(LlamaModel* model
           " holds no head; load the model with ModelOptions::head_after_layers"));
     }
   }
-  const EarlyExitSettings& s = r->options_.settings;
-  if (s.vocab_reduction() != EarlyExitSettings::VOCAB_FULL && s.has_vocab_k() &&
-      r->KeptRows() < s.vocab_k()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "method.early_exit.vocab_k: is ", s.vocab_k(), "; with tp ", plan.tp_size,
-        " a rank holds ", r->KeptRows(), " vocabulary rows, the most a reduction may keep"));
-  }
   return r;
 }
 
@@ -195,14 +188,9 @@ int64_t CalmRunner::RowsAtCheck(const Seq& q, int64_t blocks, size_t check) cons
 int64_t CalmRunner::KeptRows() const {
   const EarlyExitSettings& s = options_.settings;
   if (s.vocab_reduction() == EarlyExitSettings::VOCAB_FULL) return 0;
-  const ShardPlan& plan = model_->plan();
   const int64_t v = model_->config().vocab_size;
-  // Every rank takes the same number of its own best rows; the smallest shard bounds it.
-  const int64_t smallest = std::min(plan.vocab_shard, v - (plan.tp_size - 1) * plan.vocab_shard);
-  const int64_t k = s.has_vocab_k()
-                        ? s.vocab_k()
-                        : ForkVocabSchedule(checks_[0], model_->config().num_hidden_layers, v);
-  return std::min(k, smallest);
+  return s.has_vocab_k() ? s.vocab_k()
+                         : ForkVocabSchedule(checks_[0], model_->config().num_hidden_layers, v);
 }
 
 absl::StatusOr<std::vector<VocabRowStats>> CalmRunner::CheckStats(int64_t blocks,

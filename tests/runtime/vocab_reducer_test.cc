@@ -76,7 +76,7 @@ ShardPlan VocabPlan(int tp, int rank) {
 // What one rank computed, for comparison across ranks and with the reference.
 struct Observed {
   std::vector<VocabRowStats> stats;
-  std::vector<std::vector<VocabReducer::IdLogit>> top5;
+  std::vector<std::vector<VocabReducer::IdLogit>> top5, top_all;
   std::vector<TokenLogProb> logprobs;
   std::vector<float> full;
 };
@@ -99,6 +99,11 @@ absl::StatusOr<Observed> Observe(Backend& backend, Communicator* tp, const Shard
   ASSIGN_OR_RETURN(out.stats, reducer.Stats(logits.view()));
   ASSIGN_OR_RETURN(out.logprobs, reducer.LogProbs(logits.view(), kTargets));
   ASSIGN_OR_RETURN(out.top5, reducer.TopK(logits.view(), 5));
+  // The whole vocabulary: more than a shard, and a short last shard pads its candidates.
+  ASSIGN_OR_RETURN(out.top_all, reducer.TopK(logits.view(), kVocab));
+  if (reducer.TopK(logits.view(), kVocab + 1).ok()) {
+    return absl::InternalError("TopK took k above the vocabulary");
+  }
   Tensor full;
   RETURN_IF_ERROR(reducer.GatherFull(logits.view(), kVocab, &full));
   out.full.assign(full.data<float>(), full.data<float>() + full.numel());
@@ -134,6 +139,10 @@ void ExpectMatchesReference(const Observed& got) {
     for (int j = 0; j < 5; ++j) {
       EXPECT_EQ(got.top5[r][j].id, order[j]) << "row " << r << " rank " << j;
       EXPECT_EQ(got.top5[r][j].logit, row[order[j]]);
+    }
+    ASSERT_EQ(got.top_all[r].size(), static_cast<size_t>(kVocab));
+    for (int j = 0; j < kVocab; ++j) {
+      EXPECT_EQ(got.top_all[r][j].id, order[j]) << "row " << r << " rank " << j;
     }
   }
   EXPECT_EQ(got.stats[0].top1, 10);
@@ -171,8 +180,9 @@ TEST(VocabReducerDeviceTest, RunsOnDeviceMemory) {
   testing::GuardedDeviceBackend device;
   ASSERT_OK_AND_ASSIGN(Observed got, Observe(device, nullptr, VocabPlan(1, 0)));
   ExpectMatchesReference(got);
-  EXPECT_LE(device.bytes_to_host(), (9 * kRows + kRows * kVocab) * 4 * 2)
-      << "only the statistics and the gathered logits may reach the host";
+  // The statistics, the gathered logits and the (id, logit) pairs of the two TopK calls.
+  EXPECT_LE(device.bytes_to_host(), (9 * kRows + kRows * kVocab + 2 * kRows * (5 + kVocab)) * 4 * 2)
+      << "only the statistics, the gathered logits and the top-k may reach the host";
 }
 
 }  // namespace
