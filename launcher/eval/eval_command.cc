@@ -119,6 +119,17 @@ absl::Status RunEval(Job& job, const config::RunConfig& c) {
       MakeEvalTask(c, bundle.model->config(), *bundle.tokenizer);
   RETURN_IF_ERROR(CheckPhase(job, task.status()));
   const std::string name = TaskName(c, **task);
+  // A method that runs generation steps changes generated tokens only: a task that scores given
+  // tokens runs them as a prompt, at full depth, and the method would change nothing.
+  if (bundle.methods.runner != nullptr &&
+      ((*task)->kind() == "perplexity" || (*task)->kind() == "multiple_choice")) {
+    return CheckPhase(job, absl::InvalidArgumentError(absl::StrCat(
+                               "method.", bundle.methods.methods[0]->field(), ": acts on generated "
+                               "tokens, and the ", (*task)->kind(), " task scores given tokens "
+                               "(a prompt, at full depth), so it would change nothing; remove the "
+                               "method or use a generation task (passkey, code_generation, "
+                               "generation)")));
+  }
 
   std::vector<size_t> indices;
   for (size_t i = layout.dp_rank(); i < (*task)->size(); i += layout.dp) indices.push_back(i);

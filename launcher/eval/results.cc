@@ -1,5 +1,6 @@
 #include "launcher/eval/results.h"
 
+#include <algorithm>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -67,8 +68,9 @@ json ResultsJson(const EvalReport& r, int64_t date) {
                   {"wall_time_s", r.wall_time_s},
                   {"tokens_per_s", tokens_per_s},
                   {"peak_rss_bytes_per_rank", r.peak_rss_bytes_per_rank}};
-  // A method's per-sample counters, summed (e.g. early exit: exits, layers run, check FLOPs).
-  json method;
+  // A method's per-sample counters, summed (e.g. early exit: exits, layers run, check FLOPs;
+  // "max_*" counters: the largest).
+  json method = json::object();
   for (const json& sample : r.samples) {
     auto it = sample.find("method_counters");
     if (it == sample.end()) continue;
@@ -79,12 +81,14 @@ json ResultsJson(const EvalReport& r, int64_t date) {
         for (const json& l : value) layers += l.get<double>();
         method["generated_tokens"] = method.value("generated_tokens", 0.0) + value.size();
         method["layers_run"] = method.value("layers_run", 0.0) + layers;
+      } else if (value.is_number() && key.rfind("max_", 0) == 0) {  // a maximum, not a sum
+        method[key] = std::max(method.value(key, 0.0), value.get<double>());
       } else if (value.is_number()) {
         method[key] = method.value(key, 0.0) + value.get<double>();
       }
     }
   }
-  if (!method.is_null()) {
+  if (!method.empty()) {
     if (method.value("generated_tokens", 0.0) > 0) {
       method["mean_layers_per_token"] =
           method["layers_run"].get<double>() / method["generated_tokens"].get<double>();

@@ -48,18 +48,4 @@ nlohmann::json MethodCountersJson(const SequenceCounters& c) {
   return j;
 }
 
-void SumMethodCounters(const SequenceCounters& c, nlohmann::json& totals) {
-  if (!HasCounters(c)) return;
-  auto add = [&totals](const std::string& key, double v) {
-    totals[key] = totals.value(key, 0.0) + v;
-  };
-  for (const auto& [key, value] : c.values) {
-    if (key != "threshold") add(key, value);
-  }
-  double layers = 0;
-  for (int32_t l : c.token_layers) layers += l;
-  add("generated_tokens", static_cast<double>(c.token_layers.size()));
-  add("layers_run", layers);
-}
-
 }  // namespace tessera

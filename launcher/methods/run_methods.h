@@ -35,9 +35,6 @@ absl::Status AttachMethods(RunMethods& methods, LlamaModel& model);
 // "mean_layers_per_token", and the runner's named values.
 bool HasCounters(const SequenceCounters& counters);
 nlohmann::json MethodCountersJson(const SequenceCounters& counters);
-// Adds the named values and token/layer counts of `counters` into `totals` (an object; numbers
-// summed), for a results file's compute accounting.
-void SumMethodCounters(const SequenceCounters& counters, nlohmann::json& totals);
 
 }  // namespace tessera
 

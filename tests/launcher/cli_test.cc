@@ -315,6 +315,53 @@ TEST(CliMethodTest, AMethodFileFailsEveryCommandBeforeTheModelLoads) {
   }
 }
 
+// Early exit is built: generate and eval report its counters; a scoring task refuses it; an
+// exit layer that does not fit the model fails before the weights load.
+constexpr char kTiny[] = "models/tessera-code-tiny";
+
+TEST(CliEarlyExitTest, GenerateLinesCarryTheCounters) {
+  ScopedTempDir dir;
+  const std::string prompts = dir.Join("p.jsonl"), output = dir.Join("out.jsonl");
+  testing::WriteFile(prompts, "{\"prompt\": \"def fibonacci(n):\\n\"}\n");
+  const CliRun r = Tessera({"generate", "--model", kTiny, "--prompts", prompts, "--output", output,
+                            "--max-new-tokens", "12", "--ignore-eos", "--set",
+                            "method.early_exit.exit_layer=2", "--set",
+                            "method.early_exit.threshold=-1"});
+  ASSERT_EQ(r.code, 0) << r;
+  const nlohmann::json line = nlohmann::json::parse(testing::ReadFile(output));
+  const nlohmann::json& c = line["method_counters"];
+  EXPECT_EQ(c["exits"], 11);
+  EXPECT_EQ(c["exit_checks"], 11);
+  EXPECT_EQ(c["token_layers"].size(), 12u);
+  EXPECT_EQ(c["token_layers"][0], 8);  // the prompt's token runs every block
+  EXPECT_EQ(c["token_layers"][1], 2);
+}
+
+TEST(CliEarlyExitTest, EvalSumsTheCountersAndScoringTasksRefuseTheMethod) {
+  ScopedTempDir dir;
+  const CliRun r = Tessera({"eval", "--config", "configs/tasks/code_passkey.textproto", "--limit",
+                            "2", "--output-dir", dir.path(), "--set",
+                            "method.early_exit.exit_layer=4", "--set",
+                            "method.early_exit.threshold=-1"});
+  ASSERT_EQ(r.code, 0) << r;
+  std::string results;
+  for (const auto& e : std::filesystem::directory_iterator(dir.path())) {
+    if (e.path().filename().string().rfind("results_", 0) == 0) results = e.path().string();
+  }
+  ASSERT_FALSE(results.empty());
+  const nlohmann::json json = nlohmann::json::parse(testing::ReadFile(results));
+  const nlohmann::json& method = json["compute"]["method"];
+  EXPECT_GT(method["exits"].get<double>(), 0);
+  EXPECT_EQ(method["exits"], method["exit_checks"]);
+  EXPECT_LT(method["mean_layers_per_token"].get<double>(), 8.0);
+  ExpectFailure(Tessera({"eval", "--config", "configs/tasks/perplexity.textproto", "--model", kTiny,
+                         "--set", "method.early_exit.exit_layer=2"}),
+                {"method.early_exit: acts on generated tokens, and the perplexity task"});
+  const CliRun bad = Tessera({"generate", "--model", kTiny, "--prompt", "x", "--set",
+                              "method.early_exit.exit_layer=8"});
+  ExpectFailure(bad, {"method.early_exit.exit_layer: is 8 but the model has 8 layers"});
+}
+
 TEST(CliMethodTest, SetAloneTurnsAMethodOn) {
   const CliRun r = Tessera({"generate", "--model", kMha, "--prompt", "hi", "--set",
                             "method.harp.delta=0.1"});
