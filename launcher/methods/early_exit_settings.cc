@@ -60,6 +60,16 @@ absl::Status ValidateEarlyExitSettings(const EarlyExitSettings& s, const std::st
   RETURN_IF_ERROR(method_checks::KnownEnum(Join(path, "confidence"),
                                            EarlyExitSettings::Confidence_descriptor(),
                                            s.confidence()));
+  if (s.confidence() == EarlyExitSettings::JSD_CONTRASTIVE && !calm) {
+    return FieldError(Join(path, "confidence"),
+                      "JSD_CONTRASTIVE compares a check with earlier checks: policy CALM only");
+  }
+  if (s.confidence() == EarlyExitSettings::JSD_CONTRASTIVE &&
+      s.vocab_reduction() != EarlyExitSettings::VOCAB_FULL) {
+    return FieldError(Join(path, "confidence"),
+                      "JSD_CONTRASTIVE needs the full vocabulary (vocab_reduction: VOCAB_FULL): a "
+                      "pruned amateur has log-probability -inf outside its rows");
+  }
   if (s.confidence() != EarlyExitSettings::TOP2_GAP && s.policy() == EarlyExitSettings::STATIC) {
     return FieldError(Join(path, "confidence"), "has no effect with policy STATIC; remove it");
   }

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
+#include "methods/early_exit/contrastive_confidence.h"
 #include "methods/early_exit/exit_confidence.h"
 #include "methods/early_exit/step_agreement.h"
 
@@ -36,6 +37,9 @@ struct CalmRunner::Seq {
   int64_t offset = 0, previous_offset = 0;  // its first row in saved_ / previous_
   std::vector<int32_t> kept;  // vocabulary reduction: global ids, most likely first
   double confidence = 0;      // the last check's
+  // JSD_CONTRASTIVE (one stage): the step's earlier checks' probabilities and block counts.
+  std::vector<std::vector<double>> probs;
+  std::vector<int64_t> prob_blocks;
 };
 
 // Saves the residual stream of every row at the check and ends the segment there.
@@ -76,6 +80,14 @@ absl::StatusOr<std::unique_ptr<CalmRunner>> CalmRunner::Create(LlamaModel* model
   const ShardPlan& plan = model->plan();
   if (r->checks_.empty()) {
     return absl::InvalidArgumentError("method.early_exit.check_layers: CALM needs a check");
+  }
+  const EarlyExitSettings& s = r->options_.settings;
+  if (s.confidence() == EarlyExitSettings::JSD_CONTRASTIVE &&
+      (plan.pp_size != 1 || s.vocab_reduction() != EarlyExitSettings::VOCAB_FULL)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "method.early_exit.confidence: JSD_CONTRASTIVE is a research mode for one pipeline stage "
+        "and the full vocabulary; this run has pp ", plan.pp_size, " and vocab_reduction ",
+        EarlyExitSettings::VocabReduction_Name(s.vocab_reduction())));
   }
   for (size_t k = 0; k < r->checks_.size(); ++k) {
     const int64_t c = r->checks_[k];
@@ -183,6 +195,34 @@ int64_t CalmRunner::RowsAtCheck(const Seq& q, int64_t blocks, size_t check) cons
     k = std::min(k, std::max<int64_t>(1, static_cast<int64_t>(std::floor(v * (1.0 - 0.9 * c)))));
   }
   return k;
+}
+
+absl::StatusOr<std::vector<double>> CalmRunner::ContrastiveConfidences(
+    int64_t blocks, const ForwardOutput& out, const std::vector<Seq*>& seqs,
+    std::vector<bool>* can_exit) {
+  const int64_t v = model_->config().vocab_size;
+  RETURN_IF_ERROR(model_->vocab().GatherFull(out.logits, v, &full_logits_));
+  std::vector<double> confidence(seqs.size(), 0.0);
+  for (size_t j = 0; j < seqs.size(); ++j) {
+    Seq& s = *seqs[j];
+    std::vector<double> p =
+        SoftmaxOf(absl::MakeConstSpan(full_logits_.data<float>() + j * v, v));
+    std::vector<const std::vector<double>*> amateurs;
+    std::vector<int64_t> amateur_blocks;
+    for (size_t i = 0; i < s.probs.size(); ++i) {
+      if (s.prob_blocks[i] < 2) continue;
+      amateurs.push_back(&s.probs[i]);
+      amateur_blocks.push_back(s.prob_blocks[i]);
+    }
+    if (amateurs.empty()) {
+      (*can_exit)[j] = false;  // nothing to contrast with yet: this check only records
+    } else {
+      confidence[j] = JsdContrastiveConfidence(p, blocks, amateurs, amateur_blocks).confidence;
+    }
+    s.probs.push_back(std::move(p));
+    s.prob_blocks.push_back(blocks);
+  }
+  return confidence;
 }
 
 int64_t CalmRunner::KeptRows() const {
@@ -306,12 +346,19 @@ absl::StatusOr<std::vector<float>> CalmRunner::Run(const std::vector<ForwardBatc
       }
       ASSIGN_OR_RETURN(const std::vector<float> tokens,
                        reduction.reduce(original[i], micro_batches[original[i]], view));
+      std::vector<double> contrastive;
+      std::vector<bool> can_exit(in.size(), true);
+      if (settings.confidence() == EarlyExitSettings::JSD_CONTRASTIVE) {
+        ASSIGN_OR_RETURN(contrastive, ContrastiveConfidences(checks_[k], out, in, &can_exit));
+      }
       std::vector<float> words(in.size() * stride);
       for (size_t j = 0; j < in.size(); ++j) {
-        const double c = ExitConfidence(stats[j], settings.confidence(),
-                                        model_->config().vocab_size);
+        const double c = contrastive.empty()
+                             ? ExitConfidence(stats[j], settings.confidence(),
+                                              model_->config().vocab_size)
+                             : contrastive[j];
         bool exits = false;
-        if (in[j]->decode) {
+        if (in[j]->decode && can_exit[j]) {
           if (!options_.forced_decisions.empty()) {
             if (replayed_ >= options_.forced_decisions.size()) {
               return absl::FailedPreconditionError(absl::StrCat(

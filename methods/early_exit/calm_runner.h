@@ -20,6 +20,8 @@
 // (VOCAB_FIXED), k(i) of the fork's schedule at the check after i blocks (VOCAB_DECAYING) or
 // floor(V (1 - 0.9 c_prev)) capped at K0 (VOCAB_ADAPTIVE), always the most likely first (the
 // fork kept the lowest ids).
+//
+// Confidence JSD_CONTRASTIVE (research mode, one pipeline stage): contrastive_confidence.h.
 #ifndef TESSERA_METHODS_EARLY_EXIT_CALM_RUNNER_H_
 #define TESSERA_METHODS_EARLY_EXIT_CALM_RUNNER_H_
 
@@ -77,6 +79,12 @@ class CalmRunner : public StepRunner {
   absl::StatusOr<std::vector<VocabRowStats>> CheckStats(int64_t blocks, size_t first_check,
                                                         const ForwardOutput& out,
                                                         const std::vector<Seq*>& seqs);
+  // JSD_CONTRASTIVE: each row's confidence against its earlier checks of this step (whose
+  // probabilities it records); `can_exit` false where there is none yet.
+  absl::StatusOr<std::vector<double>> ContrastiveConfidences(int64_t blocks,
+                                                             const ForwardOutput& out,
+                                                             const std::vector<Seq*>& seqs,
+                                                             std::vector<bool>* can_exit);
   // Rows a vocabulary reduction keeps at the first check (0 without one).
   int64_t KeptRows() const;
   // Vocabulary rows the check number `check` (after `blocks` blocks) computes for `q`, from its
@@ -98,6 +106,7 @@ class CalmRunner : public StepRunner {
   std::vector<char> prefilled_;
   std::vector<Tensor> saved_, previous_;  // per micro-batch: the residual rows of a segment
   Tensor input_, normed_, gathered_, reduced_, scattered_, ids_;
+  Tensor full_logits_;  // JSD_CONTRASTIVE: the gathered logits (host)
   std::vector<uint8_t> decisions_;
   std::vector<float> confidences_;
   size_t replayed_ = 0;

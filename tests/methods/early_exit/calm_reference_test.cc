@@ -1,7 +1,7 @@
 // CALM against the reference on transformers (tools/reference/early_exit_calm.py, fixture
 // tests/fixtures/early_exit/calm_reference.json): checks after 2, 4 and 6 blocks, state
 // propagation of the exited tokens' K/V, the full vocabulary at four thresholds and the fixed,
-// decaying and adaptive reductions. The six prompts decoded together give the reference's
+// decaying and adaptive reductions, and the JSD-contrastive confidence. The six prompts decoded together give the reference's
 // tokens, every check's decision and confidence (1e-5), on one rank and at tp 2.
 #include <fstream>
 
@@ -42,6 +42,11 @@ std::vector<Setting> ReadSettings() {
       EXPECT_TRUE(EarlyExitSettings::VocabReduction_Parse(s["vocab_reduction"], &reduction));
       e.set_vocab_reduction(reduction);
       if (!s["vocab_k"].is_null()) e.set_vocab_k(s["vocab_k"]);
+      if (s.contains("confidence")) {
+        EarlyExitSettings::Confidence confidence;
+        EXPECT_TRUE(EarlyExitSettings::Confidence_Parse(s["confidence"], &confidence));
+        e.set_confidence(confidence);
+      }
       out.push_back({e, {}});
       last = key;
     }
