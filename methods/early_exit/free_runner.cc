@@ -286,7 +286,6 @@ absl::Status FreeRunner::DeepPass(std::vector<StepRow>& rows,
     }
     Deep& d = deep[it->second];
     const Slot& s = slots_[rows[i].slot];
-    const int32_t first_row = static_cast<int32_t>(d.batch.tokens.size());
     for (size_t k = 0; k < s.pending.size(); ++k) {
       d.batch.tokens.push_back(s.pending[k].token);
       d.batch.positions.push_back(s.deep_length + static_cast<int32_t>(k));
@@ -296,7 +295,6 @@ absl::Status FreeRunner::DeepPass(std::vector<StepRow>& rows,
       d.emit.push_back(i);
       d.batch.logit_rows.push_back(static_cast<int32_t>(d.batch.tokens.size()) - 1);
     }
-    (void)first_row;
   }
   // Calibration rows after the emission rows: the checked rows of chunks that carried exited
   // rows (a go-deep step with an empty stack adds nothing, as in FREE).

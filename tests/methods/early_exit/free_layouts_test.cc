@@ -193,7 +193,8 @@ TEST(FreeLayoutsTest, AdaptiveThresholdIsTheSameAtEveryLayout) {
   EXPECT_EQ(want.front(), 0.9f);  // before the first fit
   const auto grid = BetaMixtureThreshold::Grid();
   bool moved = false;
-  for (double tau : std::vector<double>(want.begin() + 1, want.end())) {
+  for (size_t i = 1; i < want.size(); ++i) {
+    const double tau = want[i];
     moved |= tau != want.front();
     if (tau != want.front()) {
       EXPECT_NE(std::find(grid.begin(), grid.end(), tau), grid.end()) << tau;
