@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Early-exit benchmark: FREE and the static baseline against the plain model.
+"""Early-exit benchmark: FREE, CALM and the static baseline against the plain model.
 
 Runs `tessera generate` on the embedded model (models/tessera-code-tiny, exits trained after
 2, 4, 6 of its 8 blocks) over prompts cut from held-out code, and reports for each setting
@@ -11,7 +11,19 @@ Settings, each at --max-batch 1 and 8, 64 new tokens, greedy, --ignore-eos:
   * plain: no method;
   * FREE at exit_layer 2 and 4, threshold 1.0 (never exits: the cost of the check alone),
     0.95, 0.9, 0.8, 0.6, and adaptive (threshold 0.9 to start, adaptive_threshold=true);
-  * STATIC at exit_layer 2 and 4 (every decode token leaves after exit_layer blocks).
+  * STATIC at exit_layer 2 and 4 (every decode token leaves after exit_layer blocks);
+  * CALM (checks after 2, 4 and 6 blocks, config.json's tessera_exit_layers; an exited token's
+    remaining blocks only write K and V from its state) over the full vocabulary at threshold
+    0.95, 0.9, 0.8, 0.6, and with the vocabulary-reduced confidence at 0.9 and 0.6: VOCAB_FIXED
+    with vocab_k 256, VOCAB_DECAYING and VOCAB_ADAPTIVE with the default vocab_k (the fork's
+    k(i) at the first check, 979 of 4096 rows after 2 of 8 blocks; with vocab_k 256 the decaying
+    schedule, 496 and 332 after 4 and 6 blocks, would never cut below it: FIXED's rows).
+--only picks a subset (families free, static, calm, or fnmatch patterns on the setting names);
+the plain runs are made in every invocation, interleaved as below. --merge adds the settings to
+the results already at --out (same prompts, model and new tokens, and the plain tokens must be
+the stored ones, the reference of the stored rows): a setting of the same name is replaced, the
+others and the stored plain row are kept, and each row names the invocation (`runs`) that
+measured it, with its repeats and launcher hash.
 
 Prompts. The model was trained on the CPython 3.11.7 standard library, minus the files whose
 sha1(relative path) starts with "0" (tools/train/build_corpus.py; the lists are in
@@ -44,6 +56,13 @@ rebuild of build/ meanwhile does not mix builds), and one thread (--threads): a 
 is within the noise for this model, and a single one is not held up at barriers while another
 process occupies the other core.
 
+Cost of the check, from the runners' counters: exit rate = exits / decode tokens (FREE checks
+each decode token once, CALM up to once per check layer); checks per decode token; LM-head rows
+per check = exit_check_rows / exit_checks (CALM; the vocabulary at a full check, fewer after a
+reduced one's first check); check FLOPs per decode token = exit_check_flops / decode tokens
+(2 x hidden x rows of each check; FREE reports it too); K/V-only layers per decode token
+(CALM's state propagation, kv_filled_layers).
+
 Quality, against the plain run at the same batch size:
   * prefix agreement: the fraction of new tokens before the first one that differs from the
     plain greedy output (1.0 when none does), averaged over prompts;
@@ -59,13 +78,15 @@ teacher-forced on the plain greedy outputs) is stored as well: the exit rate and
 of exited tokens each threshold would give.
 
 Commands (from the repository root):
-  python3 tools/bench/early_exit.py                  # full run, about 15-20 min on 2 cores
+  python3 tools/bench/early_exit.py                  # full run, about 20-25 min on 2 cores
   python3 tools/bench/early_exit.py --quick --out /tmp/early_exit_quick.json   # smoke test
+  python3 tools/bench/early_exit.py --only calm --merge --repeats 5  # CALM added, 6.5 min
   python3 tools/bench/plot_early_exit.py             # methods/early_exit/quality_vs_cost.png
 
 Needs torch, transformers, sentencepiece, numpy (the perplexity and the prompt lengths).
 """
 import argparse
+import fnmatch
 import hashlib
 import json
 import math
@@ -85,6 +106,13 @@ DEFAULT_OUT = os.path.join(REPO, "results", "bench", "early_exit.json")
 THRESHOLDS = (1.0, 0.95, 0.9, 0.8, 0.6)
 QUICK_THRESHOLDS = (1.0, 0.9, 0.6)
 EXIT_LAYERS = (2, 4)
+CALM_THRESHOLDS = (0.95, 0.9, 0.8, 0.6)
+QUICK_CALM_THRESHOLDS = (0.9, 0.6)
+# (name, vocab_reduction, vocab_k or None for the fork's schedule, thresholds, quick thresholds)
+CALM_REDUCTIONS = (("fixed256", "VOCAB_FIXED", 256, (0.9, 0.6), (0.6,)),
+                   ("decaying", "VOCAB_DECAYING", None, (0.9, 0.6), (0.6,)),
+                   ("adaptive", "VOCAB_ADAPTIVE", None, (0.9, 0.6), (0.6,)))
+FAMILIES = ("free", "static", "calm")
 BATCHES = (1, 8)
 MIN_PROMPT_TOKENS, MAX_PROMPT_TOKENS = 64, 200
 MAX_TRAIN_LINE_OVERLAP = 0.30
@@ -185,27 +213,61 @@ def build_prompts(sp, n, target_tokens):
 
 
 def make_settings(quick):
-    """The method settings, plain first. Each is {name, policy, exit_layer, threshold, adaptive,
-    sets}; `sets` are the --set arguments."""
-    out = [{"name": "plain", "policy": "PLAIN", "exit_layer": None, "threshold": None,
-            "adaptive": False, "sets": []}]
+    """The method settings, plain first. Each is {name, family, policy, exit_layer, threshold,
+    adaptive, vocab_reduction, vocab_k, sets}; `sets` are the --set arguments."""
+    def setting(name, policy, sets, exit_layer=None, threshold=None, adaptive=False,
+                vocab_reduction=None, vocab_k=None):
+        return {"name": name, "family": policy.lower(), "policy": policy,
+                "exit_layer": exit_layer, "threshold": threshold, "adaptive": adaptive,
+                "vocab_reduction": vocab_reduction, "vocab_k": vocab_k, "sets": sets}
+
+    out = [setting("plain", "PLAIN", [])]
     for layer in EXIT_LAYERS:
         for tau in (QUICK_THRESHOLDS if quick else THRESHOLDS):
-            out.append({"name": f"free_l{layer}_t{tau:g}", "policy": "FREE", "exit_layer": layer,
-                        "threshold": tau, "adaptive": False,
-                        "sets": ["method.early_exit.policy=FREE",
-                                 f"method.early_exit.exit_layer={layer}",
-                                 f"method.early_exit.threshold={tau:g}"]})
-        out.append({"name": f"free_l{layer}_adaptive", "policy": "FREE", "exit_layer": layer,
-                    "threshold": 0.9, "adaptive": True,
-                    "sets": ["method.early_exit.policy=FREE", f"method.early_exit.exit_layer={layer}",
-                             "method.early_exit.threshold=0.9",
-                             "method.early_exit.adaptive_threshold=true"]})
-        out.append({"name": f"static_l{layer}", "policy": "STATIC", "exit_layer": layer,
-                    "threshold": None, "adaptive": False,
-                    "sets": ["method.early_exit.policy=STATIC",
-                             f"method.early_exit.exit_layer={layer}"]})
+            out.append(setting(f"free_l{layer}_t{tau:g}", "FREE",
+                               ["method.early_exit.policy=FREE",
+                                f"method.early_exit.exit_layer={layer}",
+                                f"method.early_exit.threshold={tau:g}"],
+                               exit_layer=layer, threshold=tau))
+        out.append(setting(f"free_l{layer}_adaptive", "FREE",
+                           ["method.early_exit.policy=FREE", f"method.early_exit.exit_layer={layer}",
+                            "method.early_exit.threshold=0.9",
+                            "method.early_exit.adaptive_threshold=true"],
+                           exit_layer=layer, threshold=0.9, adaptive=True))
+        out.append(setting(f"static_l{layer}", "STATIC",
+                           ["method.early_exit.policy=STATIC",
+                            f"method.early_exit.exit_layer={layer}"], exit_layer=layer))
+    for tau in (QUICK_CALM_THRESHOLDS if quick else CALM_THRESHOLDS):
+        out.append(setting(f"calm_t{tau:g}", "CALM",
+                           ["method.early_exit.policy=CALM", f"method.early_exit.threshold={tau:g}"],
+                           threshold=tau, vocab_reduction="VOCAB_FULL"))
+    for name, reduction, k, taus, quick_taus in CALM_REDUCTIONS:
+        for tau in (quick_taus if quick else taus):
+            sets = ["method.early_exit.policy=CALM", f"method.early_exit.threshold={tau:g}",
+                    f"method.early_exit.vocab_reduction={reduction}"]
+            if k is not None:
+                sets.append(f"method.early_exit.vocab_k={k}")
+            out.append(setting(f"calm_{name}_t{tau:g}", "CALM", sets, threshold=tau,
+                               vocab_reduction=reduction, vocab_k=k))
     return out
+
+
+def select_settings(settings, only):
+    """Plain and the settings that --only names: comma-separated families (free, static, calm)
+    or fnmatch patterns on the setting names; each must pick at least one setting."""
+    if not only:
+        return settings
+    picked = set()
+    for word in (w.strip() for w in only.split(",")):
+        if not word:
+            continue
+        hit = {s["name"] for s in settings[1:]
+               if s["family"] == word or fnmatch.fnmatchcase(s["name"], word)}
+        if not hit:
+            raise SystemExit(f"--only {word}: no setting matches (families: {', '.join(FAMILIES)}; "
+                             f"names: {', '.join(s['name'] for s in settings[1:])})")
+        picked |= hit
+    return [settings[0]] + [s for s in settings[1:] if s["name"] in picked]
 
 
 def snapshot_binary(binary, workdir):
@@ -404,19 +466,32 @@ def calibration(scorer, prompt_ids, reference_tokens, exits):
 
 
 def counters(records, num_layers):
-    """Exit rate, mean layers per token and deep passes per decode step, over all sequences."""
+    """Exit rate, mean layers per token, deep passes per decode step and the cost of the checks,
+    over all sequences."""
     c = [r.get("method_counters") or {} for r in records]
     decode = sum(r["generated_tokens"] - 1 for r in records)
     layers = [l for x in c for l in x.get("token_layers", [])]
     exits = sum(x.get("exits", 0) for x in c)
     checks = sum(x.get("exit_checks", 0) for x in c)
     out = {"exits": exits, "exit_checks": checks, "decode_tokens": decode,
-           # FREE checks every decode token; STATIC exits every decode token without a check.
-           "exit_rate": exits / checks if checks else exits / decode,
+           # At most one exit per decode token: FREE checks each one once, CALM up to once per
+           # check layer, STATIC exits every one without a check.
+           "exit_rate": exits / decode,
+           "checks_per_decode_token": checks / decode,
            "mean_layers_per_token": statistics.mean(layers) if layers else float(num_layers),
+           # FREE and STATIC count their deep passes; CALM has none (None), plain is one a step.
            "deep_passes_per_decode_token": (sum(x.get("deep_passes", 0) for x in c) / decode
-                                            if c[0] else 1.0),
+                                            if "deep_passes" in c[0] else None if c[0] else 1.0),
            "max_deep_chunk": max((x.get("max_deep_chunk", 0) for x in c), default=0)}
+    if any("exit_check_rows" in x for x in c):
+        rows = sum(x.get("exit_check_rows", 0) for x in c)
+        out["exit_check_rows"] = rows
+        out["check_rows_per_check"] = rows / checks if checks else None
+    if any("exit_check_flops" in x for x in c):
+        out["check_flops_per_decode_token"] = sum(x.get("exit_check_flops", 0) for x in c) / decode
+    if any("kv_filled_layers" in x for x in c):
+        out["kv_filled_layers_per_decode_token"] = (
+            sum(x.get("kv_filled_layers", 0) for x in c) / decode)
     taus = [x["threshold"] for x in c if "threshold" in x]
     if taus:
         out["threshold_first"], out["threshold_last"] = taus[0], taus[-1]
@@ -424,16 +499,25 @@ def counters(records, num_layers):
     return out
 
 
-def print_table(results):
-    head = (f"{'batch':>5} {'setting':<18} {'exit%':>6} {'layers':>6} {'tok/s':>7} {'plain':>7} "
-            f"{'speedup':>7} {'prefix':>7} {'posw':>7} {'ownpfx':>7} {'ppl':>6}")
+def print_table(results, names=None):
+    """The rows of every batch size (those in `names` when given, plain always)."""
+    head = (f"{'batch':>5} {'setting':<18} {'exit%':>6} {'layers':>6} {'rows/chk':>8} "
+            f"{'MFLOP/t':>7} {'tok/s':>7} {'plain':>7} {'speedup':>7} {'prefix':>7} {'posw':>7} "
+            f"{'ownpfx':>7} {'ppl':>6}")
     print(head)
     print("-" * len(head))
     for b in results["batches"]:
         for row in b["settings"]:
+            if names is not None and row["name"] != "plain" and row["name"] not in names:
+                continue
             q, t, k = row["quality"], row["timing"], row["counters"]
+            rows = k.get("check_rows_per_check")
+            flops = k.get("check_flops_per_decode_token")
             print(f"{b['batch']:>5} {row['name']:<18} {100 * k['exit_rate']:>6.1f} "
-                  f"{k['mean_layers_per_token']:>6.2f} {t['decode_tokens_per_s']:>7.0f} "
+                  f"{k['mean_layers_per_token']:>6.2f} "
+                  f"{f'{rows:.0f}' if rows is not None else '-':>8} "
+                  f"{f'{flops / 1e6:.2f}' if flops is not None else '-':>7} "
+                  f"{t['decode_tokens_per_s']:>7.0f} "
                   f"{t['plain_decode_tokens_per_s']:>7.0f} {t['speedup']:>6.2f}x "
                   f"{100 * q['prefix_agreement']:>6.1f}% {100 * q['position_agreement']:>6.1f}% "
                   f"{100 * q['own_prefix_agreement']:>6.1f}% {q['perplexity']:>6.3f}")
@@ -505,6 +589,71 @@ def summary(results, target_agreement, target_speedup):
             "break_even": break_even(results, target_speedup)}
 
 
+# ----------------------------------------------------------------------------------------------
+# Merging into stored results
+
+
+def check_mergeable(stored, args, prompts, num_layers):
+    """The stored results were measured on the same prompts, model and generation length."""
+    same = {"model": (stored["model"], os.path.relpath(args.model, REPO)),
+            "max_new_tokens": (stored["max_new_tokens"], args.max_new_tokens),
+            "num_layers": (stored["num_layers"], num_layers),
+            "prompts": ([(p["id"], p["prompt"]) for p in stored["prompts"]],
+                        [(p["id"], p["prompt"]) for p in prompts])}
+    for what, (a, b) in same.items():
+        if a != b:
+            raise SystemExit(f"--merge: {args.out} has other {what}; run without --merge into "
+                             "another --out")
+
+
+def check_plain_tokens(stored, raw):
+    """This invocation's plain tokens are the stored plain row's at every batch size both have:
+    the stored rows' agreement was measured against them."""
+    for b in stored["batches"]:
+        if b["batch"] not in raw:
+            continue
+        plain = next(r for r in b["settings"] if r["name"] == "plain")
+        if plain["token_ids"] != [r["token_ids"] for r in raw[b["batch"]][0][2]]:
+            raise SystemExit(f"--merge: the plain tokens at batch {b['batch']} differ from the "
+                             "stored ones (another launcher or model?); run without --merge")
+
+
+def merge(stored, new, run):
+    """The stored results with this invocation's rows added: a row of the same name replaces
+    the stored one, the stored plain row stays (its tokens are this run's; its timing is the
+    stored runs'), and `runs` lists every invocation with its repeats and launcher."""
+    if "runs" not in stored:  # written before --merge existed: one invocation, every row
+        stored["runs"] = [{"settings": sorted({r["name"] for b in stored["batches"]
+                                               for r in b["settings"] if r["name"] != "plain"}),
+                           "only": None, "repeats": stored["repeats"],
+                           "threads": stored["threads"],
+                           "batches": [b["batch"] for b in stored["batches"]],
+                           "binary_sha256": stored.get("binary_sha256"),
+                           "elapsed_s": stored.get("elapsed_s")}]
+        for b in stored["batches"]:
+            for row in b["settings"]:
+                row.setdefault("run", 0)
+                row.setdefault("family", row["policy"].lower())
+    index = len(stored["runs"])
+    stored["runs"].append(run)
+    order = {s["name"]: i for i, s in enumerate(make_settings(False))}
+    for nb in new["batches"]:
+        target = next((b for b in stored["batches"] if b["batch"] == nb["batch"]), None)
+        if target is None:
+            target = {"batch": nb["batch"], "settings": []}
+            stored["batches"].append(target)
+        rows = {r["name"]: r for r in target["settings"]}
+        for row in nb["settings"]:
+            if row["name"] == "plain" and "plain" in rows:
+                continue
+            row["run"] = index
+            rows[row["name"]] = row
+        target["settings"] = sorted(rows.values(),
+                                    key=lambda r: (order.get(r["name"], len(order)), r["name"]))
+    stored["batches"].sort(key=lambda b: b["batch"])
+    return stored
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -520,19 +669,40 @@ def main():
     ap.add_argument("--threads", type=int, default=1,
                     help="--threads of tessera generate (default 1; 0: one per core)")
     ap.add_argument("--quick", action="store_true",
-                    help="smoke test: 6 prompts, thresholds 1.0/0.9/0.6, 1 repeat")
+                    help="smoke test: 6 prompts, thresholds 1.0/0.9/0.6 (CALM 0.9/0.6, the "
+                         "reductions 0.6), 1 repeat")
+    ap.add_argument("--only", default="",
+                    help="run only these settings (plain always): comma-separated families "
+                         f"({', '.join(FAMILIES)}) or fnmatch patterns on the names, e.g. calm "
+                         "or 'free_l4_*,static_l4'")
+    ap.add_argument("--merge", action="store_true",
+                    help="add the settings to the results already at --out instead of replacing "
+                         "the file (same prompts, model and new tokens; the plain tokens must be "
+                         "the stored ones)")
     args = ap.parse_args()
     if args.quick:
         args.prompts, args.repeats = min(args.prompts, 6), 1
     if not MIN_PROMPT_TOKENS <= args.prompt_tokens <= MAX_PROMPT_TOKENS:
         ap.error("--prompt-tokens must be within 64-200")
     batches = [int(b) for b in args.batches.split(",")]
+    settings = select_settings(make_settings(args.quick), args.only)
+    stored = None
+    if args.merge:
+        if not os.path.exists(args.out):
+            ap.error(f"--merge: {args.out} does not exist")
+        with open(args.out, encoding="utf-8") as f:
+            stored = json.load(f)
+    elif args.only and os.path.exists(args.out):
+        ap.error(f"--only without --merge would replace {args.out} with a subset; pass --merge "
+                 "or another --out")
 
     import sentencepiece as spm
     sp = spm.SentencePieceProcessor(model_file=os.path.join(args.model, "tokenizer.model"))
     with open(os.path.join(args.model, "config.json"), encoding="utf-8") as f:
         num_layers = json.load(f)["num_hidden_layers"]
     prompts, split = build_prompts(sp, args.prompts, args.prompt_tokens)
+    if stored is not None:
+        check_mergeable(stored, args, prompts, num_layers)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     prompts_path = os.path.splitext(args.out)[0] + ".prompts.jsonl"
     with open(prompts_path, "w", encoding="utf-8") as f:
@@ -542,7 +712,6 @@ def main():
     print(f"{len(prompts)} held-out prompts, {min(len(p) for p in prompt_ids)}-"
           f"{max(len(p) for p in prompt_ids)} tokens -> {prompts_path}", flush=True)
 
-    settings = make_settings(args.quick)
     started = time.time()
     results = {"model": os.path.relpath(args.model, REPO), "binary": os.path.relpath(args.binary, REPO),
                "max_new_tokens": args.max_new_tokens, "repeats": args.repeats,
@@ -553,6 +722,10 @@ def main():
     with tempfile.TemporaryDirectory() as workdir:
         args.run_binary, binary_sha256 = snapshot_binary(args.binary, workdir)
         results["binary_sha256"] = binary_sha256
+        run = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+               "settings": [s["name"] for s in settings[1:]], "only": args.only or None,
+               "repeats": args.repeats, "threads": args.threads, "batches": batches,
+               "binary_sha256": binary_sha256, "plain_decode_ms": {}}
         raw = {}
         for batch in batches:
             times, ntok, plain_recs, det = run_plain(args, prompts_path, batch, workdir)
@@ -560,6 +733,7 @@ def main():
                 raise SystemExit("the prompt lengths differ from the tokenizer's")
             raw[batch] = [("plain", None, plain_recs, {"plain_ms": times, "tokens": ntok,
                                                        "deterministic": det})]
+            run["plain_decode_ms"][str(batch)] = times
             for s in settings[1:]:
                 t0 = time.time()
                 pairs, ntok, recs, det = run_setting(args, prompts_path, batch, s, workdir)
@@ -569,6 +743,8 @@ def main():
                 print(f"batch {batch} {s['name']:<18} speedup {speed:.2f}x "
                       f"({time.time() - t0:.0f} s)", flush=True)
 
+        if stored is not None:
+            check_plain_tokens(stored, raw)
         scorer = PlainScorer(args.model, max(1, os.cpu_count() or 1))
         for batch in batches:
             plain_recs = raw[batch][0][2]
@@ -593,9 +769,10 @@ def main():
                          "speedup_min": min(p["plain_ms"] / p["method_ms"] for p in pairs),
                          "speedup_max": max(p["plain_ms"] / p["method_ms"] for p in pairs),
                          "tokens_identical_across_repeats": timing["deterministic"]}
-                rows.append({"name": name, "policy": s["policy"], "exit_layer": s["exit_layer"],
-                             "threshold": s["threshold"], "adaptive": s["adaptive"],
-                             "set": s["sets"], "timing": t,
+                rows.append({"name": name, "family": s["family"], "policy": s["policy"],
+                             "exit_layer": s["exit_layer"], "threshold": s["threshold"],
+                             "adaptive": s["adaptive"], "vocab_reduction": s["vocab_reduction"],
+                             "vocab_k": s["vocab_k"], "set": s["sets"], "timing": t,
                              "counters": counters(recs, num_layers),
                              "quality": quality(scorer, prompt_ids, recs, reference, num_layers),
                              "token_ids": [r["token_ids"] for r in recs]})
@@ -606,14 +783,23 @@ def main():
         results["plain_matches_transformers_argmax"] = statistics.mean(
             row["quality"]["own_prefix_agreement"]
             for b in results["batches"] for row in b["settings"] if row["name"] == "plain")
-        results["calibration"] = calibration(scorer, prompt_ids, [r["token_ids"] for r in b1],
-                                             EXIT_LAYERS)
+        if stored is None or "calibration" not in stored:
+            results["calibration"] = calibration(scorer, prompt_ids,
+                                                 [r["token_ids"] for r in b1], EXIT_LAYERS)
+    run["elapsed_s"] = round(time.time() - started, 1)
+    if stored is None:
+        results["elapsed_s"] = run["elapsed_s"]
+        results["runs"] = [run]
+        for b in results["batches"]:
+            for row in b["settings"]:
+                row["run"] = 0
+    else:
+        results = merge(stored, results, run)
     results["summary"] = summary(results, 0.98, 1.3)
-    results["elapsed_s"] = round(time.time() - started, 1)
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(results, f, indent=1)
     print()
-    print_table(results)
+    print_table(results, {s["name"] for s in settings[1:]})
     print("columns: exit% = exits / decode tokens; layers = mean blocks per new token; tok/s = "
           "decode tokens/s (median); plain = the interleaved plain runs; speedup = median of "
           "plain/method decode time over adjacent pairs; prefix / posw = greedy agreement with "
@@ -646,7 +832,8 @@ def main():
                      f"{100 * b['decode_error_rate_there']:.2f}%, expected prefix agreement "
                      f"{100 * b['expected_prefix_agreement_there']:.1f}%")
         print(line)
-    print(f"wrote {args.out} ({results['elapsed_s']:.0f} s)")
+    print(f"{'merged into' if stored is not None else 'wrote'} {args.out} "
+          f"({run['elapsed_s']:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -6,10 +6,14 @@ batch), then as the measured decode speedup over the plain model at batch 1 and 
 Rows: greedy agreement with the plain model (solid: position-wise, dashed: before the first
 divergence) and perplexity of the chosen tokens under the plain model. One line per FREE exit
 layer through its fixed thresholds (each point labelled with its threshold), the adaptive
-threshold and STATIC as single points, the plain model as the reference; the y range fits FREE,
-and STATIC, far lower in quality, is marked on the panel's edge with its value. The last column is
-the exit heads' calibration on the plain outputs: the exit rate a threshold gives and the
-agreement of the tokens that exit, against the measured exit rates.
+threshold and STATIC as single points, one line for CALM over the full vocabulary through its
+thresholds and a point per vocabulary reduction and threshold (a marker per reduction, the
+threshold written once beside each threshold's points), the plain model as the reference; the y range fits FREE and CALM, and STATIC,
+far lower in quality, is marked on the panel's edge with its value. The last column is the exit
+heads' calibration on the plain outputs: the exit rate a threshold gives and the agreement of
+the tokens that exit, against the measured exit rates (FREE's at its exit, CALM's at any of its
+checks, with the agreement of CALM's exited tokens with the plain argmax given their prefix).
+Settings absent from the results (an older file, a --only run) are left out.
 
   python3 tools/bench/plot_early_exit.py [--results results/bench/early_exit.json]
                                          [--out methods/early_exit/quality_vs_cost.png]
@@ -25,17 +29,31 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COLORS = {2: "tab:blue", 4: "tab:orange"}
+CALM_COLOR = "tab:green"
+# vocab_reduction -> (marker, colour, size, filled, legend label): markers that stay visible
+# when the reductions land on the same point (they often give the full vocabulary's tokens).
+REDUCTIONS = {"VOCAB_FIXED": ("P", "tab:purple", 7, True, "CALM, fixed top {k}"),
+              "VOCAB_DECAYING": ("D", "tab:brown", 9, False, "CALM, decaying k(i)"),
+              "VOCAB_ADAPTIVE": ("x", "tab:olive", 8, True, "CALM, adaptive k")}
+LEGEND_ORDER = ("plain", "FREE", "STATIC", "CALM (", "CALM,")
 
 
 def by_batch(results, batch):
     return next((b["settings"] for b in results["batches"] if b["batch"] == batch), None)
 
 
+def reduction(r):
+    """The row's vocabulary reduction: VOCAB_FULL for CALM without one, None for the others."""
+    return r.get("vocab_reduction") or ("VOCAB_FULL" if r["policy"] == "CALM" else None)
+
+
 def series(rows):
-    """{(policy, exit_layer, adaptive): [rows]} with the FREE lines ordered by threshold."""
+    """{(policy, exit_layer, adaptive, vocab_reduction): [rows]} with the lines ordered by
+    threshold."""
     groups = {}
     for r in rows:
-        groups.setdefault((r["policy"], r["exit_layer"], r["adaptive"]), []).append(r)
+        groups.setdefault((r["policy"], r["exit_layer"], r["adaptive"], reduction(r)),
+                          []).append(r)
     for key in groups:
         groups[key].sort(key=lambda r: -(r["threshold"] if r["threshold"] is not None else 0))
     return groups
@@ -62,7 +80,8 @@ def draw(ax, rows, xkey, metric):
     lo, hi = min(span), max(span)
     pad = max(0.05 * (hi - lo), 1.0 if metric == "agreement" else 0.01)
     lo, hi = lo - pad, hi + pad
-    for (policy, layer, adaptive), rs in sorted(series(rows).items(), key=str):
+    reduced = {}  # threshold -> points of the reductions, labelled once per threshold
+    for (policy, layer, adaptive, vocab), rs in sorted(series(rows).items(), key=str):
         xs = [x_of(r) for r in rs]
         ys, ys2 = values(rs, metric)
         color = COLORS.get(layer, "black")
@@ -79,6 +98,22 @@ def draw(ax, rows, xkey, metric):
                 ax.annotate(f"STATIC {layer}: {text}", (x, shown), textcoords="offset points",
                             xytext=(-8, 8 if below else -12), fontsize=7, color=color,
                             ha="right")
+        elif policy == "CALM" and vocab == "VOCAB_FULL":
+            ax.plot(xs, ys, "s-", color=CALM_COLOR, ms=5, label="CALM (checks 2, 4, 6)")
+            if ys2:
+                ax.plot(xs, ys2, "s--", color=CALM_COLOR, ms=4, mfc="none", alpha=0.7)
+            for i, (x, y, r) in enumerate(zip(xs, ys, rs)):
+                ax.annotate(f"{r['threshold']:g}", (x, y), textcoords="offset points",
+                            xytext=(4, 4 if i % 2 == 0 else -10), fontsize=7, color=CALM_COLOR)
+        elif policy == "CALM":
+            marker, color, size, filled, label = REDUCTIONS.get(
+                vocab, ("1", "black", 8, True, vocab))
+            ax.plot(xs, ys, marker, color=color, ms=size, mfc=color if filled else "none",
+                    mew=1.5, label=label.format(k=rs[0].get("vocab_k")))
+            if ys2:
+                ax.plot(xs, ys2, marker, color=color, ms=size * 0.6, mfc="none", alpha=0.6)
+            for x, y, r in zip(xs, ys, rs):
+                reduced.setdefault(r["threshold"], []).append((x, y))
         elif adaptive:
             ax.plot(xs, ys, "*", color=color, ms=12, label=f"FREE adaptive, exit {layer}")
             if ys2:
@@ -90,6 +125,11 @@ def draw(ax, rows, xkey, metric):
             for i, (x, y, r) in enumerate(zip(xs, ys, rs)):
                 ax.annotate(f"{r['threshold']:g}", (x, y), textcoords="offset points",
                             xytext=(4, 4 if i % 2 == 0 else -10), fontsize=7, color=color)
+    for tau, points in reduced.items():
+        # Beside the point that is drawn furthest left (the blocks axis runs from 8 down).
+        x, y = (max if xkey == "layers" else min)(points)
+        ax.annotate(f"{tau:g}", (x, y), textcoords="offset points", xytext=(-7, 3), ha="right",
+                    fontsize=7, color="dimgrey")
     ax.set_ylim(lo, hi)
     if metric == "agreement":
         ax.axhline(98, color="grey", lw=0.8, ls=":")
@@ -113,6 +153,16 @@ def draw_calibration(ax_rate, ax_agree, results, rows):
         ax_rate.plot([r["threshold"] for r in measured],
                      [100 * r["counters"]["exit_rate"] for r in measured], "o", color=color,
                      mfc="none", label=f"exit {layer} (FREE runs)")
+    calm = sorted((r for r in rows if r["policy"] == "CALM" and reduction(r) == "VOCAB_FULL"),
+                  key=lambda r: r["threshold"])
+    if calm:
+        ax_rate.plot([r["threshold"] for r in calm],
+                     [100 * r["counters"]["exit_rate"] for r in calm], "s", color=CALM_COLOR,
+                     mfc="none", label="exit 2, 4 or 6 (CALM runs)")
+        pts = [r for r in calm if r["quality"].get("exited_token_agreement") is not None]
+        ax_agree.plot([r["threshold"] for r in pts],
+                      [100 * r["quality"]["exited_token_agreement"] for r in pts], "s",
+                      color=CALM_COLOR, mfc="none", label="CALM runs (own prefix)")
     ax_rate.set_xlabel("threshold (top-2 gap)")
     ax_rate.set_ylabel("exit rate (%)")
     ax_rate.set_title("calibration: exit rate", fontsize=10)
@@ -124,6 +174,22 @@ def draw_calibration(ax_rate, ax_agree, results, rows):
     ax_agree.set_title("calibration: agreement of exited tokens", fontsize=10)
     ax_agree.legend(fontsize=7)
     ax_agree.grid(alpha=0.3)
+
+
+def repeats_text(results):
+    """'median of N interleaved runs', or per family when merged invocations used other N."""
+    per_family = {}
+    for b in results["batches"]:
+        for r in b["settings"]:
+            if "pairs" in r["timing"]:
+                family = r.get("family", r["policy"].lower())
+                per_family.setdefault(family, set()).add(len(r["timing"]["pairs"]))
+    counts = set().union(*per_family.values()) if per_family else {results["repeats"]}
+    if len(counts) == 1:
+        return f"median of {counts.pop()} interleaved runs"
+    return "medians of " + ", ".join(
+        f"{'/'.join(map(str, sorted(v)))} ({k.upper()})" for k, v in sorted(per_family.items())
+    ) + " interleaved runs"
 
 
 def main():
@@ -155,14 +221,18 @@ def main():
     axes[1][0].set_ylabel("perplexity of chosen tokens (plain model)")
     handles, labels = axes[0][0].get_legend_handles_labels()
     unique = dict(zip(labels, handles))
-    fig.legend(unique.values(), unique.keys(), loc="lower center", ncol=len(unique), fontsize=8,
-               frameon=False)
+    unique = dict(sorted(unique.items(), key=lambda kv: (
+        next((i for i, p in enumerate(LEGEND_ORDER) if kv[0].startswith(p)), len(LEGEND_ORDER)),
+        kv[0])))
+    rows_of_legend = 1 if len(unique) <= 8 else 2
+    fig.legend(unique.values(), unique.keys(), loc="lower center",
+               ncol=-(-len(unique) // rows_of_legend), fontsize=8, frameon=False)
     draw_calibration(axes[0][-1], axes[1][-1], results, rows1 or rows8)
     n = len(results["prompts"])
     fig.suptitle(f"Early exit on {results['model']}: quality vs cost ({n} held-out prompts, "
-                 f"{results['max_new_tokens']} greedy tokens, median of {results['repeats']} "
-                 "interleaved runs)", fontsize=11)
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
+                 f"{results['max_new_tokens']} greedy tokens, {repeats_text(results)})",
+                 fontsize=11)
+    fig.tight_layout(rect=(0, 0.025 + 0.025 * rows_of_legend, 1, 1))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     fig.savefig(args.out, dpi=110)
     print(f"wrote {args.out}")
