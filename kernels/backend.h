@@ -16,6 +16,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "kernels/graph_capture.h"
 #include "kernels/op_args.h"
 #include "kernels/op_validation.h"
 #include "kernels/status_macros.h"
@@ -46,6 +47,9 @@ class Backend {
   // the buffers must not overlap).
   virtual absl::Status CopyWithinDevice(void* device_dst, const void* device_src,
                                         size_t bytes) = 0;
+  // Graph capture of enqueued ops (kernels/graph_capture.h), owned by the backend; null where
+  // the backend cannot capture (the CPU backend).
+  virtual GraphCapture* graph_capture() { return nullptr; }
 
   absl::Status Embedding(const EmbeddingArgs& a) { return Run(a, &Backend::DoEmbedding); }
   absl::Status RmsNorm(const RmsNormArgs& a) { return Run(a, &Backend::DoRmsNorm); }

@@ -34,16 +34,32 @@ inline float Bf16ToFloat(uint16_t h) {
   return f;
 }
 
-// Round to nearest even, as torch does; NaN stays NaN.
+// Round to nearest even, as torch does. A NaN becomes the canonical quiet NaN with its sign
+// (sign | 0x7fc0): the payload is dropped, so every backend stores the same bits (the CUDA
+// kernels' FromFloat does the same).
 inline uint16_t FloatToBf16(float f) {
   uint32_t bits;
   std::memcpy(&bits, &f, sizeof(bits));
-  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) {
+    return static_cast<uint16_t>(((bits >> 16) & 0x8000u) | 0x7fc0u);
+  }
   uint32_t rounding = 0x7fffu + ((bits >> 16) & 1u);
   return static_cast<uint16_t>((bits + rounding) >> 16);
 }
 
-// IEEE 754 binary16 conversions (exact for every half value; round to nearest even on the way in).
+// The canonical quiet F32 NaN with the sign of `nan` (sign | 0x7fc00000): what a Cast to F32
+// writes for any NaN input, on every backend.
+inline float CanonicalNan(float nan) {
+  uint32_t bits;
+  std::memcpy(&bits, &nan, sizeof(bits));
+  bits = (bits & 0x80000000u) | 0x7fc00000u;
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+
+// IEEE 754 binary16 conversions (exact for every half value; round to nearest even on the way
+// in, a NaN becoming the canonical quiet NaN with its sign, sign | 0x7e00, as torch does).
 float F16ToFloat(uint16_t h);
 uint16_t FloatToF16(float f);
 

@@ -125,12 +125,18 @@ struct AddArgs {
   TensorView out;  // F32, same shape
 };
 
-// Elementwise conversion between F32, F16 and BF16 (round to nearest even).
+// Elementwise conversion between F32, F16 and BF16 (round to nearest even). A NaN becomes the
+// output dtype's canonical quiet NaN with the input's sign (F32 0x7fc00000, BF16 0x7fc0, F16
+// 0x7e00, sign bit kept), so every backend writes the same bits.
 struct CastArgs {
   TensorView in;
   TensorView out;  // same element count
 };
 
+// The order of ArgMax and TopK, identical on every backend: larger value first, the lower index
+// first among equal values (-0 equals +0), and NaN after every number (-inf included), NaNs in
+// index order. A row therefore always yields valid indices, whatever it holds.
+//
 // Per row: the largest logit and its index + index_offset (first index on ties, as torch.argmax).
 struct ArgMaxArgs {
   TensorView logits;   // [n, v] F32
@@ -139,7 +145,7 @@ struct ArgMaxArgs {
   int64_t index_offset = 0;
 };
 
-// Per row: the k largest logits in descending order (lower index first on ties).
+// Per row: the first k logits of the order above, with their indices + index_offset.
 struct TopKArgs {
   TensorView logits;   // [n, v] F32
   TensorView values;   // [n, k] F32

@@ -1,12 +1,9 @@
 #include "runtime/decode_graphs.h"
 
-#include <map>
 #include <tuple>
+#include <utility>
 
 #include "kernels/status_macros.h"
-#if defined(TESSERA_WITH_CUDA)
-#include "kernels/cuda/cuda_backend.h"
-#endif
 
 namespace tessera {
 
@@ -14,59 +11,53 @@ bool DecodeGraphKey::operator<(const DecodeGraphKey& o) const {
   return std::tie(tokens, cache, n_slots, max_seq) < std::tie(o.tokens, o.cache, o.n_slots, o.max_seq);
 }
 
-#if defined(TESSERA_WITH_CUDA)
+bool DecodeGraphs::Supported(Backend& backend) { return backend.graph_capture() != nullptr; }
 
-struct DecodeGraphs::Impl {
-  CudaBackend* backend;
-  std::map<DecodeGraphKey, CudaGraph> graphs;
-};
+DecodeGraphs::DecodeGraphs(GraphCapture* capture) : capture_(capture) {
+  if (capture_ != nullptr) generation_ = capture_->scratch_generation();
+}
 
-bool DecodeGraphs::Supported(const Backend& backend) { return backend.kind() == BackendKind::kCuda; }
+DecodeGraphs::~DecodeGraphs() = default;
 
-DecodeGraphs::DecodeGraphs(Backend* backend)
-    : impl_(new Impl{static_cast<CudaBackend*>(backend), {}}) {}
+void DecodeGraphs::DropIfScratchMoved() {
+  if (capture_ == nullptr) return;
+  const uint64_t now = capture_->scratch_generation();
+  if (now == generation_) return;
+  dropped_for_scratch_ += size();
+  graphs_.clear();
+  generation_ = now;
+}
+
+bool DecodeGraphs::Has(const DecodeGraphKey& key) {
+  DropIfScratchMoved();
+  return graphs_.count(key) > 0;
+}
 
 absl::Status DecodeGraphs::Capture(const DecodeGraphKey& key,
                                    const std::function<absl::Status()>& enqueue) {
-  RETURN_IF_ERROR(impl_->backend->BeginCapture());
+  if (capture_ == nullptr) {
+    return absl::UnimplementedError("graph capture needs a backend that captures (the CUDA backend)");
+  }
+  DropIfScratchMoved();
+  RETURN_IF_ERROR(capture_->BeginCapture());
   const absl::Status enqueued = enqueue();
-  absl::StatusOr<CudaGraph> graph = impl_->backend->EndCapture();  // always end the capture
+  absl::StatusOr<std::unique_ptr<CapturedWork>> graph = capture_->EndCapture();  // always end it
   RETURN_IF_ERROR(enqueued);
   RETURN_IF_ERROR(graph.status());
-  impl_->graphs.insert_or_assign(key, std::move(graph).value());
+  graphs_.insert_or_assign(key, std::move(graph).value());
   return absl::OkStatus();
 }
 
 absl::Status DecodeGraphs::Replay(const DecodeGraphKey& key) {
-  auto it = impl_->graphs.find(key);
-  if (it == impl_->graphs.end()) return absl::NotFoundError("no decode graph of this shape");
-  return it->second.Replay();
+  DropIfScratchMoved();
+  auto it = graphs_.find(key);
+  if (it == graphs_.end()) {
+    return absl::NotFoundError(
+        "no decode graph of this shape on the current scratch (check Has() first)");
+  }
+  return it->second->Replay();
 }
 
-#else  // no CUDA: nothing captures
-
-struct DecodeGraphs::Impl {
-  std::map<DecodeGraphKey, int> graphs;
-};
-
-bool DecodeGraphs::Supported(const Backend&) { return false; }
-
-DecodeGraphs::DecodeGraphs(Backend*) : impl_(new Impl) {}
-
-absl::Status DecodeGraphs::Capture(const DecodeGraphKey&, const std::function<absl::Status()>&) {
-  return absl::UnimplementedError("CUDA graphs need a CUDA build and the CUDA backend");
-}
-
-absl::Status DecodeGraphs::Replay(const DecodeGraphKey&) {
-  return absl::UnimplementedError("CUDA graphs need a CUDA build and the CUDA backend");
-}
-
-#endif
-
-DecodeGraphs::~DecodeGraphs() = default;
-
-bool DecodeGraphs::Has(const DecodeGraphKey& key) const { return impl_->graphs.count(key) > 0; }
-
-void DecodeGraphs::Clear() { impl_->graphs.clear(); }
+void DecodeGraphs::Clear() { graphs_.clear(); }
 
 }  // namespace tessera

@@ -235,7 +235,7 @@ absl::Status LlamaModel::EnableDecodeGraphs(bool enable) {
     return absl::FailedPreconditionError(
         "CUDA graphs need the CUDA backend (--backend cuda in a CUDA build)");
   }
-  graphs_ = std::make_unique<DecodeGraphs>(backend_);
+  graphs_ = std::make_unique<DecodeGraphs>(backend_->graph_capture());
   return absl::OkStatus();
 }
 

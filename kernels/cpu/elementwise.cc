@@ -34,7 +34,7 @@ absl::Status CpuBackend::DoCast(const CastArgs& a) {
     const float v = cpu::LoadScalar(a.in.data, a.in.dtype, i);
     switch (a.out.dtype) {
       case DType::kF32:
-        a.out.as<float>()[i] = v;
+        a.out.as<float>()[i] = std::isnan(v) ? CanonicalNan(v) : v;
         break;
       case DType::kBF16:
         a.out.as<uint16_t>()[i] = FloatToBf16(v);

@@ -126,6 +126,10 @@ void ParallelSgemm(const GemmArgs& a) {
 
 absl::Status CpuBackend::DoGemm(const GemmArgs& a) {
   if (a.x.dim(0) == 0 || a.w.dim(0) == 0) return absl::OkStatus();
+  if (a.x.dim(1) == 0) {  // an empty sum: y = 0, or y unchanged when accumulating
+    if (!a.accumulate) std::fill_n(a.y.as<float>(), a.y.numel(), 0.0f);
+    return absl::OkStatus();
+  }
   if (a.w.dtype != DType::kF32 && a.x.dim(0) <= kGemvMaxRows) {
     GemvHalfDispatch(a);
   } else {

@@ -9,6 +9,17 @@
 #include "kernels/cpu/cpu_backend.h"
 
 namespace tessera {
+namespace {
+
+// Whether (value x at index i) comes before (y at j) in the order of op_args.h: larger first,
+// lower index first on ties, NaN after every number.
+inline bool RanksBefore(float x, int64_t i, float y, int64_t j) {
+  const bool x_nan = std::isnan(x), y_nan = std::isnan(y);
+  if (x_nan || y_nan) return x_nan == y_nan ? i < j : y_nan;
+  return x > y || (x == y && i < j);
+}
+
+}  // namespace
 
 absl::Status CpuBackend::DoArgMax(const ArgMaxArgs& a) {
   const int64_t n = a.logits.dim(0), v = a.logits.dim(1);
@@ -16,7 +27,8 @@ absl::Status CpuBackend::DoArgMax(const ArgMaxArgs& a) {
     const float* row = a.logits.as<const float>() + i * v;
     int64_t best = 0;
     for (int64_t j = 1; j < v; ++j) {
-      if (row[j] > row[best]) best = j;  // strict: the first maximum wins, as torch.argmax
+      // The first maximum wins, as torch.argmax; a NaN only where the row holds nothing else.
+      if (RanksBefore(row[j], j, row[best], best)) best = j;
     }
     a.values.as<float>()[i] = row[best];
     a.indices.as<int32_t>()[i] = static_cast<int32_t>(best + a.index_offset);
@@ -31,7 +43,7 @@ absl::Status CpuBackend::DoTopK(const TopKArgs& a) {
     const float* row = a.logits.as<const float>() + i * v;
     std::iota(order.begin(), order.end(), 0);
     std::partial_sort(order.begin(), order.begin() + k, order.end(), [row](int32_t x, int32_t y) {
-      return row[x] > row[y] || (row[x] == row[y] && x < y);
+      return RanksBefore(row[x], x, row[y], y);  // a strict weak order, NaN included
     });
     for (int64_t r = 0; r < k; ++r) {
       a.values.as<float>()[i * k + r] = row[order[r]];

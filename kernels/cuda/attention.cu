@@ -171,9 +171,11 @@ __global__ void __launch_bounds__(kThreads) AttentionKernel(const AttentionParam
     const long long orow = row_out[r];
     if (orow < 0) continue;
     float scale_out, lse;
-    if (row_bad[r]) {  // out-of-range token: NaN output (the error is reported by Synchronize)
-      scale_out = split ? 0.0f : NAN;
-      lse = split ? -INFINITY : NAN;
+    if (row_bad[r]) {
+      // Out-of-range token: NaN output and lse, split or not (the merge keeps a NaN lse's row
+      // NaN); the error is reported by Synchronize.
+      scale_out = NAN;
+      lse = NAN;
     } else {
       scale_out = l[i] > 0.0f ? 1.0f / l[i] : 0.0f;
       lse = l[i] > 0.0f ? m[i] + logf(l[i]) : -INFINITY;
@@ -193,14 +195,25 @@ __global__ void __launch_bounds__(kThreads) AttentionKernel(const AttentionParam
   }
 }
 
-// One warp per output row: out = sum_z w_z o_z / sum_z w_z, w_z = exp(lse_z - max lse).
+// One warp per output row: out = sum_z w_z o_z / sum_z w_z, w_z = exp(lse_z - max lse). A row
+// whose partial lse is NaN (an out-of-range token) stays NaN, as without splitting.
 __global__ void MergeSplitsKernel(const float* partial_out, const float* partial_lse, int splits,
                                   int64_t rows, int64_t head_dim, float* out, float* lse) {
   const int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
   const int lane = threadIdx.x & 31;
   if (row >= rows) return;
   float m = -INFINITY;
-  for (int z = 0; z < splits; ++z) m = fmaxf(m, partial_lse[z * rows + row]);
+  bool bad = false;
+  for (int z = 0; z < splits; ++z) {
+    const float lz = partial_lse[z * rows + row];
+    bad = bad || isnan(lz);
+    m = fmaxf(m, lz);
+  }
+  if (bad) {
+    for (int64_t d = lane; d < head_dim; d += 32) out[row * head_dim + d] = NAN;
+    if (lane == 0 && lse != nullptr) lse[row] = NAN;
+    return;
+  }
   float total = 0.0f;
   for (int z = 0; z < splits; ++z) {
     const float lz = partial_lse[z * rows + row];

@@ -33,6 +33,11 @@ constexpr int64_t kSplitMinCache = 512;
 
 // ---- CudaGraph ----
 
+CudaGraph::CudaGraph(CudaBackend* backend, CUgraphExec_st* exec)
+    : backend_(backend), exec_(exec) {
+  backend_->scratch_->CaptureCreated();
+}
+
 CudaGraph::CudaGraph(CudaGraph&& other) noexcept
     : backend_(other.backend_), exec_(other.exec_) {
   other.exec_ = nullptr;
@@ -40,7 +45,7 @@ CudaGraph::CudaGraph(CudaGraph&& other) noexcept
 
 CudaGraph& CudaGraph::operator=(CudaGraph&& other) noexcept {
   if (this != &other) {
-    if (exec_ != nullptr) cudaGraphExecDestroy(exec_);
+    Destroy();
     backend_ = other.backend_;
     exec_ = other.exec_;
     other.exec_ = nullptr;
@@ -48,8 +53,31 @@ CudaGraph& CudaGraph::operator=(CudaGraph&& other) noexcept {
   return *this;
 }
 
-CudaGraph::~CudaGraph() {
-  if (exec_ != nullptr) cudaGraphExecDestroy(exec_);
+CudaGraph::~CudaGraph() { Destroy(); }
+
+void CudaGraph::Destroy() {
+  if (exec_ == nullptr) return;
+  cudaGraphExecDestroy(exec_);
+  exec_ = nullptr;
+  backend_->scratch_->CaptureDestroyed();  // the last graph frees retired scratch
+}
+
+namespace {
+
+class CapturedCudaGraph final : public CapturedWork {
+ public:
+  explicit CapturedCudaGraph(CudaGraph graph) : graph_(std::move(graph)) {}
+  absl::Status Replay() override { return graph_.Replay(); }
+
+ private:
+  CudaGraph graph_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<CapturedWork>> CudaBackend::Capture::EndCapture() {
+  ASSIGN_OR_RETURN(CudaGraph graph, backend_->EndCapture());
+  return std::make_unique<CapturedCudaGraph>(std::move(graph));
 }
 
 absl::Status CudaGraph::Replay() {
@@ -79,6 +107,16 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(int local_rank)
         "; CUDA_VISIBLE_DEVICES=", VisibleDevicesEnv()));
   }
   std::unique_ptr<CudaBackend> b(new CudaBackend());
+  CudaBackend* raw = b.get();
+  b->scratch_ = std::make_unique<ScratchArena>(
+      kScratchKinds,
+      [raw](size_t bytes, absl::string_view what) { return raw->DeviceMalloc(bytes, what); },
+      [raw](void* p) {
+        if (p == nullptr) return;
+        cudaStreamSynchronize(raw->stream_);  // work already enqueued may still use it
+        cudaFree(p);
+        cudaGetLastError();
+      });
   b->visible_devices_ = count;
   b->device_ = local_rank % count;
   const std::string context = absl::StrCat("CUDA backend: device ", b->device_);
@@ -126,7 +164,7 @@ CudaBackend::~CudaBackend() {
   }
   if (stream_ != nullptr) cudaStreamSynchronize(stream_);
   if (cublas_ != nullptr) cublasDestroy(cublas_);
-  for (ScratchSpace& s : scratch_) cudaFree(s.data);
+  scratch_.reset();
   cudaFree(cublas_workspace_);
   if (error_flags_host_ != nullptr) cudaFreeHost(error_flags_host_);
   if (stream_ != nullptr) cudaStreamDestroy(stream_);
@@ -253,23 +291,7 @@ absl::Status CudaBackend::Synchronize() {
 
 absl::StatusOr<void*> CudaBackend::ScratchBuffer(Scratch which, size_t bytes,
                                                  absl::string_view op) {
-  ScratchSpace& s = scratch_[static_cast<int>(which)];
-  if (bytes <= s.bytes) return s.data;
-  if (capturing_) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        op, " needs ", bytes, " bytes of scratch but ", s.bytes,
-        " are allocated, and memory cannot be allocated during CUDA graph capture: run the "
-        "captured step once eagerly (same shapes) before capturing it"));
-  }
-  // Grow by at least a quarter so that slowly growing shapes do not reallocate every call.
-  const size_t want = std::max(bytes, s.bytes + s.bytes / 4);
-  CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_), absl::StrCat(op, ": growing scratch"));
-  cudaFree(s.data);
-  s.data = nullptr;
-  s.bytes = 0;
-  ASSIGN_OR_RETURN(s.data, DeviceMalloc(want, absl::StrCat("the scratch of ", op)));
-  s.bytes = want;
-  return s.data;
+  return scratch_->Get(static_cast<int>(which), bytes, op, capturing_);
 }
 
 absl::Status CudaBackend::BeginCapture() {

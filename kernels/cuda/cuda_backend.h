@@ -19,8 +19,11 @@
 //
 // Memory. Allocate() is cudaMalloc plus a zero fill. Ops never allocate per call: the cuBLAS
 // workspace is allocated once at creation, and the scratch of split-KV attention, of the
-// activation cast before a half-precision cuBLAS GEMM and of large-k top-k grows only when a
-// larger shape arrives. Failures say how many bytes were asked and how many were free.
+// activation cast before a half-precision cuBLAS GEMM (and its per-row scales and F32 output for
+// F16 weights) and of large-k top-k grows only when a larger shape arrives
+// (kernels/scratch_arena.h: while a CudaGraph is alive, a buffer that grows is kept for it
+// instead of freed, and scratch_generation() changes). Failures say how many bytes were asked
+// and how many were free.
 //
 // Device selection. Create(local_rank) takes device local_rank % (visible devices), so
 // CUDA_VISIBLE_DEVICES is respected (the runtime numbers the visible devices from 0). Two ranks
@@ -33,14 +36,15 @@
 // (GEMV or cuBLAS, the split-KV factor): between replays the caller may change the contents of
 // the captured buffers (token ids, positions, slots copied in place with CopyToDevice) but not
 // which buffers are used or their shapes. Scratch must already be large enough: run the step
-// once eagerly before capturing it.
+// once eagerly before capturing it. Scratch that grows after a capture does not invalidate the
+// graph (the old buffer lives as long as some graph does); graph_capture() offers the same
+// capture behind the backend-neutral interface of kernels/graph_capture.h.
 //
 // Threads: one thread at a time (as every Backend); the calling thread's current device is set
 // to this backend's device by every call.
 #ifndef TESSERA_KERNELS_CUDA_CUDA_BACKEND_H_
 #define TESSERA_KERNELS_CUDA_CUDA_BACKEND_H_
 
-#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -50,6 +54,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "kernels/backend.h"
+#include "kernels/graph_capture.h"
+#include "kernels/scratch_arena.h"
 
 // CUDA handle types, so that this header needs no CUDA include (cudaStream_t is CUstream_st*).
 struct CUstream_st;
@@ -75,7 +81,9 @@ class CudaGraph {
 
  private:
   friend class CudaBackend;
-  CudaGraph(CudaBackend* backend, CUgraphExec_st* exec) : backend_(backend), exec_(exec) {}
+  // Registers the graph with the backend's scratch arena (see the header comment).
+  CudaGraph(CudaBackend* backend, CUgraphExec_st* exec);
+  void Destroy();
   CudaBackend* backend_ = nullptr;
   CUgraphExec_st* exec_ = nullptr;
 };
@@ -117,6 +125,11 @@ class CudaBackend final : public Backend {
   absl::Status BeginCapture();
   absl::StatusOr<CudaGraph> EndCapture();
   bool capturing() const { return capturing_; }
+  GraphCapture* graph_capture() override { return &graph_capture_; }
+  // Changes whenever a scratch buffer moves (kernels/scratch_arena.h).
+  uint64_t scratch_generation() const { return scratch_->generation(); }
+  // Bytes of scratch kept alive only for live graphs.
+  size_t retired_scratch_bytes() const { return scratch_->retired_bytes(); }
 
   // Blocks along the keys ("splits") the attention op uses for `n` query tokens over a cache of
   // `max_seq` positions: 1 is the plain tiled kernel, more is split-KV with a merge. Depends on
@@ -141,8 +154,19 @@ class CudaBackend final : public Backend {
 
  private:
   friend class CudaGraph;
-  enum class Scratch : int { kGemmInput = 0, kAttention = 1, kTopK = 2 };
-  static constexpr int kScratchKinds = 3;
+  // GraphCapture over BeginCapture / EndCapture.
+  class Capture final : public GraphCapture {
+   public:
+    explicit Capture(CudaBackend* backend) : backend_(backend) {}
+    absl::Status BeginCapture() override { return backend_->BeginCapture(); }
+    absl::StatusOr<std::unique_ptr<CapturedWork>> EndCapture() override;
+    uint64_t scratch_generation() const override { return backend_->scratch_generation(); }
+
+   private:
+    CudaBackend* backend_;
+  };
+  enum class Scratch : int { kGemmInput = 0, kAttention = 1, kTopK = 2, kGemmOutput = 3 };
+  static constexpr int kScratchKinds = 4;
   static constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;
 
   CudaBackend() = default;
@@ -168,11 +192,8 @@ class CudaBackend final : public Backend {
   // Pinned, device-mapped words set by kernels on out-of-range tokens (launchers.h ErrorFlag).
   int* error_flags_host_ = nullptr;
   int* error_flags_device_ = nullptr;
-  struct ScratchSpace {
-    void* data = nullptr;
-    size_t bytes = 0;
-  };
-  std::array<ScratchSpace, kScratchKinds> scratch_{};
+  std::unique_ptr<ScratchArena> scratch_;
+  Capture graph_capture_{this};
   bool capturing_ = false;
 };
 

@@ -222,7 +222,7 @@ absl::Status CudaBackend::DoTopK(const TopKArgs& a) {
   CUDA_RETURN_IF_ERROR(
       cuda::LaunchTopKSort(a.logits.as<const float>(), n, v, k, a.values.as<float>(),
                            a.indices.as<int32_t>(), a.index_offset, scratch,
-                           scratch_[static_cast<int>(Scratch::kTopK)].bytes, stream_),
+                           scratch_->bytes(static_cast<int>(Scratch::kTopK)), stream_),
       Describe(op, {{"logits", a.logits}, {"values", a.values}}));
   return absl::OkStatus();
 }

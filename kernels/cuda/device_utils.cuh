@@ -31,20 +31,37 @@ __device__ __forceinline__ float ToFloat<__nv_bfloat16>(__nv_bfloat16 v) {
   return __bfloat162float(v);
 }
 
-// An F32 value stored as T, rounded to nearest even (the CPU's FloatToBf16 / FloatToF16).
+// An F32 value stored as T, rounded to nearest even, bit for bit the CPU's FloatToBf16 /
+// FloatToF16: a NaN becomes the canonical quiet NaN with its sign (the hardware conversion
+// would give 0x7fff).
 template <typename T>
 __device__ __forceinline__ T FromFloat(float v);
 template <>
 __device__ __forceinline__ float FromFloat<float>(float v) {
   return v;
 }
+__device__ __forceinline__ unsigned short SignOf(float v) {
+  return static_cast<unsigned short>((__float_as_uint(v) >> 16) & 0x8000u);
+}
 template <>
 __device__ __forceinline__ __half FromFloat<__half>(float v) {
+  if (isnan(v)) return __ushort_as_half(static_cast<unsigned short>(SignOf(v) | 0x7e00u));
   return __float2half_rn(v);
 }
 template <>
 __device__ __forceinline__ __nv_bfloat16 FromFloat<__nv_bfloat16>(float v) {
+  if (isnan(v)) return __ushort_as_bfloat16(static_cast<unsigned short>(SignOf(v) | 0x7fc0u));
   return __float2bfloat16_rn(v);
+}
+// The value a Cast writes as T: FromFloat, and for F32 output the canonical quiet NaN with its
+// sign (the CPU's CanonicalNan), so that casts agree bit for bit whatever the NaN payload.
+template <typename T>
+__device__ __forceinline__ T CastValue(float v) {
+  return FromFloat<T>(v);
+}
+template <>
+__device__ __forceinline__ float CastValue<float>(float v) {
+  return isnan(v) ? __uint_as_float((__float_as_uint(v) & 0x80000000u) | 0x7fc00000u) : v;
 }
 
 // Element i of a weight buffer of runtime storage type `t`.

@@ -27,7 +27,7 @@ template <typename In, typename Out>
 __global__ void CastKernel(const In* in, Out* out, int64_t count) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    out[i] = FromFloat<Out>(ToFloat(in[i]));
+    out[i] = CastValue<Out>(ToFloat(in[i]));
   }
 }
 

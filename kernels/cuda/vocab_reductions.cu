@@ -1,7 +1,7 @@
 // Reductions over a (shard of the) vocabulary, one block per row of logits [n, v]:
-// argmax (first index on ties), top-k (descending value, lower index first on ties) and the
-// softmax statistics max / sum exp(x - max) / sum exp(x - max) * x, the sums in F64 as on the
-// CPU. Rows with NaN logits give unspecified results (as they do on the CPU).
+// argmax and top-k in the order of op_args.h (descending value, lower index first on ties, NaN
+// after every number, so indices are always valid) and the softmax statistics max /
+// sum exp(x - max) / sum exp(x - max) * (x - max), the sums in F64 as on the CPU.
 #include <cub/device/device_radix_sort.cuh>
 
 #include <climits>
@@ -20,11 +20,13 @@ struct Ranked {
 };
 
 __device__ __forceinline__ bool Before(Ranked a, Ranked b) {
+  const bool a_nan = isnan(a.v), b_nan = isnan(b.v);
+  if (a_nan || b_nan) return a_nan == b_nan ? a.i < b.i : b_nan;
   return a.v > b.v || (a.v == b.v && a.i < b.i);
 }
 
-// Ranks before every real element, -inf ones included.
-__device__ __forceinline__ Ranked Worst() { return {-INFINITY, INT_MAX}; }
+// Ranks after every real element, NaN ones included.
+__device__ __forceinline__ Ranked Worst() { return {__int_as_float(0x7fc00000), INT_MAX}; }
 
 __device__ Ranked WarpBest(Ranked x) {
   for (int o = 16; o > 0; o >>= 1) {
@@ -87,12 +89,14 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Sort inputs for one row: keys with -0 made +0 (the order treats them as equal), and indices.
+// Sort inputs for one row: keys with -0 made +0 (the order treats them as equal) and every NaN
+// made the negative quiet NaN, which the radix order puts below -inf (a stable sort then keeps
+// NaNs in index order), and indices.
 __global__ void TopKPrepareKernel(const float* row, int64_t v, float* keys, int32_t* ids) {
   for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < v;
        j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const float x = row[j];
-    keys[j] = x == 0.0f ? 0.0f : x;
+    keys[j] = isnan(x) ? __uint_as_float(0xffc00000u) : x == 0.0f ? 0.0f : x;
     ids[j] = static_cast<int32_t>(j);
   }
 }

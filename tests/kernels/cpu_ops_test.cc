@@ -1,6 +1,8 @@
 // Every CPU op against a plain double-precision loop written here from the op's definition.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <limits>
 #include <numeric>
 #include <vector>
 
@@ -222,6 +224,129 @@ TEST_F(CpuOpsTest, ArgMaxTopKAndSoftmaxStats) {
     EXPECT_NEAR(std::log(s[i]) - sx[i] / s[i], ent, 1e-4);
   }
   EXPECT_EQ(idx[1], 1007);
+}
+
+// k = 0 (validation allows it): an empty sum, y = 0 or y unchanged, on every path (F32 sgemm,
+// the half-precision GEMV and the widening sgemm); the row blocking once divided by k.
+TEST_F(CpuOpsTest, GemmWithAnEmptyInnerDimension) {
+  for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
+    for (int64_t m : {1, 9, 40}) {
+      for (bool accumulate : {false, true}) {
+        SCOPED_TRACE(::testing::Message() << DTypeName(dtype) << " m=" << m << " acc=" << accumulate);
+        const int64_t n = 12;
+        std::vector<float> x(1), w32(1);
+        std::vector<uint16_t> w16(1);
+        std::vector<float> y = RandomFloats(m * n, 30), y0 = y;
+        const void* w = dtype == DType::kF32 ? static_cast<const void*>(w32.data()) : w16.data();
+        ASSERT_OK(backend_->Gemm({TensorView::Of(x.data(), DType::kF32, {m, 0}),
+                                  TensorView::Of(w, dtype, {n, 0}),
+                                  TensorView::Of(y.data(), DType::kF32, {m, n}), accumulate}));
+        EXPECT_EQ(y, accumulate ? y0 : std::vector<float>(m * n, 0.0f));
+      }
+    }
+  }
+}
+
+uint32_t BitsOf(float f) {
+  uint32_t b;
+  std::memcpy(&b, &f, 4);
+  return b;
+}
+
+float FromBits(uint32_t b) {
+  float f;
+  std::memcpy(&f, &b, 4);
+  return f;
+}
+
+// Every NaN, whatever its payload, sign or quietness, becomes the output dtype's canonical quiet
+// NaN with its sign (the CUDA backend writes the same bits).
+TEST_F(CpuOpsTest, CastWritesCanonicalNans) {
+  const std::vector<uint32_t> nans = {0x7fc00000u, 0xffc00000u, 0x7f800001u, 0x7fa5a5a5u,
+                                      0xff812345u, 0x7fffffffu};
+  std::vector<float> in;
+  for (uint32_t b : nans) in.push_back(FromBits(b));
+  const int64_t count = static_cast<int64_t>(in.size());
+  std::vector<uint16_t> bf16(count), f16(count);
+  std::vector<float> f32(count);
+  ASSERT_OK(backend_->Cast({TensorView::Of(in.data(), DType::kF32, {count}),
+                            TensorView::Of(bf16.data(), DType::kBF16, {count})}));
+  ASSERT_OK(backend_->Cast({TensorView::Of(in.data(), DType::kF32, {count}),
+                            TensorView::Of(f16.data(), DType::kF16, {count})}));
+  ASSERT_OK(backend_->Cast({TensorView::Of(in.data(), DType::kF32, {count}),
+                            TensorView::Of(f32.data(), DType::kF32, {count})}));
+  for (int64_t i = 0; i < count; ++i) {
+    const bool negative = (nans[i] >> 31) != 0;
+    SCOPED_TRACE(::testing::Message() << std::hex << nans[i]);
+    EXPECT_EQ(bf16[i], negative ? 0xffc0 : 0x7fc0);
+    EXPECT_EQ(f16[i], negative ? 0xfe00 : 0x7e00);
+    EXPECT_EQ(BitsOf(f32[i]), negative ? 0xffc00000u : 0x7fc00000u);
+  }
+  // Half NaNs with payloads widen to the canonical F32 NaN too.
+  std::vector<uint16_t> half_nans = {0x7c01, 0xfd55, 0x7fff};
+  std::vector<float> widened(3);
+  ASSERT_OK(backend_->Cast({TensorView::Of(half_nans.data(), DType::kF16, {3}),
+                            TensorView::Of(widened.data(), DType::kF32, {3})}));
+  EXPECT_EQ(BitsOf(widened[0]), 0x7fc00000u);
+  EXPECT_EQ(BitsOf(widened[1]), 0xffc00000u);
+  EXPECT_EQ(BitsOf(widened[2]), 0x7fc00000u);
+}
+
+// NaN ranks after every number (-inf included), NaNs in index order: a row with fewer than k
+// numbers still yields k valid, distinct indices, and ArgMax ignores NaN where it can.
+TEST_F(CpuOpsTest, TopKAndArgMaxRankNanLast) {
+  const float nan = std::nanf("");
+  const float inf = std::numeric_limits<float>::infinity();
+  std::vector<float> logits = {nan, 2.0f, -inf, nan, 5.0f, nan, 2.0f, -0.0f,  // row 0
+                               nan, nan,  nan,  nan, nan,  nan, nan,  nan};   // row 1: all NaN
+  const int64_t n = 2, v = 8, k = 7;
+  std::vector<float> values(n * k), best(n);
+  std::vector<int32_t> idx(n * k), best_idx(n);
+  const TensorView L = TensorView::Of(logits.data(), DType::kF32, {n, v});
+  ASSERT_OK(backend_->TopK({L, TensorView::Of(values.data(), DType::kF32, {n, k}),
+                            TensorView::Of(idx.data(), DType::kI32, {n, k}), 100}));
+  ASSERT_OK(backend_->ArgMax({L, TensorView::Of(best.data(), DType::kF32, {n}),
+                              TensorView::Of(best_idx.data(), DType::kI32, {n}), 100}));
+  EXPECT_EQ(std::vector<int32_t>(idx.begin(), idx.begin() + k),
+            (std::vector<int32_t>{104, 101, 106, 107, 102, 100, 103}));
+  EXPECT_EQ(std::vector<int32_t>(idx.begin() + k, idx.end()),
+            (std::vector<int32_t>{100, 101, 102, 103, 104, 105, 106}));
+  EXPECT_EQ(values[0], 5.0f);
+  EXPECT_TRUE(std::isnan(values[5]));
+  EXPECT_EQ(best_idx, (std::vector<int32_t>{104, 100}));
+  EXPECT_EQ(best[0], 5.0f);
+}
+
+// Rows padded with -inf (a short vocabulary shard, a masked vocabulary): the statistics are
+// finite and equal the direct computation over the finite entries; an all -inf row gives
+// m = -inf, S = E = 0.
+TEST_F(CpuOpsTest, SoftmaxStatsOfRowsPaddedWithMinusInfinity) {
+  const float inf = std::numeric_limits<float>::infinity();
+  const int64_t n = 4, v = 6;
+  std::vector<float> logits = {1.5f, -2.0f, 0.25f, -inf, -inf, -inf,   // trailing padding
+                               -inf, -inf,  3.0f,  -inf, 0.0f, -inf,   // scattered
+                               -inf, -inf,  -inf,  -inf, -inf, -inf,   // nothing
+                               -inf, 80.0f, -inf,  -inf, -inf, -inf};  // one entry
+  std::vector<float> m(n), s(n), sx(n);
+  ASSERT_OK(backend_->SoftmaxStats({TensorView::Of(logits.data(), DType::kF32, {n, v}),
+                                    TensorView::Of(m.data(), DType::kF32, {n}),
+                                    TensorView::Of(s.data(), DType::kF32, {n}),
+                                    TensorView::Of(sx.data(), DType::kF32, {n})}));
+  for (int64_t i = 0; i < n; ++i) {
+    const float* row = logits.data() + i * v;
+    double mx = -inf, sum = 0, shifted = 0;
+    for (int64_t j = 0; j < v; ++j) mx = std::max<double>(mx, row[j]);
+    for (int64_t j = 0; j < v; ++j) {
+      if (row[j] == -inf) continue;
+      sum += std::exp(row[j] - mx);
+      shifted += (row[j] - mx) * std::exp(row[j] - mx);
+    }
+    SCOPED_TRACE(i);
+    EXPECT_EQ(m[i], static_cast<float>(mx));
+    EXPECT_FLOAT_EQ(s[i], static_cast<float>(sum));
+    EXPECT_FLOAT_EQ(sx[i], static_cast<float>(shifted));
+    EXPECT_FALSE(std::isnan(s[i]) || std::isnan(sx[i]));
+  }
 }
 
 }  // namespace

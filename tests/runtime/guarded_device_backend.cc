@@ -8,6 +8,7 @@
 #include <iterator>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/status_macros.h"
 
 namespace tessera::testing {
 namespace {
@@ -19,7 +20,45 @@ size_t PageRounded(size_t bytes) {
 
 }  // namespace
 
-GuardedDeviceBackend::GuardedDeviceBackend() {
+// A recorded sequence of ops; registered with the scratch arena while it lives.
+class GuardedDeviceBackend::Graph final : public CapturedWork {
+ public:
+  Graph(GuardedDeviceBackend* backend, std::vector<Work> work)
+      : backend_(backend), work_(std::move(work)) {
+    backend_->scratch_.CaptureCreated();
+  }
+  ~Graph() override { backend_->scratch_.CaptureDestroyed(); }
+  absl::Status Replay() override {
+    RETURN_IF_ERROR(backend_->RefuseWhileCapturing("Replay"));
+    ++backend_->replays_;
+    for (const Work& w : work_) RETURN_IF_ERROR(w());
+    return absl::OkStatus();
+  }
+
+ private:
+  GuardedDeviceBackend* backend_;
+  std::vector<Work> work_;
+};
+
+absl::Status GuardedDeviceBackend::Capture::BeginCapture() {
+  RETURN_IF_ERROR(backend_->RefuseWhileCapturing("BeginCapture"));
+  backend_->capturing_ = true;
+  backend_->recording_.clear();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<CapturedWork>> GuardedDeviceBackend::Capture::EndCapture() {
+  if (!backend_->capturing_) return absl::FailedPreconditionError("EndCapture without BeginCapture");
+  backend_->capturing_ = false;
+  ++backend_->captures_;
+  return std::make_unique<Graph>(backend_, std::move(backend_->recording_));
+}
+
+GuardedDeviceBackend::GuardedDeviceBackend(bool graphs)
+    : graphs_(graphs),
+      scratch_(
+          1, [this](size_t bytes, absl::string_view) { return Allocate(bytes); },
+          [this](void* p) { Free(p); }) {
   auto cpu = MakeBackend(BackendKind::kCpu);
   if (!cpu.ok()) std::abort();  // the CPU backend always exists
   cpu_ = *std::move(cpu);
@@ -27,9 +66,25 @@ GuardedDeviceBackend::GuardedDeviceBackend() {
 
 GuardedDeviceBackend::~GuardedDeviceBackend() {
   for (const auto& [start, bytes] : allocations_) munmap(const_cast<char*>(start), bytes);
+  allocations_.clear();  // the arena's own release (after this body) then finds nothing
+}
+
+absl::Status GuardedDeviceBackend::RefuseWhileCapturing(absl::string_view what) const {
+  if (!capturing_) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      absl::StrCat("guarded device: ", what, " is not allowed during graph capture"));
+}
+
+absl::Status GuardedDeviceBackend::RunOrRecord(Work work) {
+  if (capturing_) {
+    recording_.push_back(std::move(work));
+    return absl::OkStatus();
+  }
+  return work();
 }
 
 absl::StatusOr<void*> GuardedDeviceBackend::Allocate(size_t bytes) {
+  RETURN_IF_ERROR(RefuseWhileCapturing("Allocate"));
   const size_t mapped = PageRounded(bytes);
   void* p = mmap(nullptr, mapped, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) {
@@ -68,6 +123,7 @@ void GuardedDeviceBackend::SetAccess(bool open) {
 absl::Status GuardedDeviceBackend::CopyToDevice(void* device_dst, const void* host_src,
                                                 size_t bytes) {
   if (bytes == 0) return absl::OkStatus();
+  RETURN_IF_ERROR(RefuseWhileCapturing("CopyToDevice"));
   if (!Inside(device_dst, bytes)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "guarded device: CopyToDevice of ", bytes, " bytes to a destination that is not device "
@@ -86,6 +142,10 @@ absl::Status GuardedDeviceBackend::CopyToDevice(void* device_dst, const void* ho
 absl::Status GuardedDeviceBackend::CopyWithinDevice(void* device_dst, const void* device_src,
                                                     size_t bytes) {
   if (bytes == 0) return absl::OkStatus();
+  return RunOrRecord([=, this] { return Copy(device_dst, device_src, bytes); });
+}
+
+absl::Status GuardedDeviceBackend::Copy(void* device_dst, const void* device_src, size_t bytes) {
   if (!Inside(device_src, bytes) || !Inside(device_dst, bytes)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "guarded device: CopyWithinDevice of ", bytes, " bytes with a side outside device memory"));
@@ -99,6 +159,7 @@ absl::Status GuardedDeviceBackend::CopyWithinDevice(void* device_dst, const void
 absl::Status GuardedDeviceBackend::CopyToHost(void* host_dst, const void* device_src,
                                               size_t bytes) {
   if (bytes == 0) return absl::OkStatus();
+  RETURN_IF_ERROR(RefuseWhileCapturing("CopyToHost"));
   if (!Inside(device_src, bytes)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "guarded device: CopyToHost of ", bytes, " bytes from a source that is not device memory"));
@@ -113,7 +174,7 @@ absl::Status GuardedDeviceBackend::CopyToHost(void* host_dst, const void* device
   return absl::OkStatus();
 }
 
-absl::Status GuardedDeviceBackend::CheckViews(absl::string_view op, Views views) const {
+absl::Status GuardedDeviceBackend::CheckViews(absl::string_view op, const Views& views) const {
   for (const auto& [name, view] : views) {
     if (view.empty()) continue;
     if (view.device != Device::kCuda) {
@@ -132,12 +193,14 @@ absl::Status GuardedDeviceBackend::CheckViews(absl::string_view op, Views views)
 template <typename Args>
 absl::Status GuardedDeviceBackend::Forward(absl::string_view name, Views views, const Args& a,
                                            absl::Status (Backend::*op)(const Args&)) {
-  RETURN_IF_ERROR(CheckViews(name, views));
-  SetAccess(true);
-  const absl::Status s = (cpu_.get()->*op)(a);
-  SetAccess(false);
-  ++ops_;
-  return s;
+  return RunOrRecord([this, name = std::string(name), views = std::move(views), a, op] {
+    RETURN_IF_ERROR(CheckViews(name, views));
+    SetAccess(true);
+    const absl::Status s = (cpu_.get()->*op)(a);
+    SetAccess(false);
+    ++ops_;
+    return s;
+  });
 }
 
 absl::Status GuardedDeviceBackend::DoEmbedding(const EmbeddingArgs& a) {
@@ -170,15 +233,22 @@ absl::Status GuardedDeviceBackend::DoGatherRows(const GatherRowsArgs& a) {
                  &Backend::GatherRows);
 }
 absl::Status GuardedDeviceBackend::DoAttention(const AttentionArgs& a) {
-  return Forward("Attention",
-                 {{"q", a.q},
-                  {"k_cache", a.k_cache},
-                  {"v_cache", a.v_cache},
-                  {"slots", a.slots},
-                  {"entries", a.entries},
-                  {"out", a.out},
-                  {"lse", a.lse}},
-                 a, &Backend::Attention);
+  AttentionArgs through = a;
+  if (graphs_) {  // through op scratch, then copied to `out`
+    ASSIGN_OR_RETURN(void* scratch, scratch_.Get(0, a.out.bytes(), "Attention", capturing_));
+    through.out.data = scratch;
+  }
+  RETURN_IF_ERROR(Forward("Attention",
+                          {{"q", a.q},
+                           {"k_cache", a.k_cache},
+                           {"v_cache", a.v_cache},
+                           {"slots", a.slots},
+                           {"entries", a.entries},
+                           {"out (scratch with graphs)", through.out},
+                           {"lse", a.lse}},
+                          through, &Backend::Attention));
+  if (!graphs_) return absl::OkStatus();
+  return CopyWithinDevice(a.out.data, through.out.data, a.out.bytes());
 }
 absl::Status GuardedDeviceBackend::DoMergeAttention(const MergeAttentionArgs& a) {
   return Forward("MergeAttention",

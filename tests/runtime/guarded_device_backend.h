@@ -10,34 +10,50 @@
 //   runs the CPU backend's op and closes them again.
 // - CopyToDevice / CopyToHost check that the device side is inside a live allocation.
 //
-// kind() is kCpu (nothing CUDA-specific such as graphs or NCCL is reached) and device() is
-// kCuda. Single-threaded, like every Backend. Test-only: each op costs two mprotect() calls per
-// live allocation.
+// - With `graphs` at construction it also captures graphs as the CUDA backend does
+//   (graph_capture()): between BeginCapture and EndCapture ops and CopyWithinDevice are recorded
+//   with their argument views, not run, and Allocate, the host copies and Synchronize are
+//   refused; a replay runs the recorded ops again with the same views, each checked against the
+//   live allocations, so a graph that kept a pointer to freed memory fails its replay
+//   (InvalidArgument "... is not inside device memory") instead of passing. Attention then
+//   writes through op scratch from a ScratchArena (kernels/scratch_arena.h) sized by the
+//   output, as the CUDA backend's split-KV attention does, so scratch grows with longer
+//   prefills and larger batches as it does on a GPU.
+//
+// kind() is kCpu (nothing CUDA-specific such as NCCL is reached) and device() is kCuda.
+// Single-threaded, like every Backend. Test-only: each op costs two mprotect() calls per live
+// allocation.
 #ifndef TESSERA_TESTS_RUNTIME_GUARDED_DEVICE_BACKEND_H_
 #define TESSERA_TESTS_RUNTIME_GUARDED_DEVICE_BACKEND_H_
 
 #include <cstddef>
+#include <functional>
 #include <initializer_list>
 #include <map>
 #include <memory>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "kernels/backend.h"
+#include "kernels/graph_capture.h"
+#include "kernels/scratch_arena.h"
 
 namespace tessera::testing {
 
 class GuardedDeviceBackend final : public Backend {
  public:
-  GuardedDeviceBackend();
+  explicit GuardedDeviceBackend(bool graphs = false);
   ~GuardedDeviceBackend() override;
 
   BackendKind kind() const override { return BackendKind::kCpu; }
   absl::string_view name() const override { return "guarded-device"; }
   Device device() const override { return Device::kCuda; }
-  absl::Status Synchronize() override { return absl::OkStatus(); }
+  absl::Status Synchronize() override { return RefuseWhileCapturing("Synchronize"); }
+  GraphCapture* graph_capture() override { return graphs_ ? &capture_ : nullptr; }
   absl::StatusOr<void*> Allocate(size_t bytes) override;
   void Free(void* pointer) override;
   absl::Status CopyToDevice(void* device_dst, const void* host_src, size_t bytes) override;
@@ -49,6 +65,10 @@ class GuardedDeviceBackend final : public Backend {
   int64_t allocations() const { return allocation_count_; }
   int64_t bytes_to_device() const { return bytes_to_device_; }
   int64_t bytes_to_host() const { return bytes_to_host_; }
+  // Graphs captured and replayed, and the op scratch (graphs only).
+  int64_t captures() const { return captures_; }
+  int64_t replays() const { return replays_; }
+  const ScratchArena& scratch() const { return scratch_; }
 
  protected:
   absl::Status DoEmbedding(const EmbeddingArgs& a) override;
@@ -67,20 +87,47 @@ class GuardedDeviceBackend final : public Backend {
   absl::Status DoSoftmaxStats(const SoftmaxStatsArgs& a) override;
 
  private:
-  using Views = std::initializer_list<std::pair<const char*, TensorView>>;
+  using Views = std::vector<std::pair<const char*, TensorView>>;
+  using Work = std::function<absl::Status()>;
+  class Capture;
+  class Graph;
+
   // OK when [p, p + bytes) lies inside one live allocation.
   bool Inside(const void* p, size_t bytes) const;
-  absl::Status CheckViews(absl::string_view op, Views views) const;
+  absl::Status CheckViews(absl::string_view op, const Views& views) const;
+  absl::Status RefuseWhileCapturing(absl::string_view what) const;
   // Opens every allocation for reading and writing (open = true) or closes them all.
   void SetAccess(bool open);
-  // Checks the views, opens the memory, runs `op` on the CPU backend, closes the memory.
+  // Runs `work` now, or records it while capturing.
+  absl::Status RunOrRecord(Work work);
+  // Checks the views, opens the memory, runs `op` on the CPU backend, closes the memory (at once,
+  // or at each replay while capturing).
   template <typename Args>
   absl::Status Forward(absl::string_view name, Views views, const Args& a,
                        absl::Status (Backend::*op)(const Args&));
+  absl::Status Copy(void* device_dst, const void* device_src, size_t bytes);
+
+  class Capture final : public GraphCapture {
+   public:
+    explicit Capture(GuardedDeviceBackend* backend) : backend_(backend) {}
+    absl::Status BeginCapture() override;
+    absl::StatusOr<std::unique_ptr<CapturedWork>> EndCapture() override;
+    uint64_t scratch_generation() const override { return backend_->scratch_.generation(); }
+
+   private:
+    GuardedDeviceBackend* backend_;
+  };
 
   std::unique_ptr<Backend> cpu_;
   std::map<const char*, size_t> allocations_;  // start -> mapped bytes
   int64_t ops_ = 0, allocation_count_ = 0, bytes_to_device_ = 0, bytes_to_host_ = 0;
+  // Declared after allocations_: the arena releases its buffers through Free() when destroyed.
+  bool graphs_ = false;
+  bool capturing_ = false;
+  std::vector<Work> recording_;
+  Capture capture_{this};
+  ScratchArena scratch_;
+  int64_t captures_ = 0, replays_ = 0;
 };
 
 }  // namespace tessera::testing
