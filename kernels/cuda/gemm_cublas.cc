@@ -11,6 +11,10 @@
 //   Widening the weights instead would move 3x their bytes per call and lose the tensor cores.
 //   The price is the rounding of x: relative error about 2^-9 (BF16) / 2^-12 (F16) per
 //   product, typically 2e-3 / 3e-4 on a dot product, inside the parity thresholds.
+//   F16's range ends at 65504, and real models' activations exceed it: for F16 weights each row
+//   of x is first divided by a power of two that brings it within 2^15 (1 for rows already
+//   there, gemm_scaling.cu), the product goes to an F32 scratch and is multiplied back row by
+//   row into y. Outliers stay finite as on the CPU, at the cost of one m x n pass.
 //
 // Row-major to cuBLAS's column-major: y^T (n x m, ld n) = W (w^T as stored, op T) * x^T (op N).
 #include <cublas_v2.h>
@@ -62,17 +66,38 @@ absl::Status CudaBackend::DoGemm(const GemmArgs& a) {
                            context());
     return absl::OkStatus();
   }
+  const bool f16 = a.w.dtype == DType::kF16;
+  // F16: the rounded rows, then one F32 scale per row (aligned to 256 bytes).
+  const size_t half_bytes = (static_cast<size_t>(m * k) * 2 + 255) / 256 * 256;
   ASSIGN_OR_RETURN(void* x_half,
-                   ScratchBuffer(Scratch::kGemmInput, static_cast<size_t>(m * k) * 2,
+                   ScratchBuffer(Scratch::kGemmInput, half_bytes + (f16 ? m * sizeof(float) : 0),
                                  "Gemm (activations in the weight dtype)"));
+  const cudaDataType_t type = f16 ? CUDA_R_16F : CUDA_R_16BF;
+  if (!f16) {
+    CUDA_RETURN_IF_ERROR(
+        cuda::LaunchCast(a.x.data, cuda::Storage::kF32, x_half, storage, m * k, stream_),
+        context());
+    CUBLAS_RETURN_IF_ERROR(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, in, im, ik, &alpha,
+                                        a.w.data, type, ik, x_half, type, ik, &beta, y,
+                                        CUDA_R_32F, in, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                           context());
+    return absl::OkStatus();
+  }
+  float* scales = reinterpret_cast<float*>(static_cast<char*>(x_half) + half_bytes);
+  ASSIGN_OR_RETURN(void* product,
+                   ScratchBuffer(Scratch::kGemmOutput, static_cast<size_t>(m * n) * sizeof(float),
+                                 "Gemm (F16 product before the row scales)"));
   CUDA_RETURN_IF_ERROR(
-      cuda::LaunchCast(a.x.data, cuda::Storage::kF32, x_half, storage, m * k, stream_),
+      cuda::LaunchCastRowsToF16Scaled(a.x.as<const float>(), m, k, x_half, scales, stream_),
       context());
-  const cudaDataType_t type = a.w.dtype == DType::kBF16 ? CUDA_R_16BF : CUDA_R_16F;
+  const float zero = 0.0f;
   CUBLAS_RETURN_IF_ERROR(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, in, im, ik, &alpha,
-                                      a.w.data, type, ik, x_half, type, ik, &beta, y, CUDA_R_32F,
-                                      in, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                                      a.w.data, type, ik, x_half, type, ik, &zero, product,
+                                      CUDA_R_32F, in, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                          context());
+  CUDA_RETURN_IF_ERROR(cuda::LaunchScaleRows(static_cast<const float*>(product), scales, m, n,
+                                             a.accumulate, y, stream_),
+                       context());
   return absl::OkStatus();
 }
 

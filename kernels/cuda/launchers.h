@@ -101,6 +101,14 @@ cudaError_t LaunchAdd(const float* a, const float* b, float* out, int64_t count,
 cudaError_t LaunchCast(const void* in, Storage in_type, void* out, Storage out_type,
                        int64_t count, cudaStream_t stream);
 
+// gemm_scaling.cu: the F16 prefill GEMM's per-row power-of-two scaling. CastRowsToF16Scaled
+// writes out[i, :] = x[i, :] / scales[i] as F16 with scales[i] = 1 unless the row exceeds 2^15
+// in magnitude; ScaleRows writes y (+)= product * scales[row] over [m, n].
+cudaError_t LaunchCastRowsToF16Scaled(const float* x, int64_t m, int64_t k, void* out,
+                                      float* scales, cudaStream_t stream);
+cudaError_t LaunchScaleRows(const float* product, const float* scales, int64_t m, int64_t n,
+                            bool accumulate, float* y, cudaStream_t stream);
+
 // gemv.cu: y[m, n] (+)= x[m, k] * w[n, k]^T for 1 <= m <= kGemvMaxRows and F16/BF16/F32
 // weights, one warp per weight row, F32 accumulation. Reads every weight once: the decode path.
 constexpr int64_t kGemvMaxRows = 8;
