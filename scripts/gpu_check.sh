@@ -1,22 +1,45 @@
 #!/usr/bin/env bash
-# One command for a machine with an NVIDIA GPU: builds Tessera with the CUDA backend, runs the
-# CPU-vs-CUDA parity suite and the whole-model tests on the GPU (logits and greedy tokens
-# against transformers, decode steps replayed as CUDA graphs) and prints their summaries,
-# measures the device's limits, then benchmarks
-# decode on a 7B-shaped random BF16 checkpoint and prints the decode time per token against the
-# floor weight bytes / measured device bandwidth.
+# One command for a machine with an NVIDIA GPU, sized to finish within 10 minutes on one GPU:
+# builds Tessera with the CUDA backend, runs the CPU-vs-CUDA parity suite, the whole-model
+# tests on the GPU (logits and greedy tokens against transformers; decode steps replayed as
+# CUDA graphs, also after scratch grew under them), the graph, attention and GEMM tests again
+# under compute-sanitizer's memcheck, measures the device's limits, benchmarks decode on a
+# 7B-shaped random BF16 checkpoint (8 of its 32 layers: the same per-layer shapes, a quarter of
+# the bytes) against the floor weight bytes / measured device bandwidth, and prints one summary
+# line per step at the end.
 #
 #   scripts/gpu_check.sh
 #
 # Environment: TESSERA_BUILD_DIR (default build-gpu), TESSERA_BENCH_MODEL (default
-# bench-models/llama-7b, made with tools/make_random_checkpoint.py when missing: 13.5 GB),
+# bench-models/llama-7b-8l, made with tools/make_random_checkpoint.py when missing: 3.5 GB),
 # TESSERA_CMAKE_ARGS (extra cmake arguments, e.g. "-DTESSERA_MPI=OFF"), BENCH_ARGS (extra
-# `tessera bench` flags). Exits non-zero when the parity suite, a whole-model GPU test or the
-# benchmark fails.
+# `tessera bench` flags), TESSERA_SANITIZE=0 to skip the compute-sanitizer step. The build
+# needs the packages of scripts/install_deps.sh. Exits non-zero when any step fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build="${TESSERA_BUILD_DIR:-build-gpu}"
-model="${TESSERA_BENCH_MODEL:-bench-models/llama-7b}"
+model="${TESSERA_BENCH_MODEL:-bench-models/llama-7b-8l}"
+summary=()
+failed=0
+# step NAME RC: one summary line.
+step() {
+  if [ "$2" -eq 0 ]; then summary+=("ok     $1"); else summary+=("FAILED $1 (exit $2)"); failed=1; fi
+}
+finish() {
+  echo "== summary (${SECONDS} s)"
+  printf '%s\n' "${summary[@]}"
+  exit "$failed"
+}
+# run LOG CMD...: runs CMD with its output in LOG, and returns its exit status.
+run() {
+  local log="$1"
+  shift
+  set +e
+  "$@" >"$log" 2>&1
+  local rc=$?
+  set -e
+  return "$rc"
+}
 
 if ! nvidia-smi -L; then
   echo "gpu_check: no NVIDIA GPU is visible (nvidia-smi failed); run this on a GPU machine" >&2
@@ -24,70 +47,118 @@ if ! nvidia-smi -L; then
 fi
 
 echo "== build ($build)"
+rc=0
 # shellcheck disable=SC2086
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DTESSERA_CUDA=ON ${TESSERA_CMAKE_ARGS:-} >/dev/null
-cmake --build "$build" -j "$(nproc)" --target backend_parity_test golden_transformers_test \
-  decode_graphs_test tessera tessera_cuda_probe
+run "$build-configure.log" cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DTESSERA_CUDA=ON \
+  ${TESSERA_CMAKE_ARGS:-} || rc=$?
+if [ "$rc" -eq 0 ]; then
+  run "$build-build.log" cmake --build "$build" -j "$(nproc)" --target backend_parity_test \
+    golden_transformers_test decode_graphs_test tessera tessera_cuda_probe || rc=$?
+fi
+step "build ($build-configure.log, $build-build.log)" "$rc"
+if [ "$rc" -ne 0 ]; then
+  tail -30 "$build-configure.log" "$build-build.log" 2>/dev/null || true
+  finish
+fi
 
 echo "== parity suite (CUDA vs CPU)"
-set +e
-"$build/tests/kernels/backend_parity_test" >"$build/parity.log" 2>&1
-parity_rc=$?
-set -e
+rc=0
+run "$build/parity.log" "$build/tests/kernels/backend_parity_test" || rc=$?
+if grep -q '^\[parity\] SKIPPED' "$build/parity.log" && [ "$rc" -eq 0 ]; then rc=2; fi
 grep -E '^\[parity\]|^\[  (FAILED|PASSED|SKIPPED) ' "$build/parity.log" || true
 grep -B2 -A8 'Failure' "$build/parity.log" | head -80 || true
-echo "parity suite exit status: $parity_rc (full log: $build/parity.log)"
+step "parity suite: $(grep -E '^\[parity\] [0-9]+ comparisons' "$build/parity.log" || echo 'no summary') ($build/parity.log)" "$rc"
 
 echo "== whole-model tests on the GPU (run from the repository root: fixtures are relative)"
-set +e
-"$build/tests/golden/golden_transformers_test" --gtest_filter='*_cuda' \
-  >"$build/golden_cuda.log" 2>&1
-golden_rc=$?
-"$build/tests/runtime/decode_graphs_test" >"$build/decode_graphs.log" 2>&1
-graphs_rc=$?
-set -e
+rc=0
+run "$build/golden_cuda.log" "$build/tests/golden/golden_transformers_test" \
+  --gtest_filter='*_cuda' || rc=$?
+if grep -q "no CUDA" "$build/golden_cuda.log" && [ "$rc" -eq 0 ]; then rc=2; fi
+step "golden tests on the GPU ($build/golden_cuda.log)" "$rc"
+rc=0
+run "$build/decode_graphs.log" "$build/tests/runtime/decode_graphs_test" || rc=$?
+# Tests that skipped did not use the GPU: a failure here.
+if grep -q "no CUDA backend" "$build/decode_graphs.log" && [ "$rc" -eq 0 ]; then rc=2; fi
+step "CUDA graph tests ($build/decode_graphs.log)" "$rc"
 grep -E '^\[  (FAILED|PASSED|SKIPPED) ' "$build/golden_cuda.log" "$build/decode_graphs.log" || true
 grep -h -B2 -A8 'Failure' "$build/golden_cuda.log" "$build/decode_graphs.log" | head -80 || true
-echo "golden (GPU) exit status: $golden_rc, CUDA graphs exit status: $graphs_rc"
-if [ "$parity_rc" -eq 0 ]; then parity_rc=$((golden_rc | graphs_rc)); fi
+
+if [ "${TESSERA_SANITIZE:-1}" != 0 ]; then
+  echo "== compute-sanitizer memcheck: CUDA graphs (model and parity), attention, GEMM"
+  PATH="$PATH:${CUDA_HOME:-/usr/local/cuda}/bin"
+  if command -v compute-sanitizer >/dev/null; then
+    rc=0
+    run "$build/memcheck_graphs.log" compute-sanitizer --tool memcheck --error-exitcode 86 \
+      "$build/tests/runtime/decode_graphs_test" --gtest_filter='*Cuda*:*ReplayedSteps*' || rc=$?
+    step "memcheck, graph tests ($build/memcheck_graphs.log)" "$rc"
+    rc=0
+    run "$build/memcheck_parity.log" compute-sanitizer --tool memcheck --error-exitcode 86 \
+      "$build/tests/kernels/backend_parity_test" \
+      --gtest_filter='*Attention*:*GraphReplay*:*Gemm*:*TopK*' || rc=$?
+    step "memcheck, parity attention/GEMM/top-k/graph ($build/memcheck_parity.log)" "$rc"
+    grep -h "ERROR SUMMARY" "$build/memcheck_graphs.log" "$build/memcheck_parity.log" || true
+  else
+    step "memcheck (compute-sanitizer is not on PATH)" 1
+  fi
+fi
 
 echo "== device limits"
-probe="$("$build/kernels/cuda/tessera_cuda_probe" 128 11008 4096)"
+rc=0
+probe="$("$build/kernels/cuda/tessera_cuda_probe" 128 11008 4096)" || rc=$?
 echo "$probe"
+step "device probe" "$rc"
+[ "$rc" -eq 0 ] || finish
 
 if [ ! -f "$model/model.safetensors" ]; then
-  echo "== making $model (random BF16 weights, 7B shapes)"
-  python3 tools/make_random_checkpoint.py --hidden 4096 --intermediate 11008 --layers 32 \
+  echo "== making $model (random BF16 weights, 7B layer shapes, 8 layers)"
+  python3 tools/make_random_checkpoint.py --hidden 4096 --intermediate 11008 --layers 8 \
     --heads 32 --kv-heads 32 --vocab 32000 --dtype bf16 --out "$model"
 fi
 
 echo "== tessera bench --backend cuda (eager, then with decode steps replayed as CUDA graphs)"
+rc=0
 # shellcheck disable=SC2086
 bench="$("$build/launcher/tessera" bench --backend cuda --model "$model" --prompt-tokens 128 \
-  --decode-tokens 64 ${BENCH_ARGS:-})"
+  --decode-tokens 64 ${BENCH_ARGS:-})" || rc=$?
 echo "$bench"
+step "bench (eager)" "$rc"
+rc=0
 # shellcheck disable=SC2086
 graphs="$("$build/launcher/tessera" bench --backend cuda --cuda-graphs --model "$model" \
-  --prompt-tokens 128 --decode-tokens 64 ${BENCH_ARGS:-})"
-echo "$graphs" | grep -E '"decode_ms_per_token"' | sed 's/^/with CUDA graphs: /'
+  --prompt-tokens 128 --decode-tokens 64 ${BENCH_ARGS:-})" || rc=$?
+echo "$graphs" | grep -E '"decode_ms_per_token"' | sed 's/^/with CUDA graphs: /' || true
+step "bench (CUDA graphs)" "$rc"
 
-python3 - "$probe" "$bench" <<'EOF'
+figures="$(python3 - "$probe" "$bench" "$graphs" <<'EOF' || true
 import json
 import sys
 
+
+def last_json(text):
+    return json.loads(text[text.index("{"):])
+
+
 probe = json.loads(sys.argv[1])
-bench = json.loads(sys.argv[2][sys.argv[2].index("{"):])
+bench = last_json(sys.argv[2])
 bandwidth = probe["device_read_bandwidth_bytes_per_s"]
 step_bytes = bench["decode_weight_bytes_per_token_rank0"]
 ms = bench["decode_ms_per_token"]
 floor_ms = step_bytes / bandwidth * 1e3
-print(f"decode: {ms:.2f} ms/token; floor {step_bytes / 1e9:.2f} GB of weights / "
-      f"{bandwidth / 1e12:.2f} TB/s device read bandwidth = {floor_ms:.2f} ms/token; "
-      f"decode runs at {floor_ms / ms:.0%} of the bandwidth floor")
+line = (f"decode {ms:.2f} ms/token = {floor_ms / ms:.0%} of the bandwidth floor "
+        f"({step_bytes / 1e9:.2f} GB / {bandwidth / 1e12:.2f} TB/s = {floor_ms:.2f} ms)")
+try:
+    replayed = last_json(sys.argv[3])["decode_ms_per_token"]
+    line += f"; with CUDA graphs {replayed:.2f} ms/token = {floor_ms / replayed:.0%}"
+except (ValueError, KeyError):
+    pass
 prefill = bench["prefill_linear_gflops"] * 1e9
 gemm = probe["cublas_bf16_gemm_flops"]
-print(f"prefill: {bench['prefill_tokens_per_s']:.0f} tokens/s, linear layers at "
-      f"{prefill / 1e12:.2f} TFLOP/s = {prefill / gemm:.0%} of cuBLAS BF16 GEMM "
-      f"({gemm / 1e12:.1f} TFLOP/s on {probe['gemm_shape']})")
+line += (f"; prefill {bench['prefill_tokens_per_s']:.0f} tokens/s, linear layers at "
+         f"{prefill / 1e12:.2f} TFLOP/s = {prefill / gemm:.0%} of cuBLAS BF16 GEMM "
+         f"({gemm / 1e12:.1f} TFLOP/s on {probe['gemm_shape']})")
+print(line)
 EOF
-exit "$parity_rc"
+)"
+echo "$figures"
+[ -z "$figures" ] || summary+=("       $figures")
+finish

@@ -23,11 +23,24 @@ __global__ void AddKernel(const float* a, const float* b, float* out, int64_t co
   }
 }
 
+// Widening that keeps a NaN's sign (the F16 -> F32 conversion instruction need not), so that
+// CastValue gives the CPU's bits for every input.
+template <typename In>
+__device__ __forceinline__ float WidenKeepingNanSign(In v) {
+  return ToFloat(v);
+}
+template <>
+__device__ __forceinline__ float WidenKeepingNanSign<__half>(__half v) {
+  const unsigned short bits = __half_as_ushort(v);
+  if ((bits & 0x7fffu) > 0x7c00u) return __uint_as_float((unsigned(bits & 0x8000u) << 16) | 0x7fc00000u);
+  return __half2float(v);
+}
+
 template <typename In, typename Out>
 __global__ void CastKernel(const In* in, Out* out, int64_t count) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    out[i] = CastValue<Out>(ToFloat(in[i]));
+    out[i] = CastValue<Out>(WidenKeepingNanSign(in[i]));
   }
 }
 
