@@ -73,31 +73,32 @@ absl::Status CudaBackend::DoGemm(const GemmArgs& a) {
                    ScratchBuffer(Scratch::kGemmInput, half_bytes + (f16 ? m * sizeof(float) : 0),
                                  "Gemm (activations in the weight dtype)"));
   const cudaDataType_t type = f16 ? CUDA_R_16F : CUDA_R_16BF;
-  if (!f16) {
+  float* scales = nullptr;
+  float* product = nullptr;  // F16: the unscaled product, multiplied into y afterwards
+  if (f16) {
+    scales = reinterpret_cast<float*>(static_cast<char*>(x_half) + half_bytes);
+    ASSIGN_OR_RETURN(void* p, ScratchBuffer(Scratch::kGemmOutput,
+                                            static_cast<size_t>(m * n) * sizeof(float),
+                                            "Gemm (F16 product before the row scales)"));
+    product = static_cast<float*>(p);
+    CUDA_RETURN_IF_ERROR(
+        cuda::LaunchCastRowsToF16Scaled(a.x.as<const float>(), m, k, x_half, scales, stream_),
+        context());
+  } else {
     CUDA_RETURN_IF_ERROR(
         cuda::LaunchCast(a.x.data, cuda::Storage::kF32, x_half, storage, m * k, stream_),
         context());
-    CUBLAS_RETURN_IF_ERROR(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, in, im, ik, &alpha,
-                                        a.w.data, type, ik, x_half, type, ik, &beta, y,
-                                        CUDA_R_32F, in, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-                           context());
-    return absl::OkStatus();
   }
-  float* scales = reinterpret_cast<float*>(static_cast<char*>(x_half) + half_bytes);
-  ASSIGN_OR_RETURN(void* product,
-                   ScratchBuffer(Scratch::kGemmOutput, static_cast<size_t>(m * n) * sizeof(float),
-                                 "Gemm (F16 product before the row scales)"));
-  CUDA_RETURN_IF_ERROR(
-      cuda::LaunchCastRowsToF16Scaled(a.x.as<const float>(), m, k, x_half, scales, stream_),
-      context());
   const float zero = 0.0f;
   CUBLAS_RETURN_IF_ERROR(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, in, im, ik, &alpha,
-                                      a.w.data, type, ik, x_half, type, ik, &zero, product,
-                                      CUDA_R_32F, in, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                                      a.w.data, type, ik, x_half, type, ik,
+                                      f16 ? &zero : &beta, f16 ? product : y, CUDA_R_32F, in,
+                                      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                          context());
-  CUDA_RETURN_IF_ERROR(cuda::LaunchScaleRows(static_cast<const float*>(product), scales, m, n,
-                                             a.accumulate, y, stream_),
-                       context());
+  if (f16) {
+    CUDA_RETURN_IF_ERROR(
+        cuda::LaunchScaleRows(product, scales, m, n, a.accumulate, y, stream_), context());
+  }
   return absl::OkStatus();
 }
 
