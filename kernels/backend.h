@@ -63,6 +63,10 @@ class Backend {
   }
   absl::Status SiluMul(const SiluMulArgs& a) { return Run(a, &Backend::DoSiluMul); }
   absl::Status Add(const AddArgs& a) { return Run(a, &Backend::DoAdd); }
+  absl::Status Lerp(const LerpArgs& a) { return Run(a, &Backend::DoLerp); }
+  absl::Status PhiloxDropout(const PhiloxDropoutArgs& a) {
+    return Run(a, &Backend::DoPhiloxDropout);
+  }
   absl::Status Cast(const CastArgs& a) { return Run(a, &Backend::DoCast); }
   absl::Status ArgMax(const ArgMaxArgs& a) { return Run(a, &Backend::DoArgMax); }
   absl::Status TopK(const TopKArgs& a) { return Run(a, &Backend::DoTopK); }
@@ -79,6 +83,8 @@ class Backend {
   virtual absl::Status DoMergeAttention(const MergeAttentionArgs& a) = 0;
   virtual absl::Status DoSiluMul(const SiluMulArgs& a) = 0;
   virtual absl::Status DoAdd(const AddArgs& a) = 0;
+  virtual absl::Status DoLerp(const LerpArgs& a) = 0;
+  virtual absl::Status DoPhiloxDropout(const PhiloxDropoutArgs& a) = 0;
   virtual absl::Status DoCast(const CastArgs& a) = 0;
   virtual absl::Status DoArgMax(const ArgMaxArgs& a) = 0;
   virtual absl::Status DoTopK(const TopKArgs& a) = 0;

@@ -125,6 +125,28 @@ struct AddArgs {
   TensorView out;  // F32, same shape
 };
 
+// out = a + weight * (b - a) elementwise, rounded once after the difference (a fused
+// multiply-add): exactly a where b equals a (equal infinities included), a at weight 0 for a
+// finite b. `out` may alias a or b.
+struct LerpArgs {
+  TensorView a;    // F32
+  TensorView b;    // F32, same shape
+  TensorView out;  // F32, same shape
+  float weight = 0.0f;
+};
+
+// Counter-based dropout in place, without the 1 / (1 - rate) rescaling: element (i, h) of x
+// becomes +0 iff u < rate, else it is unchanged, where u = (w >> 8) * 2^-24 and w is word h % 4
+// of Philox4x32-10 (kernels/philox.h) with key (row_words[i][0], row_words[i][1]) and counter
+// (h / 4, row_words[i][2], row_words[i][3], stream). The mask depends only on those words, never
+// on the row's place in the batch; rate 0 keeps every element.
+struct PhiloxDropoutArgs {
+  TensorView x;          // [n, h] F32, in place
+  TensorView row_words;  // [n, 4] I32 bit patterns: key low, key high, counter words 1 and 2
+  uint32_t stream = 0;   // counter word 3
+  float rate = 0.0f;     // in [0, 1]
+};
+
 // Elementwise conversion between F32, F16 and BF16 (round to nearest even). A NaN becomes the
 // output dtype's canonical quiet NaN with the input's sign (F32 0x7fc00000, BF16 0x7fc0, F16
 // 0x7e00, sign bit kept), so every backend writes the same bits.

@@ -1,5 +1,6 @@
 #include "kernels/op_validation.h"
 
+#include <cmath>
 #include <initializer_list>
 #include "absl/strings/string_view.h"
 
@@ -174,6 +175,28 @@ absl::Status Validate(const AddArgs& a) {
   }
   RETURN_IF_ERROR(CheckSameShape("Add", a.a, a.b));
   return CheckSameShape("Add", a.a, a.out);
+}
+
+absl::Status Validate(const LerpArgs& a) {
+  if (a.a.dtype != DType::kF32 || a.b.dtype != DType::kF32 || a.out.dtype != DType::kF32) {
+    return absl::InvalidArgumentError("Lerp: all operands must be F32");
+  }
+  if (!std::isfinite(a.weight)) {
+    return absl::InvalidArgumentError(absl::StrCat("Lerp: weight must be finite, got ", a.weight));
+  }
+  RETURN_IF_ERROR(CheckSameShape("Lerp", a.a, a.b));
+  return CheckSameShape("Lerp", a.a, a.out);
+}
+
+absl::Status Validate(const PhiloxDropoutArgs& a) {
+  RETURN_IF_ERROR(Check("PhiloxDropout", "x", a.x, DType::kF32, {kAny, kAny}));
+  RETURN_IF_ERROR(
+      Check("PhiloxDropout", "row_words", a.row_words, DType::kI32, {a.x.shape[0], 4}));
+  if (!(a.rate >= 0.0f && a.rate <= 1.0f)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("PhiloxDropout: rate must be in [0, 1], got ", a.rate));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Validate(const CastArgs& a) {

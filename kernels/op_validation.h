@@ -18,6 +18,8 @@ absl::Status Validate(const GatherRowsArgs& a);
 absl::Status Validate(const MergeAttentionArgs& a);
 absl::Status Validate(const SiluMulArgs& a);
 absl::Status Validate(const AddArgs& a);
+absl::Status Validate(const LerpArgs& a);
+absl::Status Validate(const PhiloxDropoutArgs& a);
 absl::Status Validate(const CastArgs& a);
 absl::Status Validate(const ArgMaxArgs& a);
 absl::Status Validate(const TopKArgs& a);

@@ -27,7 +27,7 @@
 #include "runtime/context_limit.h"
 #include "runtime/generator.h"
 #include "runtime/memory_plan.h"
-#include "runtime/philox.h"
+#include "kernels/philox.h"
 
 namespace tessera {
 namespace {

@@ -6,6 +6,7 @@
 #include "absl/strings/str_join.h"
 #include "kernels/status_macros.h"
 #include "methods/early_exit/early_exit_method.h"
+#include "methods/harp/harp_method.h"
 
 namespace tessera {
 namespace {
@@ -82,6 +83,7 @@ absl::StatusOr<std::vector<std::unique_ptr<Method>>> MethodRegistry::Create(
 MethodRegistry BuiltInMethods() {
   MethodRegistry registry;
   (void)registry.Register("early_exit", "Early exit", EarlyExitMethod::Create);
+  (void)registry.Register("harp", "HARP", HarpMethod::Create);
   return registry;
 }
 

@@ -43,7 +43,8 @@ class MethodRegistry {
   std::map<std::string, Entry> factories_;
 };
 
-// The methods built into this version of Tessera: early_exit (policies FREE and STATIC).
+// The methods built into this version of Tessera: early_exit (FREE, STATIC, CALM) and harp
+// (mode EXACT).
 MethodRegistry BuiltInMethods();
 
 }  // namespace tessera

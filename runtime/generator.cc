@@ -155,8 +155,9 @@ absl::StatusOr<std::vector<GenerationResult>> Generator::Generate(
       s.slot = free_slots.back();
       free_slots.pop_back();
       cache->Clear(s.slot);
-      RETURN_IF_ERROR(runner_->StartSequence(s.slot));
       const GenerationRequest& r = requests[s.request];
+      RETURN_IF_ERROR(runner_->StartSequence(
+          s.slot, r.id == GenerationRequest::kIndex ? s.request : r.id));
       s.pending = r.prompt_ids;
       const size_t keep = std::min(kDecodeContext, r.prompt_ids.size());
       s.context.assign(r.prompt_ids.end() - keep, r.prompt_ids.end());

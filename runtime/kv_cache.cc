@@ -12,6 +12,19 @@ absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(Backend* backend, int64
                                                           int64_t kv_heads, int64_t head_dim,
                                                           int64_t n_slots, int64_t capacity,
                                                           DType dtype) {
+  return Build(backend, layers, kv_heads, head_dim, n_slots, capacity, dtype, false);
+}
+
+absl::StatusOr<std::unique_ptr<KvCache>> KvCache::CreateLayerScratch(
+    Backend* backend, int64_t layers, int64_t kv_heads, int64_t head_dim, int64_t n_slots,
+    int64_t capacity, DType dtype) {
+  return Build(backend, layers, kv_heads, head_dim, n_slots, capacity, dtype, true);
+}
+
+absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Build(Backend* backend, int64_t layers,
+                                                         int64_t kv_heads, int64_t head_dim,
+                                                         int64_t n_slots, int64_t capacity,
+                                                         DType dtype, bool shared_storage) {
   if (dtype != DType::kF32 && dtype != DType::kF16 && dtype != DType::kBF16) {
     return absl::InvalidArgumentError(absl::StrCat("KvCache: the cache dtype must be F32, F16 or ",
                                                    "BF16, got ", DTypeName(dtype)));
@@ -23,7 +36,9 @@ absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(Backend* backend, int64
   }
   std::unique_ptr<KvCache> cache(new KvCache(backend, n_slots, capacity, dtype));
   const std::vector<int64_t> dims = {n_slots, capacity, kv_heads, head_dim};
-  for (int64_t l = 0; l < layers; ++l) {
+  cache->layers_ = layers;
+  cache->shared_storage_ = shared_storage;
+  for (int64_t l = 0; l < (shared_storage ? std::min<int64_t>(layers, 1) : layers); ++l) {
     for (std::vector<Tensor>* kv : {&cache->k_, &cache->v_}) {
       kv->emplace_back(backend, dtype);
       RETURN_IF_ERROR(kv->back().Resize(dims));
@@ -96,6 +111,11 @@ absl::Status KvCache::Compact(int64_t layer, int64_t slot, absl::Span<const int3
   if (layer < 0 || layer >= layers() || slot < 0 || slot >= n_slots_) {
     return absl::OutOfRangeError(absl::StrCat("KvCache::Compact: layer ", layer, " slot ", slot,
                                               " does not exist"));
+  }
+  if (shared_storage_) {
+    return absl::FailedPreconditionError(
+        "KvCache::Compact: the layers of this scratch cache share one storage; its entries "
+        "cannot be compacted");
   }
   const int32_t length = lengths_[Index(layer, slot)];
   for (size_t i = 0; i < keep.size(); ++i) {

@@ -39,15 +39,25 @@ class KvCache {
                                                          int64_t n_slots, int64_t capacity,
                                                          DType dtype);
 
-  TensorView k(int64_t layer) const { return k_[layer].view(); }
-  TensorView v(int64_t layer) const { return v_[layer].view(); }
-  int64_t layers() const { return static_cast<int64_t>(k_.size()); }
+  // A cache whose layers all share ONE layer's storage (lengths and positions stay per layer):
+  // a layer's entries are valid only until the next layer writes. For a pass that reads each
+  // layer's entries only within that layer, e.g. HARP's reframed prefill of a whole sequence
+  // that must not touch the real cache: one layer's K/V in memory instead of every layer's.
+  // Compact is refused on it.
+  static absl::StatusOr<std::unique_ptr<KvCache>> CreateLayerScratch(
+      Backend* backend, int64_t layers, int64_t kv_heads, int64_t head_dim, int64_t n_slots,
+      int64_t capacity, DType dtype);
+
+  TensorView k(int64_t layer) const { return k_[shared_storage_ ? 0 : layer].view(); }
+  TensorView v(int64_t layer) const { return v_[shared_storage_ ? 0 : layer].view(); }
+  int64_t layers() const { return layers_; }
+  bool shared_storage() const { return shared_storage_; }
   int64_t n_slots() const { return n_slots_; }
   // Entries a slot can hold per layer.
   int64_t max_seq() const { return capacity_; }
   DType dtype() const { return dtype_; }
   // Device bytes of the K and V tensors: layers x 2 x n_slots x capacity x kv_heads x head_dim x
-  // DTypeSize(dtype()).
+  // DTypeSize(dtype()) (one layer's with shared storage).
   size_t bytes() const;
 
   // Entries of `slot` in `layer`, and the position of each.
@@ -85,12 +95,18 @@ class KvCache {
  private:
   KvCache(Backend* backend, int64_t n_slots, int64_t capacity, DType dtype)
       : backend_(backend), n_slots_(n_slots), capacity_(capacity), dtype_(dtype) {}
+  static absl::StatusOr<std::unique_ptr<KvCache>> Build(Backend* backend, int64_t layers,
+                                                        int64_t kv_heads, int64_t head_dim,
+                                                        int64_t n_slots, int64_t capacity,
+                                                        DType dtype, bool shared_storage);
   int64_t Index(int64_t layer, int64_t slot) const { return layer * n_slots_ + slot; }
   absl::Status GatherSlotRows(TensorView cache, int64_t slot, int64_t count);
 
   Backend* backend_;
   int64_t n_slots_, capacity_;
   DType dtype_;
+  int64_t layers_ = 0;
+  bool shared_storage_ = false;
   std::vector<Tensor> k_, v_;
   std::vector<int32_t> lengths_;    // [layers, n_slots]
   std::vector<int32_t> positions_;  // [layers, n_slots, capacity]

@@ -92,6 +92,12 @@ absl::StatusOr<std::unique_ptr<KvCache>> LlamaModel::MakeCache(int64_t n_slots,
                          max_seq, parallel_.kv_dtype);
 }
 
+absl::StatusOr<std::unique_ptr<KvCache>> LlamaModel::MakeLayerScratchCache(
+    int64_t n_slots, int64_t max_seq) const {
+  return KvCache::CreateLayerScratch(backend_, plan_.layers(), plan_.kv_heads, config_.head_dim,
+                                     n_slots, max_seq, parallel_.kv_dtype);
+}
+
 absl::StatusOr<KvCache*> LlamaModel::AcquireCache(int64_t n_slots, int64_t max_seq) {
   if (pooled_cache_ == nullptr || pooled_cache_->n_slots() < n_slots ||
       pooled_cache_->max_seq() < max_seq) {

@@ -129,6 +129,10 @@ class LlamaModel {
   // A KV cache for this rank's layers and KV heads, in the backend's memory, of
   // parallel().kv_dtype.
   absl::StatusOr<std::unique_ptr<KvCache>> MakeCache(int64_t n_slots, int64_t max_seq) const;
+  // The same with one layer's storage shared by every layer (KvCache::CreateLayerScratch): for a
+  // pass over whole sequences that keeps no K/V.
+  absl::StatusOr<std::unique_ptr<KvCache>> MakeLayerScratchCache(int64_t n_slots,
+                                                                 int64_t max_seq) const;
 
   // The model's own KV cache, with at least `n_slots` slots of at least `max_seq` positions:
   // kept between calls and reallocated (exactly as asked) only when a request does not fit, so

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "runtime/philox.h"
+#include "kernels/philox.h"
 
 namespace tessera {
 

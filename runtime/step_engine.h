@@ -58,6 +58,8 @@ class StepPolicy {
 struct SequenceCounters {
   std::vector<int32_t> token_layers;  // layers run to produce each generated token, in order
   std::map<std::string, double> values;  // named totals ("deep_passes", "exit_checks", ...)
+  // Named per-token values, one per generated token when present ("entropy_bits").
+  std::map<std::string, std::vector<double>> series;
 };
 
 // Runs the steps of a generation: the plain StepEngine, or a method that splits each step into
@@ -67,8 +69,12 @@ struct SequenceCounters {
 class StepRunner {
  public:
   virtual ~StepRunner() = default;
-  // Slot `slot` (emptied) now holds a new sequence; its first step is its prompt.
-  virtual absl::Status StartSequence(int32_t slot) { return absl::OkStatus(); }
+  // Slot `slot` (emptied) now holds a new sequence; its first step is its prompt. `request_id`
+  // keys the sequence's randomness (GenerationRequest::id, or its index in the call), so that a
+  // method's random draws do not depend on the slot or the batch.
+  virtual absl::Status StartSequence(int32_t slot, uint64_t request_id) {
+    return absl::OkStatus();
+  }
   // One step: every micro-batch's rows; returns on every rank the reduction's words of every
   // logit row of every micro-batch, in order (as StepEngine::Run). The reduction may be called
   // with a ForwardOutput whose logit_rows are a subset of the batch's, in any order.

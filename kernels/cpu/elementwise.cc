@@ -1,5 +1,7 @@
-// Elementwise ops: SiLU-multiply, add, dtype cast.
+// Elementwise ops: SiLU-multiply, add, lerp, counter-based dropout, dtype cast.
 #include <cmath>
+
+#include "kernels/philox.h"
 
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/simd.h"
@@ -25,6 +27,37 @@ absl::Status CpuBackend::DoAdd(const AddArgs& a) {
   const float* y = a.b.as<const float>();
   float* out = a.out.as<float>();
   for (int64_t i = 0; i < count; ++i) out[i] = x[i] + y[i];
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::DoLerp(const LerpArgs& a) {
+  const int64_t count = a.a.numel();
+  const float* x = a.a.as<const float>();
+  const float* y = a.b.as<const float>();
+  float* out = a.out.as<float>();
+  // One rounding after the difference, as the CUDA kernel (fmaf); exactly x where y == x (equal
+  // infinities included).
+  for (int64_t i = 0; i < count; ++i) {
+    out[i] = y[i] == x[i] ? x[i] : std::fma(a.weight, y[i] - x[i], x[i]);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::DoPhiloxDropout(const PhiloxDropoutArgs& a) {
+  const int64_t n = a.x.dim(0), h = a.x.dim(1);
+  const uint32_t* words = a.row_words.as<const uint32_t>();
+#pragma omp parallel for schedule(static) if (n * h > 65536)
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t* w = words + 4 * i;
+    float* row = a.x.as<float>() + i * h;
+    for (int64_t j = 0; j < h; j += 4) {
+      uint32_t c[4] = {static_cast<uint32_t>(j / 4), w[2], w[3], a.stream};
+      PhiloxRounds(c, w[0], w[1]);
+      for (int64_t lane = 0; lane < 4 && j + lane < h; ++lane) {
+        if (UniformFromBits(c[lane]) < a.rate) row[j + lane] = 0.0f;
+      }
+    }
+  }
   return absl::OkStatus();
 }
 

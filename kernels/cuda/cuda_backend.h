@@ -147,6 +147,8 @@ class CudaBackend final : public Backend {
   absl::Status DoMergeAttention(const MergeAttentionArgs& a) override;
   absl::Status DoSiluMul(const SiluMulArgs& a) override;
   absl::Status DoAdd(const AddArgs& a) override;
+  absl::Status DoLerp(const LerpArgs& a) override;
+  absl::Status DoPhiloxDropout(const PhiloxDropoutArgs& a) override;
   absl::Status DoCast(const CastArgs& a) override;
   absl::Status DoArgMax(const ArgMaxArgs& a) override;
   absl::Status DoTopK(const TopKArgs& a) override;

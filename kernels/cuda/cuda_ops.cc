@@ -180,6 +180,29 @@ absl::Status CudaBackend::DoAdd(const AddArgs& a) {
   return absl::OkStatus();
 }
 
+absl::Status CudaBackend::DoLerp(const LerpArgs& a) {
+  RETURN_IF_ERROR(cuda::RequireDevice("Lerp", {{"a", a.a}, {"b", a.b}, {"out", a.out}}));
+  const int64_t count = a.a.numel();
+  if (count == 0) return absl::OkStatus();
+  RETURN_IF_ERROR(Activate());
+  CUDA_RETURN_IF_ERROR(cuda::LaunchLerp(a.a.as<const float>(), a.b.as<const float>(),
+                                        a.out.as<float>(), a.weight, count, stream_),
+                       Describe("Lerp", {{"a", a.a}}));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::DoPhiloxDropout(const PhiloxDropoutArgs& a) {
+  RETURN_IF_ERROR(
+      cuda::RequireDevice("PhiloxDropout", {{"x", a.x}, {"row_words", a.row_words}}));
+  if (a.x.numel() == 0) return absl::OkStatus();
+  RETURN_IF_ERROR(Activate());
+  CUDA_RETURN_IF_ERROR(
+      cuda::LaunchPhiloxDropout(a.x.as<float>(), a.row_words.as<const uint32_t>(), a.x.dim(0),
+                                a.x.dim(1), a.stream, a.rate, stream_),
+      Describe("PhiloxDropout", {{"x", a.x}}));
+  return absl::OkStatus();
+}
+
 absl::Status CudaBackend::DoCast(const CastArgs& a) {
   RETURN_IF_ERROR(cuda::RequireDevice("Cast", {{"in", a.in}, {"out", a.out}}));
   const int64_t count = a.in.numel();

@@ -1,7 +1,8 @@
-// Elementwise ops: SiLU-multiply, add, dtype cast. Grid-stride loops, one element per thread
+// Elementwise ops: SiLU-multiply, add, lerp, counter-based dropout, dtype cast. Grid-stride loops, one element per thread
 // per step; every output element depends only on the same input elements, so in-place use
 // (out == gate, out == a or b) is safe.
 #include "kernels/cuda/device_utils.cuh"
+#include "kernels/philox.h"
 
 namespace tessera::cuda {
 namespace {
@@ -20,6 +21,31 @@ __global__ void AddKernel(const float* a, const float* b, float* out, int64_t co
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     out[i] = a[i] + b[i];
+  }
+}
+
+__global__ void LerpKernel(const float* a, const float* b, float* out, float weight,
+                           int64_t count) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const float x = a[i], y = b[i];
+    out[i] = y == x ? x : fmaf(weight, __fsub_rn(y, x), x);
+  }
+}
+
+// One thread per group of four elements of a row (one Philox call gives four words).
+__global__ void PhiloxDropoutKernel(float* x, const uint32_t* row_words, int64_t n, int64_t h,
+                                    uint32_t stream_word, float rate) {
+  const int64_t groups = (h + 3) / 4;
+  for (int64_t g = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; g < n * groups;
+       g += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t row = g / groups, group = g % groups;
+    const uint32_t* w = row_words + 4 * row;
+    uint32_t c[4] = {static_cast<uint32_t>(group), w[2], w[3], stream_word};
+    PhiloxRounds(c, w[0], w[1]);
+    for (int lane = 0; lane < 4 && 4 * group + lane < h; ++lane) {
+      if (UniformFromBits(c[lane]) < rate) x[row * h + 4 * group + lane] = 0.0f;
+    }
   }
 }
 
@@ -72,6 +98,20 @@ cudaError_t LaunchSiluMul(const float* gate, const float* up, float* out, int64_
 cudaError_t LaunchAdd(const float* a, const float* b, float* out, int64_t count,
                       cudaStream_t stream) {
   AddKernel<<<GridFor(count, kThreads), kThreads, 0, stream>>>(a, b, out, count);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchLerp(const float* a, const float* b, float* out, float weight, int64_t count,
+                       cudaStream_t stream) {
+  LerpKernel<<<GridFor(count, kThreads), kThreads, 0, stream>>>(a, b, out, weight, count);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchPhiloxDropout(float* x, const uint32_t* row_words, int64_t n, int64_t h,
+                                uint32_t stream_word, float rate, cudaStream_t stream) {
+  const int64_t groups = n * ((h + 3) / 4);
+  PhiloxDropoutKernel<<<GridFor(groups, kThreads), kThreads, 0, stream>>>(x, row_words, n, h,
+                                                                          stream_word, rate);
   return cudaGetLastError();
 }
 

@@ -12,7 +12,7 @@
 #include "launcher/eval/jsonl.h"
 #include "launcher/eval/tasks.h"
 #include "runtime/context_limit.h"
-#include "runtime/philox.h"
+#include "kernels/philox.h"
 
 namespace tessera {
 namespace {

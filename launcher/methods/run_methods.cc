@@ -36,11 +36,12 @@ absl::Status AttachMethods(RunMethods& run, LlamaModel& model) {
 }
 
 bool HasCounters(const SequenceCounters& c) {
-  return !c.token_layers.empty() || !c.values.empty();
+  return !c.token_layers.empty() || !c.values.empty() || !c.series.empty();
 }
 
 nlohmann::json MethodCountersJson(const SequenceCounters& c) {
   nlohmann::json j = c.values;
+  for (const auto& [name, values] : c.series) j[name] = values;
   j["token_layers"] = c.token_layers;
   double layers = 0;
   for (int32_t l : c.token_layers) layers += l;

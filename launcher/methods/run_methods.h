@@ -32,7 +32,7 @@ absl::StatusOr<RunMethods> PrepareMethods(const config::MethodSettings& settings
 absl::Status AttachMethods(RunMethods& methods, LlamaModel& model);
 
 // A sequence's method counters as JSON: "token_layers" (layers run per generated token),
-// "mean_layers_per_token", and the runner's named values.
+// "mean_layers_per_token", the runner's named values, and its per-token series (arrays).
 bool HasCounters(const SequenceCounters& counters);
 nlohmann::json MethodCountersJson(const SequenceCounters& counters);
 

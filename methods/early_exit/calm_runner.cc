@@ -8,7 +8,7 @@
 #include "kernels/status_macros.h"
 #include "methods/early_exit/contrastive_confidence.h"
 #include "methods/early_exit/exit_confidence.h"
-#include "methods/early_exit/step_agreement.h"
+#include "methods/step_agreement.h"
 
 namespace tessera {
 namespace {
@@ -107,7 +107,7 @@ absl::StatusOr<std::unique_ptr<CalmRunner>> CalmRunner::Create(LlamaModel* model
   return r;
 }
 
-absl::Status CalmRunner::StartSequence(int32_t slot) {
+absl::Status CalmRunner::StartSequence(int32_t slot, uint64_t) {
   if (slot >= static_cast<int32_t>(slots_.size())) {
     slots_.resize(slot + 1);
     prefilled_.resize(slot + 1, 0);

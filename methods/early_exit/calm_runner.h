@@ -54,7 +54,7 @@ class CalmRunner : public StepRunner {
                                                             CalmRunnerOptions options);
   ~CalmRunner() override;
 
-  absl::Status StartSequence(int32_t slot) override;
+  absl::Status StartSequence(int32_t slot, uint64_t request_id) override;
   absl::StatusOr<std::vector<float>> Run(const std::vector<ForwardBatch>& micro_batches,
                                          KvCache& cache, const StepReduction& reduction) override;
   absl::StatusOr<std::vector<SequenceCounters>> EndSequences(const std::vector<int32_t>& slots,

@@ -8,7 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
 #include "methods/early_exit/exit_confidence.h"
-#include "methods/early_exit/step_agreement.h"
+#include "methods/step_agreement.h"
 
 namespace tessera {
 namespace {
@@ -86,7 +86,7 @@ bool FreeRunner::Static() const {
   return options_.settings.policy() == EarlyExitSettings::STATIC;
 }
 
-absl::Status FreeRunner::StartSequence(int32_t slot) {
+absl::Status FreeRunner::StartSequence(int32_t slot, uint64_t) {
   if (slot >= static_cast<int32_t>(slots_.size())) slots_.resize(slot + 1);
   Slot& s = slots_[slot];
   s = Slot{};

@@ -58,7 +58,7 @@ class FreeRunner : public StepRunner {
 
   ~FreeRunner() override;
 
-  absl::Status StartSequence(int32_t slot) override;
+  absl::Status StartSequence(int32_t slot, uint64_t request_id) override;
   absl::StatusOr<std::vector<float>> Run(const std::vector<ForwardBatch>& micro_batches,
                                          KvCache& cache, const StepReduction& reduction) override;
   // Flushes (flush_at_end) and reports each sequence's counters.

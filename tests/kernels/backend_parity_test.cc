@@ -791,6 +791,43 @@ TEST_F(ParityTest, SiluMulAndAdd) {
   }
 }
 
+// HARP's ops: the mix of two logit rows (one rounding, exactly a where b == a) and the
+// counter-based dropout (the same Philox bits on both backends, so the same elements drop).
+TEST_F(ParityTest, LerpAndPhiloxDropout) {
+  for (const auto [n, hidden] : {std::pair<int64_t, int64_t>{1, 32000}, {5, 4096}, {3, 13}}) {
+    const std::string shape = absl::StrCat("[", n, ",", hidden, "]");
+    SCOPED_TRACE(shape);
+    const std::vector<int64_t> dims = {n, hidden};
+    std::vector<float> plain = RandomFloats(n * hidden, 50, 8.0f);
+    std::vector<float> reframed = RandomFloats(n * hidden, 51, 8.0f);
+    for (int64_t i = 0; i < n * hidden; i += 3) reframed[i] = plain[i];
+    auto a = Floats(plain, DType::kF32, dims);
+    auto b = Floats(reframed, DType::kF32, dims);
+    for (float w : {0.0f, 0.5f, 1.0f}) {
+      auto out = Make(DType::kF32, dims);
+      out->Poison();
+      ASSERT_OK(cpu_->Lerp({a->cpu(), b->cpu(), out->cpu(), w}));
+      ASSERT_OK(gpu_->Lerp({a->gpu(), b->gpu(), out->gpu(), w}));
+      ExpectExact(*out, "Lerp", DType::kF32, absl::StrCat(shape, " weight ", w));
+    }
+    auto x = Floats(RandomFloats(n * hidden, 52), DType::kF32, dims);
+    std::vector<int32_t> words;
+    for (int64_t r = 0; r < n; ++r) {
+      for (int32_t w : {static_cast<int32_t>(0x9e3779b9u), 77, static_cast<int32_t>(3 * r + 1),
+                        static_cast<int32_t>(n + 9)}) {
+        words.push_back(w);
+      }
+    }
+    auto row_words = Make(DType::kI32, {n, 4});
+    row_words->SetInts(words);
+    for (float rate : {0.0f, 0.2f, 1.0f}) {
+      ASSERT_OK(cpu_->PhiloxDropout({x->cpu(), row_words->cpu(), 0x4852u, rate}));
+      ASSERT_OK(gpu_->PhiloxDropout({x->gpu(), row_words->gpu(), 0x4852u, rate}));
+      ExpectExact(*x, "PhiloxDropout", DType::kF32, absl::StrCat(shape, " rate ", rate));
+    }
+  }
+}
+
 TEST_F(ParityTest, Cast) {
   // Normal values, F16 subnormals and values beyond F16's range (infinity on both sides).
   std::vector<float> values = RandomFloats(4099, 50, 10.0f);

@@ -364,8 +364,8 @@ TEST(CliEarlyExitTest, EvalSumsTheCountersAndScoringTasksRefuseTheMethod) {
 
 TEST(CliMethodTest, SetAloneTurnsAMethodOn) {
   const CliRun r = Tessera({"generate", "--model", kMha, "--prompt", "hi", "--set",
-                            "method.harp.delta=0.1"});
-  ExpectFailure(r, {"method.harp: HARP ", kNotBuilt});
+                            "method.beacon.window=512"});
+  ExpectFailure(r, {"method.beacon: Activation Beacon ", kNotBuilt});
 }
 
 TEST(CliMethodTest, RunConfigMethodSectionFailsEval) {
@@ -373,11 +373,12 @@ TEST(CliMethodTest, RunConfigMethodSectionFailsEval) {
   const std::string config = dir.Join("run.textproto");
   testing::WriteFile(config, absl::StrCat("model { path: \"", kMha, "\" }\n",
                                           "task { perplexity { data: \"absent.jsonl\" } }\n",
-                                          "method { harp { delta: 0.1 } }\n"));
-  ExpectFailure(Tessera({"eval", "--config", config}), {"method.harp: HARP ", kNotBuilt});
+                                          "method { beacon { window: 512 } }\n"));
+  ExpectFailure(Tessera({"eval", "--config", config}),
+                {"method.beacon: Activation Beacon ", kNotBuilt});
   // The same section for generate.
   ExpectFailure(Tessera({"generate", "--config", config, "--prompt", "hi"}),
-                {"method.harp: ", kNotBuilt});
+                {"method.beacon: ", kNotBuilt});
 }
 
 TEST(CliMethodTest, SetOverridesTheMethodFileAndIsValidated) {

@@ -267,6 +267,13 @@ absl::Status GuardedDeviceBackend::DoSiluMul(const SiluMulArgs& a) {
 absl::Status GuardedDeviceBackend::DoAdd(const AddArgs& a) {
   return Forward("Add", {{"a", a.a}, {"b", a.b}, {"out", a.out}}, a, &Backend::Add);
 }
+absl::Status GuardedDeviceBackend::DoLerp(const LerpArgs& a) {
+  return Forward("Lerp", {{"a", a.a}, {"b", a.b}, {"out", a.out}}, a, &Backend::Lerp);
+}
+absl::Status GuardedDeviceBackend::DoPhiloxDropout(const PhiloxDropoutArgs& a) {
+  return Forward("PhiloxDropout", {{"x", a.x}, {"row_words", a.row_words}}, a,
+                 &Backend::PhiloxDropout);
+}
 absl::Status GuardedDeviceBackend::DoCast(const CastArgs& a) {
   return Forward("Cast", {{"in", a.in}, {"out", a.out}}, a, &Backend::Cast);
 }

@@ -10,7 +10,7 @@
 #include "absl/status/status.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "runtime/philox.h"
+#include "kernels/philox.h"
 #include "runtime/sampler.h"
 #include "tests/test_util.h"
 

@@ -21,7 +21,7 @@ absl::StatusOr<Decoded> Decode(LlamaModel& model, KvCache& cache, StepRunner& ru
   std::vector<int32_t> length(n, 0);
   for (size_t i = 0; i < n; ++i) {
     cache.Clear(static_cast<int64_t>(i));
-    RETURN_IF_ERROR(runner.StartSequence(static_cast<int32_t>(i)));
+    RETURN_IF_ERROR(runner.StartSequence(static_cast<int32_t>(i), i));
   }
   const size_t groups = std::min<size_t>(std::max(1, options.micro_batches), n);
   auto group_begin = [&](size_t g) { return n * g / groups; };

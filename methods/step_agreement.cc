@@ -1,4 +1,4 @@
-#include "methods/early_exit/step_agreement.h"
+#include "methods/step_agreement.h"
 
 #include <string>
 

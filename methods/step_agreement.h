@@ -1,8 +1,8 @@
 // --check-rank-agreement for runners that decide per step: every rank of the tensor-parallel
 // group hashes the step's (token, decision) pairs, the hashes are all-gathered, and a difference
 // fails the step on every rank, naming it and the ranks that differ from rank 0.
-#ifndef TESSERA_METHODS_EARLY_EXIT_STEP_AGREEMENT_H_
-#define TESSERA_METHODS_EARLY_EXIT_STEP_AGREEMENT_H_
+#ifndef TESSERA_METHODS_STEP_AGREEMENT_H_
+#define TESSERA_METHODS_STEP_AGREEMENT_H_
 
 #include <cstdint>
 #include <utility>
@@ -21,4 +21,4 @@ absl::Status CheckStepAgreement(Communicator* tp, int32_t step,
 
 }  // namespace tessera
 
-#endif  // TESSERA_METHODS_EARLY_EXIT_STEP_AGREEMENT_H_
+#endif  // TESSERA_METHODS_STEP_AGREEMENT_H_
