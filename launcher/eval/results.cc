@@ -93,6 +93,11 @@ json ResultsJson(const EvalReport& r, int64_t date) {
       method["mean_layers_per_token"] =
           method["layers_run"].get<double>() / method["generated_tokens"].get<double>();
     }
+    const double checked = method.value("checked_tokens", 0.0);
+    if (checked > 0 && method.contains("hesitations")) {  // HARP
+      method["hesitation_rate"] = method["hesitations"].get<double>() / checked;
+      method["mean_entropy_bits"] = method.value("entropy_bits_sum", 0.0) / checked;
+    }
     compute["method"] = method;
   }
   std::time_t t = static_cast<std::time_t>(date);

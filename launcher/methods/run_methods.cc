@@ -42,10 +42,11 @@ bool HasCounters(const SequenceCounters& c) {
 nlohmann::json MethodCountersJson(const SequenceCounters& c) {
   nlohmann::json j = c.values;
   for (const auto& [name, values] : c.series) j[name] = values;
+  if (c.token_layers.empty()) return j;  // a method that does not change the depth
   j["token_layers"] = c.token_layers;
   double layers = 0;
   for (int32_t l : c.token_layers) layers += l;
-  j["mean_layers_per_token"] = c.token_layers.empty() ? 0.0 : layers / c.token_layers.size();
+  j["mean_layers_per_token"] = layers / c.token_layers.size();
   return j;
 }
 

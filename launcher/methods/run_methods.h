@@ -31,8 +31,9 @@ absl::StatusOr<RunMethods> PrepareMethods(const config::MethodSettings& settings
                                           const std::string& model_dir, bool check_agreement);
 absl::Status AttachMethods(RunMethods& methods, LlamaModel& model);
 
-// A sequence's method counters as JSON: "token_layers" (layers run per generated token),
-// "mean_layers_per_token", the runner's named values, and its per-token series (arrays).
+// A sequence's method counters as JSON: the runner's named values, its per-token series (arrays),
+// and, when the runner reports them, "token_layers" (layers run per generated token) and
+// "mean_layers_per_token".
 bool HasCounters(const SequenceCounters& counters);
 nlohmann::json MethodCountersJson(const SequenceCounters& counters);
 
