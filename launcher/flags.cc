@@ -19,6 +19,8 @@ ABSL_FLAG(int32_t, max_new_tokens, 64, "Tokens to generate at most per prompt");
 ABSL_FLAG(float, temperature, 0.0f, "Sampling temperature; 0 is greedy");
 ABSL_FLAG(int32_t, top_k, 0, "Keep only the k most likely tokens (0: off)");
 ABSL_FLAG(float, top_p, 1.0f, "Nucleus sampling mass in (0, 1] (1: off)");
+ABSL_FLAG(bool, top_p_before_temperature, false,
+          "Cut the nucleus from the untempered softmax (HARP's reference processor order)");
 ABSL_FLAG(uint64_t, seed, 0, "Random seed; the draws depend only on (seed, prompt index, step)");
 ABSL_FLAG(std::vector<std::string>, stop, {}, "Comma-separated stop strings");
 ABSL_FLAG(bool, ignore_eos, false, "Keep generating past end-of-sequence tokens");
@@ -115,6 +117,8 @@ void ApplyRunConfigToFlags(const config::RunConfig& c) {
   set(&FLAGS_temperature, "temperature", c.sampling().temperature() > 0, c.sampling().temperature());
   set(&FLAGS_top_k, "top_k", c.sampling().top_k() > 0, c.sampling().top_k());
   set(&FLAGS_top_p, "top_p", c.sampling().top_p() > 0, c.sampling().top_p());
+  set(&FLAGS_top_p_before_temperature, "top_p_before_temperature",
+      c.sampling().top_p_before_temperature(), c.sampling().top_p_before_temperature());
   set(&FLAGS_max_new_tokens, "max_new_tokens", c.sampling().max_new_tokens() > 0,
       c.sampling().max_new_tokens());
   std::vector<std::string> stop(c.sampling().stop().begin(), c.sampling().stop().end());

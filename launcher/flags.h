@@ -23,6 +23,7 @@ ABSL_DECLARE_FLAG(int32_t, max_new_tokens);
 ABSL_DECLARE_FLAG(float, temperature);
 ABSL_DECLARE_FLAG(int32_t, top_k);
 ABSL_DECLARE_FLAG(float, top_p);
+ABSL_DECLARE_FLAG(bool, top_p_before_temperature);
 ABSL_DECLARE_FLAG(uint64_t, seed);
 ABSL_DECLARE_FLAG(std::vector<std::string>, stop);
 ABSL_DECLARE_FLAG(bool, ignore_eos);

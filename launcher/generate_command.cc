@@ -25,6 +25,7 @@ GenerationRequest RequestFromFlags() {
   r.sampling.temperature = absl::GetFlag(FLAGS_temperature);
   r.sampling.top_k = absl::GetFlag(FLAGS_top_k);
   r.sampling.top_p = absl::GetFlag(FLAGS_top_p);
+  r.sampling.top_p_before_temperature = absl::GetFlag(FLAGS_top_p_before_temperature);
   r.sampling.seed = absl::GetFlag(FLAGS_seed);
   r.stop = absl::GetFlag(FLAGS_stop);
   r.ignore_eos = absl::GetFlag(FLAGS_ignore_eos);

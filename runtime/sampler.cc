@@ -41,11 +41,12 @@ int32_t SampleToken(absl::Span<const float> logits, const SamplingParams& p, uin
     std::sort(order.begin(), order.end(), by_logit);
   }
   // Softmax over the kept tokens, in descending order, for the nucleus cut.
+  const float cut_temperature = p.top_p_before_temperature ? 1.0f : p.temperature;
   std::vector<double> probs(keep);
-  const double max_logit = logits[order[0]] / p.temperature;
+  const double max_logit = logits[order[0]] / cut_temperature;
   double total = 0.0;
   for (int32_t i = 0; i < keep; ++i) {
-    probs[i] = std::exp(logits[order[i]] / p.temperature - max_logit);
+    probs[i] = std::exp(logits[order[i]] / cut_temperature - max_logit);
     total += probs[i];
   }
   if (p.top_p < 1.0f) {
@@ -53,7 +54,8 @@ int32_t SampleToken(absl::Span<const float> logits, const SamplingParams& p, uin
     int32_t cut = keep;
     for (int32_t i = 0; i < keep; ++i) {
       mass += probs[i] / total;
-      if (mass >= p.top_p) {
+      // The reference keeps a token while the mass before it is at most top_p.
+      if (p.top_p_before_temperature ? mass > p.top_p : mass >= p.top_p) {
         cut = i + 1;
         break;
       }

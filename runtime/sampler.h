@@ -21,6 +21,10 @@ struct SamplingParams {
   float temperature = 0.0f;  // 0: greedy (argmax, lowest id on ties)
   int32_t top_k = 0;         // 0: no top-k cut
   float top_p = 1.0f;        // 1: no nucleus cut
+  // The nucleus cut from softmax(logits) instead of softmax(logits / temperature), keeping each
+  // token whose more probable tokens hold at most top_p (HARP's reference order); the draw is
+  // still from the tempered softmax over the kept tokens.
+  bool top_p_before_temperature = false;
   uint64_t seed = 0;
 };
 
@@ -30,8 +34,8 @@ absl::Status ValidateSamplingParams(const SamplingParams& params);
 // Picks the next token from one row of logits.
 //
 // With temperature > 0: logits / temperature, keep the top_k largest (if set), then the smallest
-// set of most probable tokens whose mass reaches top_p (if < 1), and draw from the softmax over
-// the kept tokens by Gumbel-max (above).
+// set of most probable tokens whose mass reaches top_p (if < 1; see top_p_before_temperature),
+// and draw from the softmax over the kept tokens by Gumbel-max (above).
 int32_t SampleToken(absl::Span<const float> logits, const SamplingParams& params,
                     uint64_t request_id, uint64_t step);
 

@@ -12,6 +12,7 @@ GenerationRequest RequestFromSampling(const config::RunConfig& c, int32_t defaul
   r.sampling.temperature = s.temperature();
   r.sampling.top_k = s.top_k();
   r.sampling.top_p = s.top_p() > 0 ? s.top_p() : 1.0f;
+  r.sampling.top_p_before_temperature = s.top_p_before_temperature();
   r.sampling.seed = c.seed();
   r.stop.assign(s.stop().begin(), s.stop().end());
   return r;

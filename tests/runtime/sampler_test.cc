@@ -167,6 +167,24 @@ TEST(SampleTokenTest, TopPKeepsExactlyTheNucleus) {
   }
 }
 
+TEST(SampleTokenTest, TopPBeforeTemperatureCutsTheUntemperedNucleus) {
+  // Untempered probabilities 0.15, 0.5, 0.05, 0.3 (cumulative, sorted: 0.5, 0.8, 0.95, 1.0). At
+  // temperature 3 the tempered cut at 0.75 would keep three tokens; the reference order keeps
+  // {1, 3} (0.5 <= 0.75 < 0.8) and draws from softmax(logits / 3) over them.
+  const std::vector<float> logits = {std::log(0.15f), std::log(0.5f), std::log(0.05f),
+                                     std::log(0.3f)};
+  constexpr int kDraws = 20000;
+  SamplingParams p = Params(3.0f, 0, 0.75f, 21);
+  const std::vector<int> tempered = Draw(logits, p, kDraws);
+  EXPECT_GT(tempered[0], 0) << "the tempered cut keeps id 0";
+  p.top_p_before_temperature = true;
+  const std::vector<int> counts = Draw(logits, p, kDraws);
+  EXPECT_EQ(counts[0], 0);
+  EXPECT_EQ(counts[2], 0);
+  const double a = std::pow(0.5, 1.0 / 3), b = std::pow(0.3, 1.0 / 3);
+  EXPECT_LT(ChiSquare(counts, {0.0, a / (a + b), 0.0, b / (a + b)}, kDraws), kChi2_999[1]);
+}
+
 TEST(SampleTokenTest, TopKTwoNeverDrawsTheThird) {
   const std::vector<float> logits = {2.0f, -1.0f, 1.9f, 1.8f};
   constexpr int kDraws = 20000;
