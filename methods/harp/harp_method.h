@@ -1,6 +1,6 @@
 // HarpMethod: HARP (shared/specs/harp.md) as the runtime sees it (methods/method.h), built from
-// config::HarpSettings; its steps run through HarpRunner (harp_runner.h). Modes KV_NOISE and
-// SHADOW_LAZY are refused with Unimplemented.
+// config::HarpSettings; its steps run through HarpRunner (harp_runner.h) in mode EXACT or
+// SHADOW_LAZY. Mode KV_NOISE is refused with Unimplemented.
 //
 //   registry.Register("harp", "HARP", HarpMethod::Create);
 #ifndef TESSERA_METHODS_HARP_HARP_METHOD_H_

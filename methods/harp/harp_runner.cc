@@ -27,11 +27,10 @@ double MsSince(std::chrono::steady_clock::time_point start) {
 
 absl::StatusOr<std::unique_ptr<HarpRunner>> HarpRunner::Create(LlamaModel* model,
                                                                HarpRunnerOptions options) {
-  if (options.settings.mode() != HarpSettings::EXACT) {
-    return absl::UnimplementedError(absl::StrCat(
-        "method.harp.mode: ", HarpSettings::Mode_Name(options.settings.mode()),
-        " is not built in this version of Tessera; use EXACT (the reference's reframed pass "
-        "over the whole sequence)"));
+  if (options.settings.mode() == HarpSettings::KV_NOISE) {
+    return absl::UnimplementedError(
+        "method.harp.mode: KV_NOISE is not built in this version of Tessera; use EXACT (the "
+        "reference's reframed pass over the whole sequence) or SHADOW_LAZY");
   }
   return std::unique_ptr<HarpRunner>(new HarpRunner(model, std::move(options)));
 }
@@ -48,6 +47,7 @@ absl::Status HarpRunner::StartSequence(int32_t slot, uint64_t request_id) {
   Sequence& seq = sequences_[slot];
   seq = Sequence();
   seq.request_id = request_id;
+  if (shadow_ != nullptr) shadow_->Clear(slot);
   return absl::OkStatus();
 }
 
@@ -103,41 +103,64 @@ absl::Status HarpRunner::PlainPass(size_t g, const ForwardBatch& batch, KvCache&
   return absl::OkStatus();
 }
 
-absl::Status HarpRunner::ReframedPass(int32_t step, const std::vector<Reframe>& reframes) {
-  const auto start = std::chrono::steady_clock::now();
-  int32_t longest = 0;
-  for (const Reframe& r : reframes) longest = std::max(longest, r.length);
-  const int64_t slots = static_cast<int64_t>(reframes.size());
-  if (scratch_ == nullptr || scratch_->n_slots() < slots || scratch_->max_seq() < longest) {
-    const int64_t n = std::max<int64_t>(slots, scratch_ == nullptr ? 0 : scratch_->n_slots());
-    const int64_t len = std::max<int64_t>(
-        {int64_t{longest} + longest / 4, scratch_ == nullptr ? 0 : scratch_->max_seq(), 64});
-    scratch_.reset();
-    ASSIGN_OR_RETURN(scratch_, model_->MakeLayerScratchCache(n, len));
+absl::Status HarpRunner::EnsureShadow(const KvCache& cache) {
+  if (shadow_ != nullptr && shadow_->n_slots() == cache.n_slots() &&
+      shadow_->max_seq() == cache.max_seq()) {
+    return absl::OkStatus();
   }
-  scratch_->ClearAll();
+  shadow_.reset();  // free first: the device may not hold both
+  ASSIGN_OR_RETURN(shadow_, model_->MakeCache(cache.n_slots(), cache.max_seq()));
+  for (auto& [slot, seq] : sequences_) seq.shadow_length = 0;
+  return absl::OkStatus();
+}
 
-  ForwardBatch batch;
-  batch.step = step;
-  batch.micro_batch = kReframeMicroBatch;
+absl::StatusOr<KvCache*> HarpRunner::ReframedBatch(int32_t step,
+                                                   const std::vector<Reframe>& reframes,
+                                                   ForwardBatch* batch) {
+  const bool shadow = options_.settings.mode() == HarpSettings::SHADOW_LAZY;
+  if (!shadow) {
+    int32_t longest = 0;
+    for (const Reframe& r : reframes) longest = std::max(longest, r.length);
+    const int64_t slots = static_cast<int64_t>(reframes.size());
+    if (scratch_ == nullptr || scratch_->n_slots() < slots || scratch_->max_seq() < longest) {
+      const int64_t n = std::max<int64_t>(slots, scratch_ == nullptr ? 0 : scratch_->n_slots());
+      const int64_t len = std::max<int64_t>(
+          {int64_t{longest} + longest / 4, scratch_ == nullptr ? 0 : scratch_->max_seq(), 64});
+      scratch_.reset();
+      ASSIGN_OR_RETURN(scratch_, model_->MakeLayerScratchCache(n, len));
+    }
+    scratch_->ClearAll();
+  }
+  batch->step = step;
+  batch->micro_batch = kReframeMicroBatch;
   std::vector<std::array<uint32_t, 4>> words;
   for (size_t j = 0; j < reframes.size(); ++j) {
-    const Sequence& seq = sequences_.at(reframes[j].slot);
+    Sequence& seq = sequences_.at(reframes[j].slot);
     const PhiloxKey key = HarpMaskKey(options_.settings.seed(), seq.request_id);
-    for (int32_t p = 0; p < reframes[j].length; ++p) {
-      batch.tokens.push_back(seq.tokens[p]);
-      batch.positions.push_back(p);
-      batch.slots.push_back(static_cast<int32_t>(j));
-      words.push_back(HarpMaskRowWords(key, p, reframes[j].length));
+    const int32_t first = shadow ? seq.shadow_length : 0;
+    for (int32_t p = first; p < reframes[j].length; ++p) {
+      batch->tokens.push_back(seq.tokens[p]);
+      batch->positions.push_back(p);
+      batch->slots.push_back(shadow ? reframes[j].slot : static_cast<int32_t>(j));
+      words.push_back(HarpMaskRowWords(key, p, shadow ? kShadowStep : reframes[j].length));
     }
-    batch.logit_rows.push_back(static_cast<int32_t>(batch.tokens.size()) - 1);
+    batch->logit_rows.push_back(static_cast<int32_t>(batch->tokens.size()) - 1);
+    seq.counters.values["tokens_recomputed"] += reframes[j].length - first;
+    if (shadow) seq.shadow_length = reframes[j].length;
   }
   input_.SetRows(std::move(words), delta_, options_.masked_input);
+  return shadow ? shadow_.get() : scratch_.get();
+}
+
+absl::Status HarpRunner::ReframedPass(int32_t step, const std::vector<Reframe>& reframes) {
+  const auto start = std::chrono::steady_clock::now();
+  ForwardBatch batch;
+  ASSIGN_OR_RETURN(KvCache* const cache, ReframedBatch(step, reframes, &batch));
   ForwardHooks hooks;
   hooks.input = &input_;
   if (model_->plan().pp_size > 1) hooks.layer = &tag_check_;
   hooks.check_agreement = options_.check_agreement;
-  ASSIGN_OR_RETURN(const ForwardOutput out, model_->Forward(batch, *scratch_, hooks));
+  ASSIGN_OR_RETURN(const ForwardOutput out, model_->Forward(batch, *cache, hooks));
   Backend& backend = model_->backend();
   if (!out.logits.empty()) {  // the last stage: mix into the plain logits
     for (size_t j = 0; j < reframes.size(); ++j) {
@@ -147,12 +170,11 @@ absl::Status HarpRunner::ReframedPass(int32_t step, const std::vector<Reframe>& 
     }
   }
   RETURN_IF_ERROR(backend.Synchronize());
-  scratch_->ClearAll();
+  if (cache == scratch_.get()) scratch_->ClearAll();
   const double share = MsSince(start) / reframes.size();
   for (const Reframe& r : reframes) {
     auto& values = sequences_.at(r.slot).counters.values;
     values["reframed_passes"] += 1;
-    values["tokens_recomputed"] += r.length;
     values["reframe_ms"] += share;
   }
   return absl::OkStatus();
@@ -164,6 +186,7 @@ absl::StatusOr<std::vector<float>> HarpRunner::Run(const std::vector<ForwardBatc
   const ShardPlan& plan = model_->plan();
   Communicator* pp = model_->parallel().pp;
   for (const ForwardBatch& b : micro_batches) RETURN_IF_ERROR(Record(b));
+  if (options_.settings.mode() == HarpSettings::SHADOW_LAZY) RETURN_IF_ERROR(EnsureShadow(cache));
   if (plain_.size() < micro_batches.size()) plain_.resize(micro_batches.size());
 
   // 1. Plain passes and the checks on the logits' rank.

@@ -1,5 +1,5 @@
-// HarpRunner: generation steps with hesitation-aware reframing (shared/specs/harp.md), mode
-// EXACT: the reference's semantics with the plain pass on the KV cache.
+// HarpRunner: generation steps with hesitation-aware reframing (shared/specs/harp.md): mode
+// EXACT, the reference's semantics with the plain pass on the KV cache, and mode SHADOW_LAZY.
 //
 // One step over the generator's micro-batches:
 //   1. Plain pass of every micro-batch (KV cache as usual). On the last stage, the logits are
@@ -19,6 +19,12 @@
 //      (Backend::Lerp: exactly l where the two agree; beta weighs the plain side), then the
 //      generator's reduction (greedy or sampling, its own random stream) runs on them and its
 //      words reach every stage, as in StepEngine.
+// SHADOW_LAZY (experimental, not the reference): a second KV cache of the same shape as the real
+// one holds the reframed view of each sequence, with masks keyed by (seed, request, position)
+// only (kShadowStep): the same mask at every hesitation instead of a fresh one. A hesitation
+// extends it by the tokens since the sequence's last one (their prefill, persisted in the
+// shadow cache), so a sequence costs at most one extra forward per token in all, and twice the
+// KV memory.
 // theta = +inf never hesitates: the logits and tokens are the plain runtime's, bit for bit.
 // delta = 0 skips the reframed pass (its input would be the plain one): the plain tokens.
 //
@@ -42,7 +48,8 @@
 namespace tessera {
 
 struct HarpRunnerOptions {
-  config::HarpSettings settings;  // validated (launcher/methods/harp_settings.cc); mode EXACT
+  // Validated (launcher/methods/harp_settings.cc); mode EXACT or SHADOW_LAZY.
+  config::HarpSettings settings;
   // All-gather each step's hesitation decisions over the tensor-parallel group and fail naming
   // the step and the ranks that differ (--check-rank-agreement).
   bool check_agreement = false;
@@ -81,6 +88,7 @@ class HarpRunner : public StepRunner {
   struct Sequence {
     uint64_t request_id = 0;
     std::vector<int32_t> tokens;  // every token fed so far, in position order
+    int32_t shadow_length = 0;    // SHADOW_LAZY: tokens in the shadow cache
     SequenceCounters counters;
   };
   // A hesitating logit row: micro-batch, row within its logits, slot, sequence length T.
@@ -100,6 +108,13 @@ class HarpRunner : public StepRunner {
                          std::vector<float>* checks);
   // The reframed pass over `reframes`; mixes its logits into plain_ on the logits' rank.
   absl::Status ReframedPass(int32_t step, const std::vector<Reframe>& reframes);
+  // Its batch and cache: the whole sequences into the scratch cache (EXACT), or the tokens since
+  // each sequence's last hesitation into the shadow cache (SHADOW_LAZY).
+  absl::StatusOr<KvCache*> ReframedBatch(int32_t step, const std::vector<Reframe>& reframes,
+                                         ForwardBatch* batch);
+  // SHADOW_LAZY: a shadow cache of the shape of `cache` (every sequence's view restarts when it
+  // is made anew).
+  absl::Status EnsureShadow(const KvCache& cache);
 
   LlamaModel* model_;
   HarpRunnerOptions options_;
@@ -107,7 +122,8 @@ class HarpRunner : public StepRunner {
   float delta_, beta_;
   std::map<int32_t, Sequence> sequences_;  // by slot
   std::vector<Tensor> plain_;              // per micro-batch: its logits, then the mixed ones
-  std::unique_ptr<KvCache> scratch_;       // the reframed pass's cache (shared layer storage)
+  std::unique_ptr<KvCache> scratch_;       // EXACT's reframed pass's cache (shared storage)
+  std::unique_ptr<KvCache> shadow_;        // SHADOW_LAZY's cache of the reframed views
   ReframeInput input_;
   ReframeTagCheck tag_check_;
   std::vector<HarpDecision> decisions_;

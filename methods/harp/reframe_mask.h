@@ -29,6 +29,9 @@ namespace tessera {
 
 // Counter word 3 of every HARP mask: (reframe index 0 << 16) | 'HR'.
 inline constexpr uint32_t kHarpStream = 0x4852u;
+// The step word of SHADOW_LAZY's masks: one mask per position for the whole sequence, so that
+// the reframed view can be cached and extended (instead of a fresh mask per hesitation).
+inline constexpr int32_t kShadowStep = -1;
 // The stage-message flag of a reframed pass (a method bit, StageMessage::kMethodFlagsMask).
 inline constexpr uint32_t kReframedPassFlag = 1u << 8;
 

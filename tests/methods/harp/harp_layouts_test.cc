@@ -2,6 +2,7 @@
 // §8 c, e, f), with --check-rank-agreement on:
 // - tp 2 and 4, pp 2 and tp2 x pp2 (two micro-batches under pp), dp 2: every rank takes one
 //   rank's decisions and tokens, greedy and sampled;
+// - the same for mode SHADOW_LAZY (its shadow cache sharded like the real one);
 // - the masked embeddings of every reframed pass are the same bits on every first-stage rank as
 //   on one rank (dumped through the test hook and hashed);
 // - with last-bit noise in one tensor-parallel rank's embeddings the ranks still agree (the
@@ -157,6 +158,17 @@ TEST(HarpLayoutsTest, EveryLayoutTakesOneRanksDecisions) {
                                       WorldLayout{1, 1, 2, 0}}) {
       CheckLayout(layout, settings, sampling, want, false);
     }
+  }
+}
+
+TEST(HarpLayoutsTest, ShadowLazyAtEveryLayout) {
+  config::HarpSettings settings = HarpSettings(1.0f, 0.2f, 0.5f);
+  settings.set_mode(config::HarpSettings::SHADOW_LAZY);
+  const Reference want = OneRank(settings, {});
+  ASSERT_FALSE(want.digests.empty());
+  for (const WorldLayout& layout : {WorldLayout{2, 1, 1, 0}, WorldLayout{4, 1, 1, 0},
+                                    WorldLayout{1, 2, 1, 0}, WorldLayout{2, 2, 1, 0}}) {
+    CheckLayout(layout, settings, {}, want, false);
   }
 }
 

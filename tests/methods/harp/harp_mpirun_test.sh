@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # HARP through `tessera generate` with ranks as processes: at tp 2, pp 2, tp2 x pp2 and dp 2, with
 # --check-rank-agreement, greedy and nucleus sampling, every prompt's tokens and HARP counters
-# (timings aside) equal one rank's, and some steps reframe; and bad settings (delta 1, beta 2, a
+# (timings aside) equal one rank's, and some steps reframe; mode SHADOW_LAZY at tp2 x pp2; and
+# bad settings (delta 1, beta 2, a
 # negative theta, mode KV_NOISE) end every rank with an error naming the field.
 #   harp_mpirun_test.sh TESSERA_BINARY MPIEXEC
 set -u
@@ -67,6 +68,18 @@ for sampling in "--temperature 0" "--temperature 0.8 --top-p 0.9 --seed 5"; do
     fi
   done
 done
+
+# SHADOW_LAZY: its shadow cache is sharded like the real one.
+ref="$work/one_shadow.jsonl"
+out="$work/out_shadow.jsonl"
+if run "$ref" 1 --set method.harp.mode=SHADOW_LAZY &&
+   run "$out" 4 --tp 2 --pp 2 --set method.harp.mode=SHADOW_LAZY && same "$ref" "$out"; then
+  echo "ok   SHADOW_LAZY, --tp 2 --pp 2: as one rank"
+  passed=$((passed + 1))
+else
+  echo "FAIL SHADOW_LAZY, --tp 2 --pp 2:"; cat "$ref.log" "$out.log"
+  failed=$((failed + 1))
+fi
 
 for bad in "method.harp.delta=1|method.harp.delta: must be" \
            "method.harp.beta_vanilla=2|method.harp.beta_vanilla: must be" \

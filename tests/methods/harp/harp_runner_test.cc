@@ -5,8 +5,11 @@
 // - a request's tokens, decisions and counters do not depend on the batch it shares;
 // - counters: every token checked, hesitations and recomputed tokens as the decisions say;
 // - max_reframe_len: longer sequences hesitate but never reframe;
+// - with beta = 0 the logits of a hesitating step are those of one independent prefill of the
+//   whole masked sequence on a fresh cache: EXACT (a fresh mask per step, the shared-storage
+//   scratch cache) and SHADOW_LAZY (the position-keyed mask, extended incrementally);
 // - the guarded device backend takes the CPU's decisions and tokens;
-// - the modes that are not built are refused, naming the field.
+// - KV_NOISE is refused, naming the field.
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -185,19 +188,96 @@ TEST(HarpRunnerTest, GuardedDeviceBackendTakesTheCpuDecisions) {
   EXPECT_GT(Sum(guarded, "reframed_passes"), 0);
 }
 
-TEST(HarpRunnerTest, ModesThatAreNotBuiltAreRefused) {
+// The last row's logits of one prefill of `tokens` (positions 0..) on a fresh cache, with the
+// HARP mask of (seed, request, step word `step`) on the embeddings.
+std::vector<float> MaskedPrefill(LlamaModel& model, const std::vector<int32_t>& tokens,
+                                 uint64_t seed, uint64_t request, int32_t step, float delta) {
+  auto cache = model.MakeCache(1, 256);
+  EXPECT_TRUE(cache.ok());
+  ForwardBatch batch;
+  std::vector<std::array<uint32_t, 4>> words;
+  for (size_t p = 0; p < tokens.size(); ++p) {
+    batch.tokens.push_back(tokens[p]);
+    batch.positions.push_back(static_cast<int32_t>(p));
+    batch.slots.push_back(0);
+    words.push_back(HarpMaskRowWords(HarpMaskKey(seed, request), static_cast<int32_t>(p), step));
+  }
+  batch.logit_rows = {static_cast<int32_t>(tokens.size()) - 1};
+  ReframeInput input;
+  input.SetRows(words, delta, nullptr);
+  ForwardHooks hooks;
+  hooks.input = &input;
+  auto out = model.Forward(batch, **cache, hooks);
+  EXPECT_TRUE(out.ok()) << out.status();
+  std::vector<float> logits(out->logits.numel());
+  EXPECT_OK(model.backend().CopyToHost(logits.data(), out->logits.data, out->logits.bytes()));
+  return logits;
+}
+
+TEST(HarpRunnerTest, ReframedLogitsAreOneMaskedPrefillOfTheSequence) {
+  for (auto mode : {config::HarpSettings::EXACT, config::HarpSettings::SHADOW_LAZY}) {
+    SCOPED_TRACE(config::HarpSettings::Mode_Name(mode));
+    ASSERT_OK_AND_ASSIGN(auto backend, MakeBackend(BackendKind::kCpu));
+    ASSERT_OK_AND_ASSIGN(auto model, testing::LoadTinyModel(backend.get(), nullptr, 0));
+    ASSERT_OK_AND_ASSIGN(auto cache, model->MakeCache(2, 256));
+    HarpRunnerOptions options;
+    options.settings = HarpSettings(1.0f, 0.2f, 0.0f);
+    options.settings.set_mode(mode);
+    options.settings.set_seed(21);
+    ASSERT_OK_AND_ASSIGN(auto runner, HarpRunner::Create(model.get(), options));
+    const auto prompts = testing::TinyPrompts();
+    testing::DecodeOptions decode;
+    decode.steps = 10;
+    decode.record_logits = true;
+    ASSERT_OK_AND_ASSIGN(testing::Decoded got,
+                         testing::Decode(*model, *cache, *runner, nullptr,
+                                         {prompts[0], prompts[2]}, decode));
+    int checked = 0;
+    double worst = 0;
+    for (int step = 0; step < decode.steps; ++step) {
+      for (size_t i = 0; i < 2; ++i) {
+        if (!runner->decisions().at(step * 2 + i).reframed) continue;
+        std::vector<int32_t> sequence = i == 0 ? prompts[0] : prompts[2];
+        sequence.insert(sequence.end(), got.tokens[i].begin(), got.tokens[i].begin() + step);
+        const int32_t step_word = mode == config::HarpSettings::EXACT
+                                      ? static_cast<int32_t>(sequence.size())
+                                      : kShadowStep;
+        const std::vector<float> want = MaskedPrefill(*model, sequence, 21, i, step_word, 0.2f);
+        worst = std::max(worst, testing::RelativeError(got.logits[i][step].data(), want.data(),
+                                                       want.size()));
+        ++checked;
+      }
+    }
+    EXPECT_GT(checked, 3);
+    EXPECT_LT(worst, 1e-5) << checked << " reframed steps";
+    std::printf("%s: %d reframed steps, relative error %.2e against one masked prefill\n",
+                config::HarpSettings::Mode_Name(mode).c_str(), checked, worst);
+  }
+}
+
+TEST(HarpRunnerTest, ShadowLazyRecomputesEachTokenOnce) {
+  config::HarpSettings settings = HarpSettings(1.0f, 0.2f, 0.5f);
+  settings.set_mode(config::HarpSettings::SHADOW_LAZY);
+  const HarpRun shadow = Generate(&settings);
+  for (const GenerationResult& r : shadow.results) {
+    EXPECT_GT(Counter(r, "reframed_passes"), 0);
+    // At most every token fed (prompt and all but the last generated) once.
+    EXPECT_LE(Counter(r, "tokens_recomputed"), r.prompt_tokens + kNewTokens - 1);
+  }
+  settings.set_mode(config::HarpSettings::EXACT);
+  const HarpRun exact = Generate(&settings);
+  EXPECT_LT(Sum(shadow, "tokens_recomputed"), Sum(exact, "tokens_recomputed") / 4);
+}
+
+TEST(HarpRunnerTest, KvNoiseIsRefused) {
   ASSERT_OK_AND_ASSIGN(auto backend, MakeBackend(BackendKind::kCpu));
   ASSERT_OK_AND_ASSIGN(auto model, testing::LoadTinyModel(backend.get(), nullptr, 0));
-  for (auto mode : {config::HarpSettings::KV_NOISE, config::HarpSettings::SHADOW_LAZY}) {
-    HarpRunnerOptions options;
-    options.settings.set_mode(mode);
-    const auto runner = HarpRunner::Create(model.get(), options);
-    ASSERT_FALSE(runner.ok());
-    EXPECT_EQ(runner.status().code(), absl::StatusCode::kUnimplemented);
-    EXPECT_THAT(runner.status().message(),
-                ::testing::HasSubstr(absl::StrCat("method.harp.mode: ",
-                                                  config::HarpSettings::Mode_Name(mode))));
-  }
+  HarpRunnerOptions options;
+  options.settings.set_mode(config::HarpSettings::KV_NOISE);
+  const auto runner = HarpRunner::Create(model.get(), options);
+  ASSERT_FALSE(runner.ok());
+  EXPECT_EQ(runner.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(runner.status().message(), ::testing::HasSubstr("method.harp.mode: KV_NOISE"));
 }
 
 }  // namespace
