@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <map>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
@@ -63,6 +64,7 @@ std::vector<GenerationRequest> RandomRequests(const ModelConfig& c, int count, i
 
 struct Timed {
   double prefill_s = 0, decode_s = 0, comm_s = 0;
+  std::map<std::string, double> method;  // a method's counters, summed over the sequences
 };
 
 // Generates `new_tokens` for `batch` sequences; prefill time is the time to the first token.
@@ -83,6 +85,9 @@ absl::StatusOr<Timed> TimeGeneration(LlamaModel& model, int batch, int prompt_to
   t.prefill_s = results[0].time_to_first_token_ms / 1e3;
   t.decode_s = total - t.prefill_s;
   for (TimedCommunicator* c : comms) t.comm_s += c->seconds();
+  for (const GenerationResult& r : results) {
+    for (const auto& [name, value] : r.counters.values) t.method[name] += value;
+  }
   return t;
 }
 
@@ -216,9 +221,13 @@ absl::Status RunBench(Job& job, const config::MethodSettings& method_settings) {
       {"peak_rss_bytes_rank0", static_cast<int64_t>(usage.ru_maxrss) * 1024},
       {"ranks", ranks},
   };
+  // A method's counters of the timed runs (HARP: hesitations, reframed passes, recomputed
+  // tokens), so that its decode figures can be read against what it did.
+  if (!single->method.empty()) out["method_counters"] = single->method;
   if (batch > 1) {
     out["batch"] = batch;
     out["batched_decode_tokens_per_s"] = batch * decode_tokens / batched->decode_s;
+    if (!batched->method.empty()) out["batched_method_counters"] = batched->method;
     if (job.layout().pp > 1) {
       out["batched_decode_tokens_per_s_one_micro_batch"] =
           batch * decode_tokens / batched_one_micro->decode_s;

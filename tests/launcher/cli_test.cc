@@ -362,6 +362,49 @@ TEST(CliEarlyExitTest, EvalSumsTheCountersAndScoringTasksRefuseTheMethod) {
   ExpectFailure(bad, {"method.early_exit.exit_layer: is 8 but the model has 8 layers"});
 }
 
+// HARP is built: generate lines, eval results and bench report its counters; a scoring task
+// refuses it.
+TEST(CliHarpTest, GenerateEvalAndBenchReportTheCounters) {
+  ScopedTempDir dir;
+  const std::string prompts = dir.Join("p.jsonl"), output = dir.Join("out.jsonl");
+  testing::WriteFile(prompts, "{\"prompt\": \"import os\\n\\nclass \"}\n");
+  const CliRun r = Tessera({"generate", "--model", kTiny, "--prompts", prompts, "--output", output,
+                            "--max-new-tokens", "10", "--ignore-eos", "--method",
+                            "configs/methods/harp.textproto", "--set",
+                            "method.harp.record_entropy=true", "--top-p-before-temperature"});
+  ASSERT_EQ(r.code, 0) << r;
+  const nlohmann::json line = nlohmann::json::parse(testing::ReadFile(output));
+  const nlohmann::json& c = line["method_counters"];
+  EXPECT_EQ(c["checked_tokens"], 10);
+  EXPECT_GT(c["hesitations"].get<double>(), 0);
+  EXPECT_EQ(c["reframed_passes"], c["hesitations"]);
+  EXPECT_EQ(c["entropy_bits"].size(), 10u);
+  EXPECT_FALSE(c.contains("token_layers"));
+
+  const CliRun e = Tessera({"eval", "--config", "configs/tasks/code_passkey.textproto", "--limit",
+                            "2", "--output-dir", dir.path(), "--set", "method.harp.theta_bits=0"});
+  ASSERT_EQ(e.code, 0) << e;
+  std::string results;
+  for (const auto& f : std::filesystem::directory_iterator(dir.path())) {
+    if (f.path().filename().string().rfind("results_", 0) == 0) results = f.path().string();
+  }
+  ASSERT_FALSE(results.empty());
+  const nlohmann::json method =
+      nlohmann::json::parse(testing::ReadFile(results))["compute"]["method"];
+  EXPECT_GT(method["hesitation_rate"].get<double>(), 0);
+  EXPECT_GT(method["tokens_recomputed"].get<double>(), 0);
+
+  const CliRun b = Tessera({"bench", "--model", kTiny, "--method",
+                            "configs/methods/harp.textproto", "--set",
+                            "method.harp.theta_bits=0"});
+  ASSERT_EQ(b.code, 0) << b;
+  EXPECT_THAT(b.out, HasSubstr("\"method_counters\""));
+  EXPECT_THAT(b.out, HasSubstr("\"reframed_passes\""));
+  ExpectFailure(Tessera({"eval", "--config", "configs/tasks/perplexity.textproto", "--model", kTiny,
+                         "--set", "method.harp.theta_bits=1"}),
+                {"method.harp: acts on generated tokens, and the perplexity task"});
+}
+
 TEST(CliMethodTest, SetAloneTurnsAMethodOn) {
   const CliRun r = Tessera({"generate", "--model", kMha, "--prompt", "hi", "--set",
                             "method.beacon.window=512"});

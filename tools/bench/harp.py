@@ -2,7 +2,8 @@
 """HARP benchmark: quality and cost of hesitation-aware reframing (mode EXACT) against the plain
 runtime, on the embedded model (models/tessera-code-tiny), in the same invocation.
 
-Settings: plain, and HARP with theta_bits in {0.5, 1, 2, 3} x delta in {0.1, 0.2}, beta 0.5.
+Settings: plain, HARP (mode EXACT) with theta_bits in {0.5, 1, 2, 3} x delta in {0.1, 0.2},
+beta 0.5, and mode SHADOW_LAZY at theta 1 and 2, delta 0.2.
 
 Tasks:
   * next-line completion on held-out code: the prompts are the early-exit benchmark's windows of
@@ -59,6 +60,11 @@ def settings(quick):
                         "delta": delta, "beta_vanilla": BETA,
                         "sets": [f"method.harp.theta_bits={theta}", f"method.harp.delta={delta}",
                                  f"method.harp.beta_vanilla={BETA}"]})
+    for theta in ((1.0,) if quick else (1.0, 2.0)):
+        out.append({"name": f"shadow_t{theta:g}_d0.2", "theta_bits": theta, "delta": 0.2,
+                    "beta_vanilla": BETA, "mode": "SHADOW_LAZY",
+                    "sets": [f"method.harp.theta_bits={theta}", "method.harp.delta=0.2",
+                             f"method.harp.beta_vanilla={BETA}", "method.harp.mode=SHADOW_LAZY"]})
     return out
 
 
