@@ -83,6 +83,29 @@ step "CUDA graph tests ($build/decode_graphs.log)" "$rc"
 grep -E '^\[  (FAILED|PASSED|SKIPPED) ' "$build/golden_cuda.log" "$build/decode_graphs.log" || true
 grep -h -B2 -A8 'Failure' "$build/golden_cuda.log" "$build/decode_graphs.log" | head -80 || true
 
+echo "== HARP on the GPU: the CPU's hesitations and tokens (greedy, embedded model)"
+rc=0
+harp_prompts="$build/harp_prompts.jsonl"
+printf '%s\n' '{"prompt": "import os\n\nclass "}' \
+  '{"prompt": "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n"}' \
+  >"$harp_prompts"
+for b in cpu cuda; do
+  run "$build/harp_$b.log" "$build/launcher/tessera" generate --backend "$b" \
+    --model models/tessera-code-tiny --prompts "$harp_prompts" --output "$build/harp_$b.jsonl" \
+    --max-new-tokens 16 --ignore-eos --method configs/methods/harp.textproto || rc=$?
+done
+if [ "$rc" -eq 0 ]; then
+  python3 - "$build/harp_cpu.jsonl" "$build/harp_cuda.jsonl" <<'PY' || rc=$?
+import json, sys
+def load(p):
+    return [(l["token_ids"], l["method_counters"]["hesitations"]) for l in map(json.loads, open(p))]
+cpu, gpu = load(sys.argv[1]), load(sys.argv[2])
+print("cpu", cpu, "\ncuda", gpu)
+sys.exit(0 if cpu == gpu else 1)
+PY
+fi
+step "HARP generate, CUDA = CPU ($build/harp_cuda.log)" "$rc"
+
 if [ "${TESSERA_SANITIZE:-1}" != 0 ]; then
   echo "== compute-sanitizer memcheck: CUDA graphs (model and parity), attention, GEMM"
   PATH="$PATH:${CUDA_HOME:-/usr/local/cuda}/bin"
@@ -94,8 +117,8 @@ if [ "${TESSERA_SANITIZE:-1}" != 0 ]; then
     rc=0
     run "$build/memcheck_parity.log" compute-sanitizer --tool memcheck --error-exitcode 86 \
       "$build/tests/kernels/backend_parity_test" \
-      --gtest_filter='*Attention*:*GraphReplay*:*Gemm*:*TopK*' || rc=$?
-    step "memcheck, parity attention/GEMM/top-k/graph ($build/memcheck_parity.log)" "$rc"
+      --gtest_filter='*Attention*:*GraphReplay*:*Gemm*:*TopK*:*Lerp*' || rc=$?
+    step "memcheck, parity attention/GEMM/top-k/graph/HARP ops ($build/memcheck_parity.log)" "$rc"
     grep -h "ERROR SUMMARY" "$build/memcheck_graphs.log" "$build/memcheck_parity.log" || true
   else
     step "memcheck (compute-sanitizer is not on PATH)" 1
