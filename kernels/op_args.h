@@ -136,15 +136,17 @@ struct LerpArgs {
 };
 
 // Counter-based dropout in place, without the 1 / (1 - rate) rescaling: element (i, h) of x
-// becomes +0 iff u < rate, else it is unchanged, where u = (w >> 8) * 2^-24 and w is word h % 4
-// of Philox4x32-10 (kernels/philox.h) with key (row_words[i][0], row_words[i][1]) and counter
-// (h / 4, row_words[i][2], row_words[i][3], stream). The mask depends only on those words, never
-// on the row's place in the batch; rate 0 keeps every element.
+// becomes +0 iff u < rate, else it is unchanged, where u = (w >> 8) * 2^-24, c = column_offset +
+// h, and w is word c % 4 of Philox4x32-10 (kernels/philox.h) with key (row_words[i][0],
+// row_words[i][1]) and counter (c / 4, row_words[i][2], row_words[i][3], stream). The mask
+// depends only on those words and the global column c, never on the row's place in the batch
+// or on how the columns are sharded; rate 0 keeps every element.
 struct PhiloxDropoutArgs {
   TensorView x;          // [n, h] F32, in place
   TensorView row_words;  // [n, 4] I32 bit patterns: key low, key high, counter words 1 and 2
   uint32_t stream = 0;   // counter word 3
   float rate = 0.0f;     // in [0, 1]
+  int64_t column_offset = 0;  // the global index of column 0, a multiple of 4
 };
 
 // Elementwise conversion between F32, F16 and BF16 (round to nearest even). A NaN becomes the

@@ -196,6 +196,10 @@ absl::Status Validate(const PhiloxDropoutArgs& a) {
     return absl::InvalidArgumentError(
         absl::StrCat("PhiloxDropout: rate must be in [0, 1], got ", a.rate));
   }
+  if (a.column_offset < 0 || a.column_offset % 4 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "PhiloxDropout: column_offset must be a multiple of 4 and >= 0, got ", a.column_offset));
+  }
   return absl::OkStatus();
 }
 

@@ -44,7 +44,7 @@ class MethodRegistry {
 };
 
 // The methods built into this version of Tessera: early_exit (FREE, STATIC, CALM) and harp
-// (mode EXACT).
+// (modes EXACT, SHADOW_LAZY, KV_NOISE).
 MethodRegistry BuiltInMethods();
 
 }  // namespace tessera

@@ -51,7 +51,7 @@ absl::Status CpuBackend::DoPhiloxDropout(const PhiloxDropoutArgs& a) {
     const uint32_t* w = words + 4 * i;
     float* row = a.x.as<float>() + i * h;
     for (int64_t j = 0; j < h; j += 4) {
-      uint32_t c[4] = {static_cast<uint32_t>(j / 4), w[2], w[3], a.stream};
+      uint32_t c[4] = {static_cast<uint32_t>((a.column_offset + j) / 4), w[2], w[3], a.stream};
       PhiloxRounds(c, w[0], w[1]);
       for (int64_t lane = 0; lane < 4 && j + lane < h; ++lane) {
         if (UniformFromBits(c[lane]) < a.rate) row[j + lane] = 0.0f;

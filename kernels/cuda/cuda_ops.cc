@@ -198,7 +198,7 @@ absl::Status CudaBackend::DoPhiloxDropout(const PhiloxDropoutArgs& a) {
   RETURN_IF_ERROR(Activate());
   CUDA_RETURN_IF_ERROR(
       cuda::LaunchPhiloxDropout(a.x.as<float>(), a.row_words.as<const uint32_t>(), a.x.dim(0),
-                                a.x.dim(1), a.stream, a.rate, stream_),
+                                a.x.dim(1), a.column_offset, a.stream, a.rate, stream_),
       Describe("PhiloxDropout", {{"x", a.x}}));
   return absl::OkStatus();
 }

@@ -35,13 +35,13 @@ __global__ void LerpKernel(const float* a, const float* b, float* out, float wei
 
 // One thread per group of four elements of a row (one Philox call gives four words).
 __global__ void PhiloxDropoutKernel(float* x, const uint32_t* row_words, int64_t n, int64_t h,
-                                    uint32_t stream_word, float rate) {
+                                    int64_t column_offset, uint32_t stream_word, float rate) {
   const int64_t groups = (h + 3) / 4;
   for (int64_t g = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; g < n * groups;
        g += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t row = g / groups, group = g % groups;
     const uint32_t* w = row_words + 4 * row;
-    uint32_t c[4] = {static_cast<uint32_t>(group), w[2], w[3], stream_word};
+    uint32_t c[4] = {static_cast<uint32_t>(column_offset / 4 + group), w[2], w[3], stream_word};
     PhiloxRounds(c, w[0], w[1]);
     for (int lane = 0; lane < 4 && 4 * group + lane < h; ++lane) {
       if (UniformFromBits(c[lane]) < rate) x[row * h + 4 * group + lane] = 0.0f;
@@ -108,10 +108,11 @@ cudaError_t LaunchLerp(const float* a, const float* b, float* out, float weight,
 }
 
 cudaError_t LaunchPhiloxDropout(float* x, const uint32_t* row_words, int64_t n, int64_t h,
-                                uint32_t stream_word, float rate, cudaStream_t stream) {
+                                int64_t column_offset, uint32_t stream_word, float rate,
+                                cudaStream_t stream) {
   const int64_t groups = n * ((h + 3) / 4);
-  PhiloxDropoutKernel<<<GridFor(groups, kThreads), kThreads, 0, stream>>>(x, row_words, n, h,
-                                                                          stream_word, rate);
+  PhiloxDropoutKernel<<<GridFor(groups, kThreads), kThreads, 0, stream>>>(
+      x, row_words, n, h, column_offset, stream_word, rate);
   return cudaGetLastError();
 }
 

@@ -101,7 +101,8 @@ cudaError_t LaunchLerp(const float* a, const float* b, float* out, float weight,
                        cudaStream_t stream);
 // PhiloxDropoutArgs (kernels/op_args.h) on x [n, h] in place; row_words [n, 4].
 cudaError_t LaunchPhiloxDropout(float* x, const uint32_t* row_words, int64_t n, int64_t h,
-                                uint32_t stream_word, float rate, cudaStream_t stream);
+                                int64_t column_offset, uint32_t stream_word, float rate,
+                                cudaStream_t stream);
 // Conversion between F32, F16 and BF16, round to nearest even (the CPU's FloatToBf16 /
 // FloatToF16). in and out must not overlap unless they are the same buffer and type.
 cudaError_t LaunchCast(const void* in, Storage in_type, void* out, Storage out_type,

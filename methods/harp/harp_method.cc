@@ -5,7 +5,6 @@
 
 namespace tessera {
 
-using config::HarpSettings;
 
 absl::StatusOr<std::unique_ptr<Method>> HarpMethod::Create(const config::MethodSettings& settings) {
   return std::unique_ptr<Method>(new HarpMethod(settings.harp()));
@@ -18,11 +17,6 @@ absl::Status HarpMethod::Configure(const ModelConfig& config) {
           "method.harp.kv_noise_layers[", i, "]: layer ", settings_.kv_noise_layers(i),
           " does not exist; the model has ", config.num_hidden_layers, " layers"));
     }
-  }
-  if (settings_.mode() == HarpSettings::KV_NOISE) {
-    return absl::UnimplementedError(
-        "method.harp.mode: KV_NOISE is not built in this version of Tessera; use EXACT (the "
-        "reference's reframed pass over the whole sequence) or SHADOW_LAZY");
   }
   return absl::OkStatus();
 }

@@ -1,6 +1,5 @@
 // HarpMethod: HARP (shared/specs/harp.md) as the runtime sees it (methods/method.h), built from
-// config::HarpSettings; its steps run through HarpRunner (harp_runner.h) in mode EXACT or
-// SHADOW_LAZY. Mode KV_NOISE is refused with Unimplemented.
+// config::HarpSettings; its steps run through HarpRunner (harp_runner.h), in any mode.
 //
 //   registry.Register("harp", "HARP", HarpMethod::Create);
 #ifndef TESSERA_METHODS_HARP_HARP_METHOD_H_
@@ -20,7 +19,7 @@ class HarpMethod : public Method {
   static absl::StatusOr<std::unique_ptr<Method>> Create(const config::MethodSettings& settings);
 
   absl::string_view field() const override { return "harp"; }
-  // Refuses the modes that are not built and kv_noise_layers past the model's layers.
+  // Refuses kv_noise_layers past the model's layers.
   absl::Status Configure(const ModelConfig& config) override;
   absl::Status Attach(LlamaModel& model) override;
   StepRunner* Runner() override { return runner_.get(); }

@@ -27,10 +27,12 @@ double MsSince(std::chrono::steady_clock::time_point start) {
 
 absl::StatusOr<std::unique_ptr<HarpRunner>> HarpRunner::Create(LlamaModel* model,
                                                                HarpRunnerOptions options) {
-  if (options.settings.mode() == HarpSettings::KV_NOISE) {
-    return absl::UnimplementedError(
-        "method.harp.mode: KV_NOISE is not built in this version of Tessera; use EXACT (the "
-        "reference's reframed pass over the whole sequence) or SHADOW_LAZY");
+  if (options.settings.mode() == HarpSettings::KV_NOISE &&
+      model->parallel().kv_dtype != DType::kF32) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "method.harp.mode: KV_NOISE masks a copy of the cached K/V and needs an F32 KV cache; "
+        "this run's is ", DTypeName(model->parallel().kv_dtype),
+        ": use --kv-dtype f32, or mode EXACT or SHADOW_LAZY"));
   }
   return std::unique_ptr<HarpRunner>(new HarpRunner(model, std::move(options)));
 }
@@ -67,6 +69,7 @@ absl::Status HarpRunner::Record(const ForwardBatch& batch) {
           "token of the sequence in order"));
     }
     tokens.push_back(batch.tokens[i]);
+    ++it->second.step_tokens;
   }
   return absl::OkStatus();
 }
@@ -116,8 +119,9 @@ absl::Status HarpRunner::EnsureShadow(const KvCache& cache) {
 
 absl::StatusOr<KvCache*> HarpRunner::ReframedBatch(int32_t step,
                                                    const std::vector<Reframe>& reframes,
-                                                   ForwardBatch* batch) {
+                                                   const KvCache& cache, ForwardBatch* batch) {
   const bool shadow = options_.settings.mode() == HarpSettings::SHADOW_LAZY;
+  const bool kv_noise = options_.settings.mode() == HarpSettings::KV_NOISE;
   if (!shadow) {
     int32_t longest = 0;
     for (const Reframe& r : reframes) longest = std::max(longest, r.length);
@@ -134,10 +138,23 @@ absl::StatusOr<KvCache*> HarpRunner::ReframedBatch(int32_t step,
   batch->step = step;
   batch->micro_batch = kReframeMicroBatch;
   std::vector<std::array<uint32_t, 4>> words;
+  std::vector<KvNoiseAttention::Row> noisy;
   for (size_t j = 0; j < reframes.size(); ++j) {
     Sequence& seq = sequences_.at(reframes[j].slot);
     const PhiloxKey key = HarpMaskKey(options_.settings.seed(), seq.request_id);
-    const int32_t first = shadow ? seq.shadow_length : 0;
+    // EXACT: the whole sequence; SHADOW_LAZY: what the shadow cache lacks; KV_NOISE: this
+    // step's tokens, over a masked copy of the entries before them.
+    const int32_t first = shadow     ? seq.shadow_length
+                          : kv_noise ? reframes[j].length - seq.step_tokens
+                                     : 0;
+    if (kv_noise) {
+      KvNoiseAttention::Row row{static_cast<int32_t>(j), reframes[j].slot, {}, {key[0], key[1]},
+                                reframes[j].length};
+      for (int64_t l = 0; l < cache.layers(); ++l) {
+        row.entries.push_back(cache.length(l, reframes[j].slot) - seq.step_tokens);
+      }
+      noisy.push_back(std::move(row));
+    }
     for (int32_t p = first; p < reframes[j].length; ++p) {
       batch->tokens.push_back(seq.tokens[p]);
       batch->positions.push_back(p);
@@ -149,14 +166,21 @@ absl::StatusOr<KvCache*> HarpRunner::ReframedBatch(int32_t step,
     if (shadow) seq.shadow_length = reframes[j].length;
   }
   input_.SetRows(std::move(words), delta_, options_.masked_input);
+  if (kv_noise) {
+    const auto& listed = options_.settings.kv_noise_layers();
+    kv_noise_.Set(&cache, std::move(noisy), delta_, {listed.begin(), listed.end()});
+    RETURN_IF_ERROR(kv_noise_.Reserve(*scratch_));
+  }
   return shadow ? shadow_.get() : scratch_.get();
 }
 
-absl::Status HarpRunner::ReframedPass(int32_t step, const std::vector<Reframe>& reframes) {
+absl::Status HarpRunner::ReframedPass(int32_t step, const std::vector<Reframe>& reframes,
+                                      const KvCache& real) {
   const auto start = std::chrono::steady_clock::now();
   ForwardBatch batch;
-  ASSIGN_OR_RETURN(KvCache* const cache, ReframedBatch(step, reframes, &batch));
+  ASSIGN_OR_RETURN(KvCache* const cache, ReframedBatch(step, reframes, real, &batch));
   ForwardHooks hooks;
+  if (options_.settings.mode() == HarpSettings::KV_NOISE) hooks.attention = &kv_noise_;
   hooks.input = &input_;
   if (model_->plan().pp_size > 1) hooks.layer = &tag_check_;
   hooks.check_agreement = options_.check_agreement;
@@ -185,6 +209,7 @@ absl::StatusOr<std::vector<float>> HarpRunner::Run(const std::vector<ForwardBatc
                                                    const StepReduction& reduction) {
   const ShardPlan& plan = model_->plan();
   Communicator* pp = model_->parallel().pp;
+  for (auto& [slot, seq] : sequences_) seq.step_tokens = 0;
   for (const ForwardBatch& b : micro_batches) RETURN_IF_ERROR(Record(b));
   if (options_.settings.mode() == HarpSettings::SHADOW_LAZY) RETURN_IF_ERROR(EnsureShadow(cache));
   if (plain_.size() < micro_batches.size()) plain_.resize(micro_batches.size());
@@ -239,7 +264,7 @@ absl::StatusOr<std::vector<float>> HarpRunner::Run(const std::vector<ForwardBatc
                                        "HARP hesitation decisions"));
   }
   // 3. The reframed pass of the hesitating sequences, mixed into their logits.
-  if (!reframes.empty()) RETURN_IF_ERROR(ReframedPass(step, reframes));
+  if (!reframes.empty()) RETURN_IF_ERROR(ReframedPass(step, reframes, cache));
 
   // 4. The reduction on the (mixed) logits; its words reach every stage.
   std::vector<float> words;

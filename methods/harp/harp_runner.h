@@ -1,5 +1,6 @@
 // HarpRunner: generation steps with hesitation-aware reframing (shared/specs/harp.md): mode
-// EXACT, the reference's semantics with the plain pass on the KV cache, and mode SHADOW_LAZY.
+// EXACT, the reference's semantics with the plain pass on the KV cache, and the experimental
+// modes SHADOW_LAZY and KV_NOISE.
 //
 // One step over the generator's micro-batches:
 //   1. Plain pass of every micro-batch (KV cache as usual). On the last stage, the logits are
@@ -25,6 +26,9 @@
 // extends it by the tokens since the sequence's last one (their prefill, persisted in the
 // shadow cache), so a sequence costs at most one extra forward per token in all, and twice the
 // KV memory.
+// KV_NOISE (experimental, not the reference): the step's tokens run again with masked
+// embeddings over a masked copy of their sequence's cached K/V (kv_noise.h): about one decode
+// step per hesitation. Needs an F32 KV cache.
 // theta = +inf never hesitates: the logits and tokens are the plain runtime's, bit for bit.
 // delta = 0 skips the reframed pass (its input would be the plain one): the plain tokens.
 //
@@ -41,6 +45,7 @@
 
 #include "absl/status/statusor.h"
 #include "configs/method_settings.pb.h"
+#include "methods/harp/kv_noise.h"
 #include "methods/harp/reframe_mask.h"
 #include "runtime/llama_model.h"
 #include "runtime/step_engine.h"
@@ -48,7 +53,7 @@
 namespace tessera {
 
 struct HarpRunnerOptions {
-  // Validated (launcher/methods/harp_settings.cc); mode EXACT or SHADOW_LAZY.
+  // Validated (launcher/methods/harp_settings.cc).
   config::HarpSettings settings;
   // All-gather each step's hesitation decisions over the tensor-parallel group and fail naming
   // the step and the ranks that differ (--check-rank-agreement).
@@ -89,6 +94,7 @@ class HarpRunner : public StepRunner {
     uint64_t request_id = 0;
     std::vector<int32_t> tokens;  // every token fed so far, in position order
     int32_t shadow_length = 0;    // SHADOW_LAZY: tokens in the shadow cache
+    int32_t step_tokens = 0;      // tokens fed in the current step
     SequenceCounters counters;
   };
   // A hesitating logit row: micro-batch, row within its logits, slot, sequence length T.
@@ -107,11 +113,13 @@ class HarpRunner : public StepRunner {
   absl::Status PlainPass(size_t g, const ForwardBatch& batch, KvCache& cache,
                          std::vector<float>* checks);
   // The reframed pass over `reframes`; mixes its logits into plain_ on the logits' rank.
-  absl::Status ReframedPass(int32_t step, const std::vector<Reframe>& reframes);
-  // Its batch and cache: the whole sequences into the scratch cache (EXACT), or the tokens since
-  // each sequence's last hesitation into the shadow cache (SHADOW_LAZY).
+  absl::Status ReframedPass(int32_t step, const std::vector<Reframe>& reframes,
+                            const KvCache& real);
+  // Its batch and cache: the whole sequences into the scratch cache (EXACT), the tokens since
+  // each sequence's last hesitation into the shadow cache (SHADOW_LAZY), or this step's tokens
+  // into the scratch cache over a masked copy of `real`'s earlier entries (KV_NOISE).
   absl::StatusOr<KvCache*> ReframedBatch(int32_t step, const std::vector<Reframe>& reframes,
-                                         ForwardBatch* batch);
+                                         const KvCache& real, ForwardBatch* batch);
   // SHADOW_LAZY: a shadow cache of the shape of `cache` (every sequence's view restarts when it
   // is made anew).
   absl::Status EnsureShadow(const KvCache& cache);
@@ -125,6 +133,7 @@ class HarpRunner : public StepRunner {
   std::unique_ptr<KvCache> scratch_;       // EXACT's reframed pass's cache (shared storage)
   std::unique_ptr<KvCache> shadow_;        // SHADOW_LAZY's cache of the reframed views
   ReframeInput input_;
+  KvNoiseAttention kv_noise_;
   ReframeTagCheck tag_check_;
   std::vector<HarpDecision> decisions_;
 };

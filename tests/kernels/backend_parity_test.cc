@@ -821,8 +821,8 @@ TEST_F(ParityTest, LerpAndPhiloxDropout) {
     auto row_words = Make(DType::kI32, {n, 4});
     row_words->SetInts(words);
     for (float rate : {0.0f, 0.2f, 1.0f}) {
-      ASSERT_OK(cpu_->PhiloxDropout({x->cpu(), row_words->cpu(), 0x4852u, rate}));
-      ASSERT_OK(gpu_->PhiloxDropout({x->gpu(), row_words->gpu(), 0x4852u, rate}));
+      ASSERT_OK(cpu_->PhiloxDropout({x->cpu(), row_words->cpu(), 0x4852u, rate, 64}));
+      ASSERT_OK(gpu_->PhiloxDropout({x->gpu(), row_words->gpu(), 0x4852u, rate, 64}));
       ExpectExact(*x, "PhiloxDropout", DType::kF32, absl::StrCat(shape, " rate ", rate));
     }
   }

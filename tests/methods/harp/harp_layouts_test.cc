@@ -2,7 +2,8 @@
 // §8 c, e, f), with --check-rank-agreement on:
 // - tp 2 and 4, pp 2 and tp2 x pp2 (two micro-batches under pp), dp 2: every rank takes one
 //   rank's decisions and tokens, greedy and sampled;
-// - the same for mode SHADOW_LAZY (its shadow cache sharded like the real one);
+// - the same for modes SHADOW_LAZY (its shadow cache sharded like the real one) and KV_NOISE
+//   (masks on the cached K/V of one layer, in stage 1, with global columns);
 // - the masked embeddings of every reframed pass are the same bits on every first-stage rank as
 //   on one rank (dumped through the test hook and hashed);
 // - with last-bit noise in one tensor-parallel rank's embeddings the ranks still agree (the
@@ -161,14 +162,18 @@ TEST(HarpLayoutsTest, EveryLayoutTakesOneRanksDecisions) {
   }
 }
 
-TEST(HarpLayoutsTest, ShadowLazyAtEveryLayout) {
-  config::HarpSettings settings = HarpSettings(1.0f, 0.2f, 0.5f);
-  settings.set_mode(config::HarpSettings::SHADOW_LAZY);
-  const Reference want = OneRank(settings, {});
-  ASSERT_FALSE(want.digests.empty());
-  for (const WorldLayout& layout : {WorldLayout{2, 1, 1, 0}, WorldLayout{4, 1, 1, 0},
-                                    WorldLayout{1, 2, 1, 0}, WorldLayout{2, 2, 1, 0}}) {
-    CheckLayout(layout, settings, {}, want, false);
+TEST(HarpLayoutsTest, ExperimentalModesAtEveryLayout) {
+  for (auto mode : {config::HarpSettings::SHADOW_LAZY, config::HarpSettings::KV_NOISE}) {
+    SCOPED_TRACE(config::HarpSettings::Mode_Name(mode));
+    config::HarpSettings settings = HarpSettings(1.0f, 0.2f, 0.5f);
+    settings.set_mode(mode);
+    if (mode == config::HarpSettings::KV_NOISE) settings.add_kv_noise_layers(5);  // stage 1's
+    const Reference want = OneRank(settings, {});
+    ASSERT_FALSE(want.digests.empty());
+    for (const WorldLayout& layout : {WorldLayout{2, 1, 1, 0}, WorldLayout{4, 1, 1, 0},
+                                      WorldLayout{1, 2, 1, 0}, WorldLayout{2, 2, 1, 0}}) {
+      CheckLayout(layout, settings, {}, want, false);
+    }
   }
 }
 

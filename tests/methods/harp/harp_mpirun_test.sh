@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # HARP through `tessera generate` with ranks as processes: at tp 2, pp 2, tp2 x pp2 and dp 2, with
 # --check-rank-agreement, greedy and nucleus sampling, every prompt's tokens and HARP counters
-# (timings aside) equal one rank's, and some steps reframe; mode SHADOW_LAZY at tp2 x pp2; and
-# bad settings (delta 1, beta 2, a
-# negative theta, mode KV_NOISE) end every rank with an error naming the field.
+# (timings aside) equal one rank's, and some steps reframe; modes SHADOW_LAZY and KV_NOISE at
+# tp2 x pp2; and bad settings (delta 1, beta 2, a negative theta, KV_NOISE on a BF16 cache) end
+# every rank with an error naming the field.
 #   harp_mpirun_test.sh TESSERA_BINARY MPIEXEC
 set -u
 bin="$1"
@@ -69,26 +69,30 @@ for sampling in "--temperature 0" "--temperature 0.8 --top-p 0.9 --seed 5"; do
   done
 done
 
-# SHADOW_LAZY: its shadow cache is sharded like the real one.
-ref="$work/one_shadow.jsonl"
-out="$work/out_shadow.jsonl"
-if run "$ref" 1 --set method.harp.mode=SHADOW_LAZY &&
-   run "$out" 4 --tp 2 --pp 2 --set method.harp.mode=SHADOW_LAZY && same "$ref" "$out"; then
-  echo "ok   SHADOW_LAZY, --tp 2 --pp 2: as one rank"
-  passed=$((passed + 1))
-else
-  echo "FAIL SHADOW_LAZY, --tp 2 --pp 2:"; cat "$ref.log" "$out.log"
-  failed=$((failed + 1))
-fi
+# The experimental modes: SHADOW_LAZY's cache and KV_NOISE's masked copies sharded like the
+# real cache.
+for mode in SHADOW_LAZY KV_NOISE; do
+  ref="$work/one_$mode.jsonl"
+  out="$work/out_$mode.jsonl"
+  if run "$ref" 1 --set method.harp.mode=$mode &&
+     run "$out" 4 --tp 2 --pp 2 --set method.harp.mode=$mode && same "$ref" "$out"; then
+    echo "ok   $mode, --tp 2 --pp 2: as one rank"
+    passed=$((passed + 1))
+  else
+    echo "FAIL $mode, --tp 2 --pp 2:"; cat "$ref.log" "$out.log"
+    failed=$((failed + 1))
+  fi
+done
 
 for bad in "method.harp.delta=1|method.harp.delta: must be" \
            "method.harp.beta_vanilla=2|method.harp.beta_vanilla: must be" \
            "method.harp.theta_bits=-1|method.harp.theta_bits: must be" \
-           "method.harp.mode=KV_NOISE|method.harp.mode: KV_NOISE is not built"; do
+           "method.harp.mode=KV_NOISE --kv-dtype bf16|method.harp.mode: KV_NOISE masks a copy"; do
   setting="${bad%%|*}"
   message="${bad#*|}"
   out="$work/bad.jsonl"
-  run "$out" 2 --tp 2 --set "$setting"
+  # shellcheck disable=SC2086
+  run "$out" 2 --tp 2 --set $setting
   code=$?
   ranks=$(grep -c "$message" "$out.log")
   if [ "$code" -ne 0 ] && [ "$code" -ne 124 ] && [ "$ranks" -ge 1 ]; then

@@ -9,7 +9,8 @@
 //   whole masked sequence on a fresh cache: EXACT (a fresh mask per step, the shared-storage
 //   scratch cache) and SHADOW_LAZY (the position-keyed mask, extended incrementally);
 // - the guarded device backend takes the CPU's decisions and tokens;
-// - KV_NOISE is refused, naming the field.
+// - KV_NOISE's logits equal a masked copy of the cache and a masked token composed by hand, and
+//   a BF16 cache is refused naming the field.
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -269,15 +270,103 @@ TEST(HarpRunnerTest, ShadowLazyRecomputesEachTokenOnce) {
   EXPECT_LT(Sum(shadow, "tokens_recomputed"), Sum(exact, "tokens_recomputed") / 4);
 }
 
-TEST(HarpRunnerTest, KvNoiseIsRefused) {
+// KV_NOISE's logits at a decode step, composed independently: the sequence before the step
+// prefilled into a fresh cache, every layer's K and V there masked with the documented words,
+// then the step's token decoded with its masked embedding.
+std::vector<float> KvNoiseByHand(LlamaModel& model, const std::vector<int32_t>& sequence,
+                                 uint64_t seed, uint64_t request, float delta) {
+  auto cache = model.MakeCache(1, 256);
+  EXPECT_TRUE(cache.ok());
+  const int32_t t = static_cast<int32_t>(sequence.size());
+  ForwardBatch prefix;
+  for (int32_t p = 0; p + 1 < t; ++p) {
+    prefix.tokens.push_back(sequence[p]);
+    prefix.positions.push_back(p);
+    prefix.slots.push_back(0);
+  }
+  prefix.logit_rows = {t - 2};
+  EXPECT_OK(model.Forward(prefix, **cache).status());
+  const PhiloxKey key = HarpMaskKey(seed, request);
+  Backend& backend = model.backend();
+  std::vector<int32_t> words;
+  for (int32_t p = 0; p + 1 < t; ++p) {
+    const auto w = HarpMaskRowWords(key, p, t);
+    words.insert(words.end(), w.begin(), w.end());
+  }
+  const TensorView word_view = TensorView::Of(words.data(), DType::kI32, {t - 1, 4});
+  for (int64_t l = 0; l < (*cache)->layers(); ++l) {
+    for (uint32_t which : {0u, 1u}) {
+      const TensorView kv = which == 0 ? (*cache)->k(l) : (*cache)->v(l);
+      const TensorView rows = kv.Reshaped({kv.dim(1), kv.dim(2) * kv.dim(3)}).Rows(0, t - 1);
+      const uint32_t stream = (static_cast<uint32_t>(l) << 17) | (which << 16) | 0x4B56u;
+      EXPECT_OK(backend.PhiloxDropout({rows, word_view, stream, delta}));
+    }
+  }
+  ForwardBatch step;
+  step.tokens = {sequence[t - 1]};
+  step.positions = {t - 1};
+  step.slots = {0};
+  step.logit_rows = {0};
+  ReframeInput input;
+  input.SetRows({HarpMaskRowWords(key, t - 1, t)}, delta, nullptr);
+  ForwardHooks hooks;
+  hooks.input = &input;
+  auto out = model.Forward(step, **cache, hooks);
+  EXPECT_TRUE(out.ok()) << out.status();
+  std::vector<float> logits(out->logits.numel());
+  EXPECT_OK(backend.CopyToHost(logits.data(), out->logits.data, out->logits.bytes()));
+  return logits;
+}
+
+TEST(HarpRunnerTest, KvNoiseIsAMaskedCacheAndAMaskedToken) {
   ASSERT_OK_AND_ASSIGN(auto backend, MakeBackend(BackendKind::kCpu));
   ASSERT_OK_AND_ASSIGN(auto model, testing::LoadTinyModel(backend.get(), nullptr, 0));
+  ASSERT_OK_AND_ASSIGN(auto cache, model->MakeCache(2, 256));
+  HarpRunnerOptions options;
+  options.settings = HarpSettings(1.0f, 0.2f, 0.0f);
+  options.settings.set_mode(config::HarpSettings::KV_NOISE);
+  options.settings.set_seed(5);
+  ASSERT_OK_AND_ASSIGN(auto runner, HarpRunner::Create(model.get(), options));
+  const auto prompts = testing::TinyPrompts();
+  testing::DecodeOptions decode;
+  decode.steps = 10;
+  decode.record_logits = true;
+  ASSERT_OK_AND_ASSIGN(testing::Decoded got,
+                       testing::Decode(*model, *cache, *runner, nullptr,
+                                       {prompts[0], prompts[1]}, decode));
+  int checked = 0;
+  double worst = 0;
+  for (int step = 1; step < decode.steps; ++step) {  // decode steps (step 0 is the prompt)
+    for (size_t i = 0; i < 2; ++i) {
+      if (!runner->decisions().at(step * 2 + i).reframed) continue;
+      std::vector<int32_t> sequence = prompts[i];
+      sequence.insert(sequence.end(), got.tokens[i].begin(), got.tokens[i].begin() + step);
+      const std::vector<float> want = KvNoiseByHand(*model, sequence, 5, i, 0.2f);
+      worst = std::max(worst, testing::RelativeError(got.logits[i][step].data(), want.data(),
+                                                     want.size()));
+      ++checked;
+    }
+  }
+  EXPECT_GT(checked, 3);
+  EXPECT_LT(worst, 1e-5) << checked << " reframed steps";
+  std::printf("KV_NOISE: %d reframed decode steps, relative error %.2e against the composition\n",
+              checked, worst);
+}
+
+TEST(HarpRunnerTest, KvNoiseNeedsAnF32Cache) {
+  ASSERT_OK_AND_ASSIGN(auto backend, MakeBackend(BackendKind::kCpu));
+  ModelParallelism parallel;
+  parallel.kv_dtype = DType::kBF16;
+  ASSERT_OK_AND_ASSIGN(auto model,
+                       LlamaModel::Load(testing::kTinyModel, backend.get(), parallel, {}));
   HarpRunnerOptions options;
   options.settings.set_mode(config::HarpSettings::KV_NOISE);
   const auto runner = HarpRunner::Create(model.get(), options);
   ASSERT_FALSE(runner.ok());
-  EXPECT_EQ(runner.status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(runner.status().message(), ::testing::HasSubstr("method.harp.mode: KV_NOISE"));
+  EXPECT_EQ(runner.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(runner.status().message(),
+              ::testing::HasSubstr("method.harp.mode: KV_NOISE masks a copy of the cached K/V "
+                                   "and needs an F32 KV cache; this run's is BF16"));
 }
 
 }  // namespace

@@ -129,6 +129,24 @@ TEST(ReframeMaskTest, MaskDependsOnWordsOnly) {
   }
 }
 
+TEST(ReframeMaskTest, ColumnOffsetSelectsTheGlobalColumns) {
+  ASSERT_OK_AND_ASSIGN(auto cpu, MakeBackend(BackendKind::kCpu));
+  std::vector<float> whole(3 * 96, 1.0f), part(3 * 32, 1.0f);
+  std::vector<int32_t> words = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+  const TensorView w = TensorView::Of(words.data(), DType::kI32, {3, 4});
+  ASSERT_OK(cpu->PhiloxDropout(
+      {TensorView::Of(whole.data(), DType::kF32, {3, 96}), w, kHarpStream, 0.5f, 0}));
+  ASSERT_OK(cpu->PhiloxDropout(
+      {TensorView::Of(part.data(), DType::kF32, {3, 32}), w, kHarpStream, 0.5f, 64}));
+  for (int r = 0; r < 3; ++r) {  // columns 64..95 of the whole rows
+    EXPECT_EQ(std::memcmp(&part[r * 32], &whole[r * 96 + 64], 32 * 4), 0) << "row " << r;
+  }
+  EXPECT_THAT(cpu->PhiloxDropout({TensorView::Of(part.data(), DType::kF32, {3, 32}), w,
+                                  kHarpStream, 0.5f, 6})
+                  .message(),
+              ::testing::HasSubstr("column_offset must be a multiple of 4"));
+}
+
 TEST(ReframeMaskTest, LerpKeepsAgreeingValuesExactly) {
   ASSERT_OK_AND_ASSIGN(auto cpu, MakeBackend(BackendKind::kCpu));
   std::mt19937 rng(5);
