@@ -3,7 +3,7 @@
 runtime, on the embedded model (models/tessera-code-tiny), in the same invocation.
 
 Settings: plain, HARP (mode EXACT) with theta_bits in {0.5, 1, 2, 3} x delta in {0.1, 0.2},
-beta 0.5, and mode SHADOW_LAZY at theta 1 and 2, delta 0.2.
+beta 0.5, and modes SHADOW_LAZY and KV_NOISE at theta 1 and 2, delta 0.2.
 
 Tasks:
   * next-line completion on held-out code: the prompts are the early-exit benchmark's windows of
@@ -14,7 +14,7 @@ Tasks:
     with the file's next line and as difflib's similarity ratio. Greedy, and nucleus
     (temperature 0.7, top_p 0.9, seed 5; the plain run samples with the same seed).
   * code_passkey (configs/tasks/code_passkey.textproto, the first --passkey-limit samples,
-    greedy): `tessera eval` accuracy; prompts of up to ~1000 tokens, so each hesitation
+    all 60 by default, greedy): `tessera eval` accuracy; prompts of up to ~1000 tokens, so each hesitation
     recomputes a long sequence.
 
 Cost. Next-line: decode time as in tools/bench/early_exit.py (the generator's timings, prefill
@@ -60,11 +60,12 @@ def settings(quick):
                         "delta": delta, "beta_vanilla": BETA,
                         "sets": [f"method.harp.theta_bits={theta}", f"method.harp.delta={delta}",
                                  f"method.harp.beta_vanilla={BETA}"]})
-    for theta in ((1.0,) if quick else (1.0, 2.0)):
-        out.append({"name": f"shadow_t{theta:g}_d0.2", "theta_bits": theta, "delta": 0.2,
-                    "beta_vanilla": BETA, "mode": "SHADOW_LAZY",
-                    "sets": [f"method.harp.theta_bits={theta}", "method.harp.delta=0.2",
-                             f"method.harp.beta_vanilla={BETA}", "method.harp.mode=SHADOW_LAZY"]})
+    for mode, prefix in (("SHADOW_LAZY", "shadow"), ("KV_NOISE", "kvnoise")):
+        for theta in ((1.0,) if quick else (1.0, 2.0)):
+            out.append({"name": f"{prefix}_t{theta:g}_d0.2", "theta_bits": theta, "delta": 0.2,
+                        "beta_vanilla": BETA, "mode": mode,
+                        "sets": [f"method.harp.theta_bits={theta}", "method.harp.delta=0.2",
+                                 f"method.harp.beta_vanilla={BETA}", f"method.harp.mode={mode}"]})
     return out
 
 
@@ -180,7 +181,7 @@ def main():
     ap.add_argument("--prompt-tokens", type=int, default=128)
     ap.add_argument("--max-new-tokens", type=int, default=24)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--passkey-limit", type=int, default=30)
+    ap.add_argument("--passkey-limit", type=int, default=60, help="default: all 60 samples")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="smoke test: 8 prompts, 1 repeat, "
                     "theta 1 and 3, 6 passkey samples")

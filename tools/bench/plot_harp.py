@@ -4,7 +4,7 @@
 Left: next-line completion on held-out code, the change in similarity to the file's next line
 against the plain runtime of the same sampling (greedy: circles, nucleus: squares), against the
 decode cost relative to the plain decoder with its KV cache (log scale); mode EXACT one colour
-per delta, each point labelled with theta (bits), SHADOW_LAZY in black. Right: the hesitation
+per delta, each point labelled with theta (bits), SHADOW_LAZY in black, KV_NOISE in green. Right: the hesitation
 rate each theta gives (greedy runs), which drives the cost.
 
   python3 tools/bench/plot_harp.py [--results results/bench/harp.json]
@@ -22,6 +22,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COLORS = {0.1: "tab:blue", 0.2: "tab:orange"}
 MARKERS = {"greedy": "o", "nucleus": "s"}
+MODES = {"shadow": "SHADOW_LAZY", "kvnoise": "KV_NOISE"}
+MODE_COLORS = {"SHADOW_LAZY": "black", "KV_NOISE": "tab:green"}
 
 
 def main():
@@ -35,12 +37,11 @@ def main():
     fig, (ax, rate) = plt.subplots(1, 2, figsize=(12, 4.8), gridspec_kw={"width_ratios": [2, 1]})
     labelled = set()
     for row in results["next_line"]:
-        shadow = row["name"].startswith("shadow")
+        mode = MODES.get(row["name"].split("_")[0], "EXACT")
         delta = float(row["name"].split("_d")[1])
         theta = float(row["name"].split("_t")[1].split("_")[0])
-        color = "black" if shadow else COLORS[delta]
-        label = (f"SHADOW_LAZY, delta {delta:g}" if shadow else f"EXACT, delta {delta:g}") + \
-            f", {row['sampling']}"
+        color = MODE_COLORS.get(mode) or COLORS[delta]
+        label = f"{mode}, delta {delta:g}, {row['sampling']}"
         y = row["similarity"] - row["plain_similarity"]
         ax.scatter(row["cost_vs_plain"], y, color=color, marker=MARKERS[row["sampling"]],
                    label=None if label in labelled else label, s=40)
@@ -49,7 +50,7 @@ def main():
                     xytext=(4, 3), fontsize=7)
         if row["sampling"] == "greedy":
             rate.scatter(theta, row.get("hesitation_rate", 0), color=color,
-                         marker="D" if shadow else "o")
+                         marker="o" if mode == "EXACT" else "D")
     ax.axhline(0, color="gray", lw=0.8)
     ax.set_xscale("log")
     ax.set_xlabel("decode time / plain decoder with KV cache (batch 1)")
