@@ -60,10 +60,11 @@ import sentencepiece as spm
 import torch
 import transformers
 from safetensors.torch import save_file
-from transformers import GenerationConfig, LlamaForCausalLM
+from transformers import GenerationConfig
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from make_fixtures import sha256_file  # noqa: E402
+from early_exit import argmax, dumps, load_model, logit_gap  # noqa: E402
 
 TOOL = "tools/reference/harp.py"
 OUTPUTS = ["harp_reference.json", "harp_logits.safetensors"]
@@ -109,15 +110,6 @@ PHILOX_KAT = [
 ]
 
 
-def load_model(model_dir):
-    model = LlamaForCausalLM.from_pretrained(
-        model_dir, dtype=torch.float32, attn_implementation="eager").eval()
-    # Fresh allocations instead of the mmap'd safetensors buffers: the CPU kernels' choice can
-    # depend on pointer alignment, which would change the last bits from one run to the next.
-    with torch.no_grad():
-        for p in model.parameters():
-            p.data = p.data.clone()
-    return model
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,15 +213,8 @@ def entropy_bits(logits):
     return float(-np.sum(p * np.log2(p + ENTROPY_EPS)))
 
 
-def argmax(logits):
-    """Index of the largest value; ties go to the smaller id."""
-    return int(np.argmax(logits))
 
 
-def logit_gap(logits):
-    """Top-1 minus top-2 logit: how far an argmax is from a tie."""
-    second, first = np.partition(logits, -2)[-2:]
-    return float(first - second)
 
 
 class Passes:
@@ -317,15 +302,6 @@ def generate_greedy(model, prompt):
     return out[0, len(prompt):].tolist()
 
 
-def dumps(obj, indent=0):
-    """JSON with one level of indentation per object and lists of numbers on one line."""
-    pad, inner = " " * indent, " " * (indent + 1)
-    if isinstance(obj, dict):
-        items = [f"{inner}{json.dumps(k)}: {dumps(v, indent + 1)}" for k, v in obj.items()]
-        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
-    if isinstance(obj, list) and any(isinstance(v, (dict, list)) for v in obj):
-        return "[\n" + ",\n".join(inner + dumps(v, indent + 1) for v in obj) + "\n" + pad + "]"
-    return json.dumps(obj, ensure_ascii=False)
 
 
 def main():
