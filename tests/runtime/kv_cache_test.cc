@@ -123,6 +123,30 @@ TEST_F(KvCacheTest, CompactOfAllLayers) {
 // A half-precision cache holds half the bytes of an F32 one, and Compact moves its rows through
 // scratch of the same dtype (entry e of slot 1 holds 16 + e in every element: exact in F16 and
 // BF16).
+TEST(KvCacheLayerScratchTest, LayersShareOneStorageButNotTheirBookkeeping) {
+  ASSERT_OK_AND_ASSIGN(auto backend, MakeBackend(BackendKind::kCpu));
+  ASSERT_OK_AND_ASSIGN(auto full, KvCache::Create(backend.get(), 4, kKvHeads, kHeadDim, kSlots,
+                                                  kCapacity, DType::kF32));
+  ASSERT_OK_AND_ASSIGN(auto scratch, KvCache::CreateLayerScratch(backend.get(), 4, kKvHeads,
+                                                                  kHeadDim, kSlots, kCapacity,
+                                                                  DType::kF32));
+  EXPECT_EQ(scratch->layers(), 4);
+  EXPECT_TRUE(scratch->shared_storage());
+  EXPECT_EQ(scratch->bytes() * 4, full->bytes());
+  for (int64_t l = 1; l < 4; ++l) {
+    EXPECT_EQ(scratch->k(l).data, scratch->k(0).data);
+    EXPECT_EQ(scratch->v(l).data, scratch->v(0).data);
+    EXPECT_NE(full->k(l).data, full->k(0).data);
+  }
+  ASSERT_OK_AND_ASSIGN(int32_t first, scratch->Append(2, 1, std::vector<int32_t>{3, 4}));
+  EXPECT_EQ(first, 0);
+  EXPECT_EQ(scratch->length(2, 1), 2);
+  EXPECT_EQ(scratch->length(1, 1), 0);  // lengths stay per layer
+  const absl::Status compact = scratch->Compact(2, 1, std::vector<int32_t>{1});
+  EXPECT_EQ(compact.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(compact.message().find("share one storage"), std::string::npos) << compact;
+}
+
 TEST(KvCacheDTypeTest, HalfPrecisionCachesCompactAndCountTheirBytes) {
   ASSERT_OK_AND_ASSIGN(auto backend, MakeBackend(BackendKind::kCpu));
   for (const DType dtype : {DType::kBF16, DType::kF16}) {
