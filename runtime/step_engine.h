@@ -8,9 +8,12 @@
 // group, so every rank of the replica returns the same words. The full logits never leave the
 // device (VocabReducer).
 //
-// A StepPolicy extends the step: several passes over a micro-batch, each with its own rows and
-// hooks (a reframed pass of HARP, a deep pass of FREE), whose logits it combines before the
-// reduction. Passes after the first should not persist K/V (ForwardBatch::persist_kv = false).
+// A StepPolicy extends the step: several passes over a micro-batch, fixed before the first runs,
+// each with its own rows and hooks (a second scratch pass over the same rows), whose logits it
+// combines before the reduction. Passes after the first should not persist K/V
+// (ForwardBatch::persist_kv = false). A method whose later passes depend on the first pass's
+// logits, or run on other rows or another cache, is a StepRunner instead (FREE's deep pass,
+// HARP's reframed pass: methods/harp/harp_runner.h).
 //
 //   StepEngine engine(model);
 //   ASSIGN_OR_RETURN(std::vector<float> words, engine.Run(micro_batches, *cache, reduction));
