@@ -43,6 +43,15 @@ const std::vector<Command>& Commands() {
        "--dp.",
        {"config", "method", "set", "model", "backend", "kv_dtype", "max_batch", "seed", "limit",
         "output_dir", TESSERA_JOB_FLAGS}},
+      {"serve",
+       "--model DIR [--host 127.0.0.1 --port 8000] [flags]",
+       "An OpenAI-compatible HTTP server: /v1/completions (echo, prompt and token "
+       "log-probabilities, streaming), /v1/chat/completions, /v1/models, /tokenize, /detokenize, "
+       "/tokenizer_info, /health, /metrics. Rank 0 serves; under mpirun every rank of the "
+       "replica runs each wave of requests. SIGTERM or SIGINT stops every rank.",
+       {"model", "backend", "config", "method", "set", "host", "port", "served_model_name",
+        "chat_template", "max_waiting_requests", "max_batch", "max_seq_len", "kv_dtype",
+        "stage_layers", "micro_batches", TESSERA_JOB_FLAGS}},
       {"bench",
        "--model DIR [flags]",
        "Prefill and decode throughput and latency, weight bytes, peak memory and this machine's "

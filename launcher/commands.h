@@ -23,6 +23,10 @@ absl::Status RunGenerate(Job& job, const config::MethodSettings& methods);
 // bandwidth and sgemm rate of this machine measured in the same run, as one JSON object.
 absl::Status RunBench(Job& job, const config::MethodSettings& methods);
 
+// `tessera serve`: an OpenAI-compatible HTTP server (launcher/serve/) on --host / --port, run by
+// rank 0; the replica's other ranks follow its waves of requests until SIGTERM / SIGINT.
+absl::Status RunServe(Job& job, const config::MethodSettings& methods);
+
 // `tessera plan`: per-rank weight bytes, KV bytes per token and KV capacity of a model (--model
 // DIR or DIR/config.json; no weights are read) on --tp x --pp ranks of --device-memory each, as
 // a table or (--json) one JSON object. Runs in one process, without MPI.

@@ -46,6 +46,16 @@ ABSL_FLAG(std::string, method, "",
           "Method settings (a MethodSettings of configs/method_settings.proto, text format; "
           "examples in configs/methods/); replaces the run config's method section");
 ABSL_FLAG(std::string, output_dir, "", "Where eval writes results_*.json and samples_*.jsonl");
+ABSL_FLAG(std::string, host, "127.0.0.1", "serve: the address to listen on (0.0.0.0: every interface)");
+ABSL_FLAG(int32_t, port, 8000, "serve: the TCP port (0: any free port, printed at start)");
+ABSL_FLAG(int32_t, max_waiting_requests, 256,
+          "serve: requests that may wait for the engine; more are answered 429");
+ABSL_FLAG(std::string, served_model_name, "",
+          "serve: the model name clients send and /v1/models lists (default: the --model "
+          "directory's name)");
+ABSL_FLAG(std::string, chat_template, "none",
+          "serve: the prompt template of /v1/chat/completions: none (refused) or llama-2 "
+          "(Llama-2 / CodeLlama chat models)");
 ABSL_FLAG(int32_t, limit, 0, "Evaluate only the first N samples (0: all)");
 ABSL_FLAG(bool, cuda_graphs, false,
           "Replay decode steps as CUDA graphs (CUDA backend, one rank per replica: tp=pp=1)");
@@ -150,6 +160,8 @@ absl::Status ValidateFlagValues() {
       {"micro-batches", absl::GetFlag(FLAGS_micro_batches), 0, " (0: one per pipeline stage)"},
       {"comm-timeout-s", absl::GetFlag(FLAGS_comm_timeout_s), 1, ""},
       {"limit", absl::GetFlag(FLAGS_limit), 0, " (0: all samples)"},
+      {"port", absl::GetFlag(FLAGS_port), 0, " (0: any free port)"},
+      {"max-waiting-requests", absl::GetFlag(FLAGS_max_waiting_requests), 1, ""},
   };
   for (const IntFlag& f : flags) {
     if (f.value < f.min) {

@@ -9,6 +9,7 @@
 #include "launcher/flags.h"
 #include "launcher/methods/run_methods.h"
 #include "launcher/model_bundle.h"
+#include "launcher/model_from_flags.h"
 #include "launcher/prompts_file.h"
 #include "nlohmann/json.hpp"
 
@@ -175,20 +176,8 @@ absl::Status RunGenerate(Job& job, const config::MethodSettings& method_settings
     return absl::InvalidArgumentError(
         "generate needs exactly one of --prompt TEXT or --prompts FILE.jsonl");
   }
-  absl::StatusOr<std::vector<int64_t>> stage_layers = StageLayersFromFlags();
-  RETURN_IF_ERROR(CheckPhase(job, stage_layers.status()));
-  ModelParallelism parallel{job.layout(), job.groups.tp.get(), job.groups.pp.get(), *stage_layers};
-  absl::StatusOr<DType> kv_dtype = KvDTypeFromFlags();
-  RETURN_IF_ERROR(CheckPhase(job, kv_dtype.status()));
-  parallel.kv_dtype = *kv_dtype;
-  absl::StatusOr<RunMethods> methods = PrepareMethods(
-      method_settings, absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_check_rank_agreement));
-  RETURN_IF_ERROR(CheckPhase(job, methods.status()));
-  ASSIGN_OR_RETURN(ModelBundle bundle,
-                   LoadModelForJob(job, absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_backend),
-                                   /*require_tokenizer=*/true, parallel, methods->options));
-  bundle.methods = *std::move(methods);
-  RETURN_IF_ERROR(CheckPhase(job, AttachMethods(bundle.methods, *bundle.model)));
+  ASSIGN_OR_RETURN(ModelBundle bundle, LoadModelFromFlags(job, method_settings,
+                                                          /*require_tokenizer=*/true));
 
   absl::StatusOr<Inputs> inputs = ReadInputs(bundle);
   RETURN_IF_ERROR(CheckPhase(job, inputs.status()));

@@ -38,11 +38,12 @@ constexpr char kUsage[] =
     "            [--temperature T --top-k K --top-p P --seed S --stop a,b --output FILE]\n"
     "  eval      --config RUN.textproto [--set path=value ...] [--model DIR --limit N\n"
     "            --output-dir DIR]\n"
+    "  serve     --model DIR [--host 127.0.0.1 --port 8000 --max-batch N --chat-template llama-2]\n"
     "  bench     --model DIR [--prompt-tokens N --decode-tokens N --batch B]\n"
     "  plan      --model DIR|config.json --device-memory 80GiB [--tp T --pp P --dtype bf16\n"
     "            --kv-dtype bf16 --memory-utilization 0.9 --workspace 2GiB --json]  (no MPI)\n"
     "layout (with mpirun -np tp*pp*dp or srun --mpi=pmix): --tp T --pp P --dp D\n"
-    "run config and methods (generate, eval, bench): --config RUN.textproto\n"
+    "run config and methods (generate, eval, serve, bench): --config RUN.textproto\n"
     "  --method METHODS.textproto (presets: configs/methods/) --set method.homer.target_len=4096\n"
     "Run `tessera <command> --help` for every flag.";
 
@@ -76,6 +77,8 @@ int Run(const std::string& command, const tessera::WorldLayout& requested,
     status = tessera::RunGenerate(*job, run_config.method());
   } else if (command == "eval") {
     status = tessera::RunEval(*job, run_config);
+  } else if (command == "serve") {
+    status = tessera::RunServe(*job, run_config.method());
   } else {
     status = tessera::RunBench(*job, run_config.method());
   }
@@ -85,7 +88,7 @@ int Run(const std::string& command, const tessera::WorldLayout& requested,
   return Fail(prefix, std::string(status.message()));
 }
 
-// generate and bench take the model, layout and sampling sections of a run config (--config),
+// generate, serve and bench take the model, layout and sampling sections of a run config (--config),
 // with flags given on the command line winning, and its method section (--config, --method,
 // --set method.*), validated. Without --config, --set may change method fields only.
 absl::StatusOr<tessera::config::RunConfig> GenerateOrBenchConfig(

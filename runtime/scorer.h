@@ -28,6 +28,29 @@ struct LoglikelihoodResult {
   std::vector<float> token_logprobs;
 };
 
+// Every token of a sequence scored against the tokens before it (the prompt log-probabilities of
+// an OpenAI-style `echo` with `logprobs`), with the `top_n` most likely tokens at each position.
+struct TokenScoreRequest {
+  std::vector<int32_t> tokens;  // not empty; tokens[0] is context only (its entry is null)
+  // Also score the greedy next token after the sequence (the argmax of the last row, ties to
+  // the smaller id): the one a greedy generation step would emit, from the same pass.
+  bool score_next = false;
+  bool score_prompt = true;  // false: only the next token (needs score_next)
+};
+
+struct IdLogprob {
+  int32_t id = 0;
+  float logprob = 0.0f;  // natural log
+};
+
+struct ScoredToken {
+  int32_t id = 0;
+  // log softmax(z)[id], computed exactly as the value of the same id in `top` (both are
+  // logit - log_sum_exp in double, then rounded), so a greedy token equals its top-1 value.
+  float logprob = 0.0f;
+  std::vector<IdLogprob> top;  // top_n entries, descending, the smaller id first on ties
+};
+
 class Scorer {
  public:
   // `max_tokens_per_pass` bounds the tokens of one forward pass (activation and logit memory).
@@ -39,7 +62,25 @@ class Scorer {
   absl::StatusOr<std::vector<LoglikelihoodResult>> Loglikelihood(
       const std::vector<LoglikelihoodRequest>& requests);
 
+  // Per request: tokens[1..] scored in order (when score_prompt), then the greedy next token when
+  // `score_next`.
+  // 0 <= top_n <= kMaxTopN. A request with one token and no score_next gives an empty list.
+  static constexpr int kMaxTopN = 20;
+  absl::StatusOr<std::vector<std::vector<ScoredToken>>> ScoreTokens(
+      const std::vector<TokenScoreRequest>& requests, int top_n);
+
  private:
+  // One sequence fed from position 0; rows first_row.. are scored against targets (-1: the
+  // row's argmax).
+  struct Feed {
+    std::vector<int32_t> tokens;
+    size_t first_row = 0;
+    std::vector<int32_t> targets;  // one per scored row, rows first_row .. tokens.size()-1
+  };
+  absl::StatusOr<std::vector<std::vector<ScoredToken>>> Score(const std::vector<Feed>& feeds,
+                                                              int top_n,
+                                                              std::vector<std::vector<bool>>* greedy);
+
   LlamaModel* model_;
   int32_t max_batch_, max_tokens_per_pass_;
   int64_t max_seq_len_;

@@ -12,6 +12,7 @@ packages=(
   libopenblas-dev
   libsentencepiece-dev
   nlohmann-json3-dev
+  libcpp-httplib-dev
 )
 # For the fuzz step of scripts/test.sh (scripts/fuzz.sh): clang with libFuzzer. Optional: when
 # they cannot be installed the build and tests still run and the fuzz step says it skipped.

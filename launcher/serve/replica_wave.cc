@@ -1,0 +1,209 @@
+#include "launcher/serve/replica_wave.h"
+
+#include <algorithm>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "kernels/status_macros.h"
+#include "nlohmann/json.hpp"
+#include "runtime/scorer.h"
+
+namespace tessera::serve {
+namespace {
+
+using nlohmann::json;
+
+struct Ref {
+  size_t request, prompt;
+};
+
+// Keeps the `n` best alternatives of scores made with a larger top_n.
+void KeepTop(std::vector<ScoredToken>* scores, int n) {
+  for (ScoredToken& s : *scores) {
+    if (static_cast<int>(s.top.size()) > n) s.top.resize(std::max(n, 0));
+  }
+}
+
+// The single token of a one-pass request: EOS and stop strings end it as Generate would.
+void FinishOneToken(const CompletionRequest& r, const CompletionPrompt& prompt, int32_t id,
+                    const Tokenizer& tokenizer, const std::vector<int32_t>& eos_ids,
+                    ChoiceResult* c) {
+  c->token_ids = {id};
+  if (std::find(eos_ids.begin(), eos_ids.end(), id) != eos_ids.end() && !r.ignore_eos) {
+    c->finish_reason = "stop";
+    return;
+  }
+  c->text = tokenizer.DecodeAfter(prompt.ids, c->token_ids);
+  for (const std::string& stop : r.stop) {
+    const size_t at = c->text.find(stop);
+    if (at != std::string::npos) {
+      c->text.resize(at);
+      c->finish_reason = "stop";
+    }
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<std::vector<ChoiceResult>>> RunWave(
+    ModelBundle& bundle, const std::vector<const CompletionRequest*>& requests,
+    const WaveSettings& settings, const WaveText& on_text) {
+  LlamaModel& model = *bundle.model;
+  const Tokenizer& tokenizer = *bundle.tokenizer;
+  const std::vector<int32_t>& eos_ids = model.config().eos_token_ids;
+  std::vector<std::vector<ChoiceResult>> out(requests.size());
+  Scorer scorer(&model, settings.generator.max_batch, /*max_tokens_per_pass=*/2048,
+                settings.generator.max_seq_len);
+
+  // 1. Scoring passes: echo-only requests and greedy single tokens.
+  std::vector<TokenScoreRequest> scoring;
+  std::vector<Ref> scored;
+  std::vector<GenerationRequest> generating;
+  std::vector<Ref> generated;
+  int top_n = 0;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const CompletionRequest& r = *requests[i];
+    out[i].resize(r.prompts.size());
+    const bool prompt_logprobs = r.echo && r.logprobs >= 0;
+    for (size_t p = 0; p < r.prompts.size(); ++p) {
+      const std::vector<int32_t>& ids = r.prompts[p].ids;
+      if (r.max_tokens == 0) {
+        if (!prompt_logprobs) continue;
+        scoring.push_back({ids, /*score_next=*/false, /*score_prompt=*/true});
+      } else if (r.one_pass() && !settings.method) {
+        scoring.push_back({ids, /*score_next=*/true, /*score_prompt=*/prompt_logprobs});
+      } else {
+        GenerationRequest g;
+        g.prompt_ids = ids;
+        g.id = p;  // the same prompt and seed give the same text, whatever else runs
+        g.max_new_tokens = r.max_tokens;
+        g.sampling = r.sampling;
+        g.stop = r.stop;
+        g.ignore_eos = r.ignore_eos;
+        generating.push_back(std::move(g));
+        generated.push_back({i, p});
+        continue;
+      }
+      scored.push_back({i, p});
+      top_n = std::max(top_n, r.logprobs);
+    }
+  }
+  if (!scoring.empty()) {
+    ASSIGN_OR_RETURN(auto scores, scorer.ScoreTokens(scoring, top_n));
+    for (size_t k = 0; k < scored.size(); ++k) {
+      const CompletionRequest& r = *requests[scored[k].request];
+      ChoiceResult& c = out[scored[k].request][scored[k].prompt];
+      std::vector<ScoredToken>& s = scores[k];
+      KeepTop(&s, r.logprobs);
+      if (scoring[k].score_next) {
+        const ScoredToken next = s.back();
+        s.pop_back();
+        FinishOneToken(r, r.prompts[scored[k].prompt], next.id, tokenizer, eos_ids, &c);
+        if (r.logprobs >= 0) c.generated_scores = {next};
+        if (on_text && !c.text.empty()) on_text(scored[k].request, c.text);
+      }
+      if (r.echo && r.logprobs >= 0) c.prompt_scores = std::move(s);
+    }
+  }
+
+  // 2. Generation.
+  if (!generating.empty()) {
+    Generator generator(&model, &tokenizer, settings.generator);
+    TextCallback text = nullptr;
+    if (on_text) {
+      text = [&](size_t k, absl::string_view t) { on_text(generated[k].request, t); };
+    }
+    ASSIGN_OR_RETURN(std::vector<GenerationResult> results, generator.Generate(generating, text));
+    for (size_t k = 0; k < results.size(); ++k) {
+      ChoiceResult& c = out[generated[k].request][generated[k].prompt];
+      c.token_ids = std::move(results[k].token_ids);
+      c.text = std::move(results[k].text);
+      c.finish_reason = results[k].finish_reason == FinishReason::kLength ? "length" : "stop";
+    }
+  }
+
+  // 3. Log-probabilities of generated tokens: prompt and completion scored in one pass.
+  scoring.clear();
+  scored.clear();
+  top_n = 0;
+  for (const Ref& g : generated) {
+    const CompletionRequest& r = *requests[g.request];
+    if (r.logprobs < 0) continue;
+    std::vector<int32_t> all = r.prompts[g.prompt].ids;
+    const std::vector<int32_t>& gen = out[g.request][g.prompt].token_ids;
+    all.insert(all.end(), gen.begin(), gen.end());
+    scoring.push_back({std::move(all), /*score_next=*/false, /*score_prompt=*/true});
+    scored.push_back(g);
+    top_n = std::max(top_n, r.logprobs);
+  }
+  if (!scoring.empty()) {
+    ASSIGN_OR_RETURN(auto scores, scorer.ScoreTokens(scoring, top_n));
+    for (size_t k = 0; k < scored.size(); ++k) {
+      const CompletionRequest& r = *requests[scored[k].request];
+      ChoiceResult& c = out[scored[k].request][scored[k].prompt];
+      std::vector<ScoredToken>& s = scores[k];
+      KeepTop(&s, r.logprobs);
+      const size_t g = c.token_ids.size();
+      c.generated_scores.assign(s.end() - g, s.end());
+      if (r.echo) c.prompt_scores.assign(s.begin(), s.end() - g);
+    }
+  }
+  return out;
+}
+
+std::string EncodeWaveMessage(WaveKind kind, const std::vector<const CompletionRequest*>& requests) {
+  json m = {{"kind", kind == WaveKind::kWave ? "wave" : kind == WaveKind::kIdle ? "idle" : "stop"}};
+  json list = json::array();
+  for (const CompletionRequest* r : requests) {
+    json prompts = json::array();
+    for (const CompletionPrompt& p : r->prompts) prompts.push_back(p.ids);
+    list.push_back({{"prompts", prompts},
+                    {"max_tokens", r->max_tokens},
+                    {"echo", r->echo},
+                    {"logprobs", r->logprobs},
+                    {"temperature", r->sampling.temperature},
+                    {"top_p", r->sampling.top_p},
+                    {"top_k", r->sampling.top_k},
+                    {"seed", r->sampling.seed},
+                    {"stop", r->stop},
+                    {"ignore_eos", r->ignore_eos}});
+  }
+  m["requests"] = list;
+  return m.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+absl::Status DecodeWaveMessage(const std::string& message, WaveKind* kind,
+                               std::vector<CompletionRequest>* requests) {
+  const json m = json::parse(message, nullptr, /*allow_exceptions=*/false);
+  if (m.is_discarded() || !m.is_object() || !m.contains("kind") || !m["kind"].is_string() ||
+      !m.contains("requests") || !m["requests"].is_array()) {
+    return absl::DataLossError("a malformed wave message from the replica's leader");
+  }
+  const std::string k = m["kind"].get<std::string>();
+  *kind = k == "wave" ? WaveKind::kWave : k == "idle" ? WaveKind::kIdle : WaveKind::kStop;
+  requests->clear();
+  try {
+    for (const json& j : m["requests"]) {
+      CompletionRequest r;
+      for (const json& ids : j.at("prompts")) {
+        r.prompts.push_back({ids.get<std::vector<int32_t>>(), ""});
+      }
+      r.max_tokens = j.at("max_tokens").get<int32_t>();
+      r.echo = j.at("echo").get<bool>();
+      r.logprobs = j.at("logprobs").get<int32_t>();
+      r.sampling.temperature = j.at("temperature").get<float>();
+      r.sampling.top_p = j.at("top_p").get<float>();
+      r.sampling.top_k = j.at("top_k").get<int32_t>();
+      r.sampling.seed = j.at("seed").get<uint64_t>();
+      r.stop = j.at("stop").get<std::vector<std::string>>();
+      r.ignore_eos = j.at("ignore_eos").get<bool>();
+      requests->push_back(std::move(r));
+    }
+  } catch (const json::exception& e) {
+    return absl::DataLossError(absl::StrCat("a malformed wave message from the replica's leader: ",
+                                            e.what()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace tessera::serve

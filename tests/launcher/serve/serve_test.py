@@ -1,0 +1,307 @@
+"""`tessera serve` end to end: serve_test.py TESSERA_BINARY [MPIEXEC].
+
+Starts the server on the llama2_mha test model (alone, then at tp2 under MPIEXEC when given) and
+checks, each with its own assertion:
+  - lm-evaluation-harness's loglikelihood requests (token-id prompts, max_tokens 1, echo,
+    logprobs 1), parsed as its local-completions client parses them, against the transformers
+    log-likelihoods and greediness in tests/fixtures/eval/reference_llama2_mha.json;
+  - greedy text equals `tessera generate`; streamed text equals the unstreamed text;
+  - concurrent clients get the sequential answers, none lost or duplicated;
+  - every error class answers its status with an OpenAI error body, and the server still answers;
+  - /v1/models, /tokenizer_info, /tokenize, /detokenize, /metrics; SIGTERM ends every rank with 0.
+Standard library only.
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+MC_MODEL = os.path.join(ROOT, "tests/fixtures/models/llama2_mha")  # transformers' fixture
+MODEL = os.path.join(ROOT, "models/tessera-code-tiny")  # trained: its text is not empty
+FIXTURE = os.path.join(ROOT, "tests/fixtures/eval/reference_llama2_mha.json")
+MC_DATA = os.path.join(ROOT, "tests/fixtures/eval/multiple_choice.jsonl")
+failures = []
+
+
+def check(ok, what):
+    print(("ok    " if ok else "FAIL  ") + what, flush=True)
+    if not ok:
+        failures.append(what)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, binary, mpiexec=None, tp=1, extra=(), model=MODEL):
+        self.port = free_port()
+        self.tp = tp
+        cmd = [binary, "serve", "--model", model, "--port", str(self.port), "--max-batch", "8",
+               "--threads", "1", *extra]
+        if tp > 1:
+            cmd = [mpiexec, "--oversubscribe", "--allow-run-as-root", "-np", str(tp), *cmd,
+                   "--tp", str(tp)]
+        self.log = open(f"/tmp/serve_test_{self.port}.log", "w+")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("server exited: " + self.output())
+            try:
+                if self.get("/health")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("server did not start: " + self.output())
+
+    def output(self):
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
+
+    def request(self, method, path, body=None, raw=None):
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data,
+                                     method=method, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=300) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def get(self, path):
+        return self.request("GET", path)
+
+    def post(self, path, body=None, raw=None):
+        status, text = self.request("POST", path, body, raw)
+        try:
+            return status, json.loads(text)
+        except ValueError:
+            return status, text
+
+    def stop(self):
+        # Under mpirun every rank gets the signal, as Slurm's scancel delivers it.
+        if self.tp > 1:
+            ranks = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True,
+                                   text=True).stdout.split()
+            for pid in ranks:
+                os.kill(int(pid), signal.SIGTERM)
+        else:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = "hang"
+        return code
+
+
+def tokenize(server, text):
+    return server.post("/tokenize", {"prompt": text, "add_special_tokens": False})[1]["tokens"]
+
+
+def encode_pair(server, context, continuation):
+    # lm-evaluation-harness's split: trailing context spaces move into the continuation.
+    n = len(context) - len(context.rstrip())
+    if n:
+        continuation = context[-n:] + continuation
+        context = context[:-n]
+    whole = tokenize(server, context + continuation)
+    ctx = tokenize(server, context)
+    return ctx, whole[len(ctx):]
+
+
+def check_loglikelihood(server, label):
+    reference = json.load(open(FIXTURE))["multiple_choice"]["samples"]
+    items = [json.loads(line) for line in open(MC_DATA) if line.strip()]
+    worst = 0.0
+    greedy_ok = True
+    for item, ref in zip(items, reference):
+        prompts, ctxlens = [], []
+        for choice in item["choices"]:
+            ctx, cont = encode_pair(server, item["context"], choice)
+            prompts.append([1] + ctx + cont)
+            ctxlens.append(1 + len(ctx))
+        status, out = server.post("/v1/completions", {
+            "model": None, "prompt": prompts, "temperature": 0, "max_tokens": 1, "logprobs": 1,
+            "seed": 1234, "echo": True})
+        if status != 200:
+            check(False, f"{label}: loglikelihood request answered {status}: {out}")
+            return
+        choices = sorted(out["choices"], key=lambda c: c["index"])
+        for choice, ctxlen, want, want_greedy in zip(choices, ctxlens, ref["loglikelihoods"],
+                                                     ref["is_greedy"]):
+            lp = choice["logprobs"]
+            values = lp["token_logprobs"][ctxlen:-1]
+            greedy = all(v == max(t.values()) for v, t in zip(values, lp["top_logprobs"][ctxlen:-1]))
+            worst = max(worst, abs(sum(values) - want))
+            greedy_ok = greedy_ok and greedy == want_greedy
+            greedy_ok = greedy_ok and lp["token_logprobs"][0] is None and lp["top_logprobs"][0] is None
+    check(worst < 2e-4, f"{label}: log-likelihoods equal transformers' (max |diff| {worst:.2e})")
+    check(greedy_ok, f"{label}: is_greedy as lm-eval reads it equals transformers'")
+
+
+def generate_cli(binary, prompt, n):
+    out = subprocess.run([binary, "generate", "--model", MODEL, "--prompt", prompt,
+                          "--max-new-tokens", str(n), "--threads", "1"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    return out.stdout[:-1] if out.stdout.endswith("\n") else out.stdout  # generate adds one
+
+
+def check_generation(server, binary, label):
+    prompt = "def fibonacci(n):"
+    status, out = server.post("/v1/completions", {"prompt": prompt, "max_tokens": 12,
+                                                  "temperature": 0})
+    want = generate_cli(binary, prompt, 12)
+    check(status == 200 and want != "" and out["choices"][0]["text"] == want,
+          f"{label}: greedy text equals tessera generate ({out['choices'][0]['text']!r} vs {want!r})")
+    # Streaming: the events' text is the whole text.
+    req = urllib.request.Request(f"http://127.0.0.1:{server.port}/v1/completions",
+                                 data=json.dumps({"prompt": prompt, "max_tokens": 12,
+                                                  "temperature": 0, "stream": True}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    text, done, finish = "", False, None
+    with urllib.request.urlopen(req, timeout=300) as r:
+        for line in r.read().decode().split("\n"):
+            if line == "data: [DONE]":
+                done = True
+            elif line.startswith("data: "):
+                ev = json.loads(line[6:])
+                text += ev["choices"][0]["text"]
+                finish = ev["choices"][0]["finish_reason"] or finish
+    check(done and text == want and finish == "length", f"{label}: streamed text equals it")
+    # Generated-token log-probabilities: the greedy token is its own top-1.
+    status, out = server.post("/v1/completions", {"prompt": prompt, "max_tokens": 4,
+                                                  "temperature": 0, "logprobs": 2})
+    lp = out["choices"][0]["logprobs"]
+    check(status == 200 and len(lp["token_logprobs"]) == 4 and
+          all(v == max(t.values()) and len(t) <= 2 for v, t in zip(lp["token_logprobs"],
+                                                                   lp["top_logprobs"])),
+          f"{label}: generated tokens' log-probabilities, greedy tokens at their top-1")
+
+
+def check_concurrency(server, label):
+    prompts = [f"def f{i}(x):" for i in range(8)]
+    body = lambda p: {"prompt": p, "max_tokens": 6, "temperature": 0}
+    sequential = {p: server.post("/v1/completions", body(p))[1]["choices"][0]["text"]
+                  for p in prompts}
+    answers, lock = [], threading.Lock()
+
+    def client(k):
+        for j in range(3):
+            p = prompts[(k + j) % len(prompts)]
+            status, out = server.post("/v1/completions", body(p))
+            with lock:
+                answers.append((p, status, out["choices"][0]["text"] if status == 200 else out))
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    check(len(answers) == 24 and all(s == 200 and t == sequential[p] for p, s, t in answers),
+          f"{label}: 8 concurrent clients x 3 requests get the sequential answers")
+
+
+def check_errors(server, label):
+    cases = [
+        ("malformed JSON", dict(raw=b"{\"prompt\": "), 400, None),
+        ("invalid UTF-8", dict(raw=b"{\"prompt\": \"\xff\xfe\"}"), 400, None),
+        ("not an object", dict(body=[1, 2]), 400, None),
+        ("unknown field", dict(body={"prompt": "a", "max_tokenz": 3}), 400, "max_tokenz"),
+        ("wrong type", dict(body={"prompt": "a", "max_tokens": "3"}), 400, "max_tokens"),
+        ("negative max_tokens", dict(body={"prompt": "a", "max_tokens": -1}), 400, "max_tokens"),
+        ("max_tokens past the context", dict(body={"prompt": "a", "max_tokens": 100000}), 400,
+         "max_tokens"),
+        ("token id out of range", dict(body={"prompt": [1, 5, 10**6]}), 400, "prompt[2]"),
+        ("prompt longer than the context", dict(body={"prompt": [1] * 5000}), 400, "prompt"),
+        ("n > 1", dict(body={"prompt": "a", "n": 2}), 400, "n"),
+        ("no prompt", dict(body={"max_tokens": 2}), 400, "prompt"),
+        ("another model", dict(body={"prompt": "a", "model": "gpt-9"}), 404, "model"),
+    ]
+    for name, kw, want, param in cases:
+        status, out = server.post("/v1/completions", **kw)
+        ok = status == want and isinstance(out, dict) and "message" in out.get("error", {})
+        if param is not None:
+            ok = ok and out["error"]["param"] == param
+        check(ok, f"{label}: {name} -> {status} {out if not ok else ''}")
+    status, out = server.post("/v1/nothing", {})
+    check(status == 404 and "error" in out, f"{label}: unknown route -> 404")
+    status, out = server.post("/v1/completions", {"prompt": "x = ", "max_tokens": 2,
+                                                  "temperature": 0})
+    check(status == 200 and server.get("/health")[0] == 200,
+          f"{label}: the server still answers after the errors")
+
+
+def check_endpoints(server, label):
+    status, models = server.get("/v1/models")
+    check(status == 200 and json.loads(models)["data"][0]["id"] == "tessera-code-tiny",
+          f"{label}: /v1/models")
+    info = json.loads(server.get("/tokenizer_info")[1])
+    check(info["eos_token"] == "</s>", f"{label}: /tokenizer_info names the EOS")
+    check(tokenize(server, "</s>") == [2] and tokenize(server, "<s>") == [1],
+          f"{label}: /tokenize maps special-token text to its id")
+    ids = tokenize(server, "def f(x): return x")
+    status, out = server.post("/detokenize", {"tokens": ids})
+    check(out.get("prompt") == "def f(x): return x", f"{label}: /detokenize inverts /tokenize")
+    metrics = server.get("/metrics")[1]
+    check("tessera:request_success_total" in metrics and "tessera:e2e_request_latency_seconds_bucket"
+          in metrics and 'status="400"' in metrics, f"{label}: /metrics in Prometheus text")
+
+
+def main():
+    binary = sys.argv[1]
+    mpiexec = sys.argv[2] if len(sys.argv) > 2 else None
+    layouts = [1] + ([2] if mpiexec else [])
+    for tp in layouts:
+        label = f"tp{tp}"
+        for model, checks in [(MC_MODEL, [check_loglikelihood]),
+                              (MODEL, [check_generation, check_concurrency, check_errors,
+                                       check_endpoints])]:
+            server = Server(binary, mpiexec, tp, model=model)
+            try:
+                for c in checks:
+                    if c is check_generation:
+                        c(server, binary, label)
+                    else:
+                        c(server, label)
+            finally:
+                code = server.stop()
+            check(code == 0, f"{label}: SIGTERM ends every rank with exit 0 (got {code})")
+            if failures:
+                print(server.output()[-3000:])
+    # A bounded queue: with one waiting request allowed, a burst gets 429s and the rest answers.
+    server = Server(binary, extra=["--max-waiting-requests", "1"])
+    statuses, lock = [], threading.Lock()
+
+    def burst():
+        s, _ = server.post("/v1/completions", {"prompt": "def g():", "max_tokens": 24,
+                                                "temperature": 0})
+        with lock:
+            statuses.append(s)
+
+    threads = [threading.Thread(target=burst) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    check(429 in statuses and 200 in statuses and set(statuses) <= {200, 429},
+          f"bounded queue: a burst of 12 gets 200s and 429s ({sorted(statuses)})")
+    check(server.stop() == 0, "bounded queue: the server stops cleanly")
+    print(f"{len(failures)} failures")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
