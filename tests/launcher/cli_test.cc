@@ -257,6 +257,9 @@ TEST(CliHelpTest, EachCommandListsItsFlagsAndExitsZero) {
                     "--config=<string>", "--method=<string>", "--set=<path=value>", "--tp=<int32>"}},
       {"eval", {"--config=<string>", "--method=<string>", "--set=<path=value>",
                 "--limit=<int32>  (default: 0)", "--output-dir=<string>", "--model=<string>"}},
+      {"serve", {"--model=<string>", "--host=<string>  (default: \"127.0.0.1\")",
+                 "--port=<int32>  (default: 8000)", "--max-waiting-requests=<int32>",
+                 "--chat-template=<string>", "--method=<string>", "--tp=<int32>"}},
       {"bench", {"--model=<string>", "--prompt-tokens=<int32>  (default: 128)",
                  "--decode-tokens=<int32>", "--batch=<int32>", "--method=<string>",
                  "--set=<path=value>"}},
@@ -265,6 +268,7 @@ TEST(CliHelpTest, EachCommandListsItsFlagsAndExitsZero) {
   const std::map<std::string, std::vector<std::string>> must_not = {
       {"generate", {"--device-memory", "--prompt-tokens", "--limit"}},
       {"eval", {"--prompt=", "--device-memory"}},
+      {"serve", {"--prompt=", "--prompts=", "--limit", "--device-memory"}},
       {"bench", {"--prompts=", "--limit"}},
       {"plan", {"--prompt=", "--method", "--set", "--config"}}};
   ASSERT_EQ(CommandNames().size(), must.size());
