@@ -36,6 +36,20 @@ def check(ok, what):
         failures.append(what)
 
 
+def children(pid):
+    """Pids whose parent is `pid`, from /proc (no procps needed)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
+                out.append(entry)
+    return out
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -93,9 +107,7 @@ class Server:
     def stop(self):
         # Under mpirun every rank gets the signal, as Slurm's scancel delivers it.
         if self.tp > 1:
-            ranks = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True,
-                                   text=True).stdout.split()
-            for pid in ranks:
+            for pid in children(self.proc.pid):
                 os.kill(int(pid), signal.SIGTERM)
         else:
             self.proc.send_signal(signal.SIGTERM)
