@@ -323,10 +323,8 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(absl::string_vi
     if (!ok) return error;
   }
   if (!has_prompt) return BadRequest("prompt", "is required");
-  if (!j.contains("stream") || !r.stream) {
-    if (j.contains("stream_options") && !j["stream_options"].is_null()) {
-      return BadRequest("stream_options", "is only allowed with \"stream\": true");
-    }
+  if (!r.stream && j.contains("stream_options") && !j["stream_options"].is_null()) {
+    return BadRequest("stream_options", "is only allowed with \"stream\": true");
   }
   if (r.stream && r.prompts.size() != 1) {
     return BadRequest("stream", absl::StrCat("streams one prompt; got ", r.prompts.size()));

@@ -88,23 +88,30 @@ absl::StatusOr<std::vector<std::vector<ChoiceResult>>> RunWave(
       top_n = std::max(top_n, r.logprobs);
     }
   }
-  if (!scoring.empty()) {
+  // Runs `scoring` and hands each scored prompt's tokens (cut to its request's top N) to `take`.
+  using Take = std::function<void(size_t, const CompletionRequest&, ChoiceResult&,
+                                  std::vector<ScoredToken>&)>;
+  auto score = [&](const Take& take) -> absl::Status {
+    if (scoring.empty()) return absl::OkStatus();
     ASSIGN_OR_RETURN(auto scores, scorer.ScoreTokens(scoring, top_n));
     for (size_t k = 0; k < scored.size(); ++k) {
       const CompletionRequest& r = *requests[scored[k].request];
-      ChoiceResult& c = out[scored[k].request][scored[k].prompt];
-      std::vector<ScoredToken>& s = scores[k];
-      KeepTop(&s, r.logprobs);
-      if (scoring[k].score_next) {
-        const ScoredToken next = s.back();
-        s.pop_back();
-        FinishOneToken(r, r.prompts[scored[k].prompt], next.id, tokenizer, eos_ids, &c);
-        if (r.logprobs >= 0) c.generated_scores = {next};
-        if (on_text && !c.text.empty()) on_text(scored[k].request, c.text);
-      }
-      if (r.echo && r.logprobs >= 0) c.prompt_scores = std::move(s);
+      KeepTop(&scores[k], r.logprobs);
+      take(k, r, out[scored[k].request][scored[k].prompt], scores[k]);
     }
-  }
+    return absl::OkStatus();
+  };
+  RETURN_IF_ERROR(score([&](size_t k, const CompletionRequest& r, ChoiceResult& c,
+                            std::vector<ScoredToken>& s) {
+    if (scoring[k].score_next) {
+      const ScoredToken next = s.back();
+      s.pop_back();
+      FinishOneToken(r, r.prompts[scored[k].prompt], next.id, tokenizer, eos_ids, &c);
+      if (r.logprobs >= 0) c.generated_scores = {next};
+      if (on_text && !c.text.empty()) on_text(scored[k].request, c.text);
+    }
+    if (r.echo && r.logprobs >= 0) c.prompt_scores = std::move(s);
+  }));
 
   // 2. Generation.
   if (!generating.empty()) {
@@ -136,18 +143,12 @@ absl::StatusOr<std::vector<std::vector<ChoiceResult>>> RunWave(
     scored.push_back(g);
     top_n = std::max(top_n, r.logprobs);
   }
-  if (!scoring.empty()) {
-    ASSIGN_OR_RETURN(auto scores, scorer.ScoreTokens(scoring, top_n));
-    for (size_t k = 0; k < scored.size(); ++k) {
-      const CompletionRequest& r = *requests[scored[k].request];
-      ChoiceResult& c = out[scored[k].request][scored[k].prompt];
-      std::vector<ScoredToken>& s = scores[k];
-      KeepTop(&s, r.logprobs);
-      const size_t g = c.token_ids.size();
-      c.generated_scores.assign(s.end() - g, s.end());
-      if (r.echo) c.prompt_scores.assign(s.begin(), s.end() - g);
-    }
-  }
+  RETURN_IF_ERROR(score([&](size_t, const CompletionRequest& r, ChoiceResult& c,
+                            std::vector<ScoredToken>& s) {
+    const size_t g = c.token_ids.size();
+    c.generated_scores.assign(s.end() - g, s.end());
+    if (r.echo) c.prompt_scores.assign(s.begin(), s.end() - g);
+  }));
   return out;
 }
 
