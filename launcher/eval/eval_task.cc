@@ -12,6 +12,10 @@ size_t Limited(const config::RunConfig& c, size_t n) {
 
 int32_t MaxBatch(const config::RunConfig& c) { return c.max_batch() > 0 ? c.max_batch() : 16; }
 
+std::string BosName(config::BosConvention bos) {
+  return bos == config::BOS_LM_EVAL ? "lm_eval" : "prepend";
+}
+
 absl::StatusOr<std::unique_ptr<EvalTask>> MakeEvalTask(const config::RunConfig& c,
                                                        const ModelConfig& model,
                                                        const Tokenizer& tokenizer) {

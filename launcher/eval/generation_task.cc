@@ -1,5 +1,7 @@
 // Plain generation to JSONL: each {"prompt": ...} line gets a completion with the run's sampling
-// settings; the records are the results file's samples.
+// settings; the records are the results file's samples. Lines with a "target" string are also
+// scored as lm-evaluation-harness's generate_until exact_match scores them (the completion,
+// cut at the first stop string, equals the target exactly).
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
 #include "launcher/methods/run_methods.h"
@@ -13,10 +15,13 @@ namespace {
 class GenerationTask final : public EvalTask {
  public:
   // `sources` name each prompt's line ("data.jsonl:3") in the generator's messages.
+  // `targets` is empty or one per prompt.
   GenerationTask(std::vector<std::string> prompts, std::vector<std::vector<int32_t>> ids,
-                 std::vector<std::string> sources, GenerationRequest defaults, std::string data)
+                 std::vector<std::string> sources, std::vector<std::string> targets,
+                 GenerationRequest defaults, std::string data, std::string bos)
       : prompts_(std::move(prompts)), ids_(std::move(ids)), sources_(std::move(sources)),
-        defaults_(std::move(defaults)), data_(std::move(data)) {}
+        targets_(std::move(targets)), defaults_(std::move(defaults)), data_(std::move(data)),
+        bos_(std::move(bos)) {}
 
   std::string kind() const override { return "generation"; }
   size_t size() const override { return prompts_.size(); }
@@ -40,6 +45,10 @@ class GenerationTask final : public EvalTask {
                          {"token_ids", r.token_ids},
                          {"finish_reason", FinishReasonName(r.finish_reason)},
                          {"prompt_tokens", r.prompt_tokens}});
+      if (!targets_.empty()) {
+        records.back()["target"] = targets_[indices[k]];
+        records.back()["exact_match"] = r.text == targets_[indices[k]] ? 1.0 : 0.0;
+      }
       if (HasCounters(r.counters)) records.back()["method_counters"] = MethodCountersJson(r.counters);
     }
     return records;
@@ -47,8 +56,18 @@ class GenerationTask final : public EvalTask {
 
   nlohmann::json Aggregate(const std::vector<nlohmann::json>& records) const override {
     int64_t generated = 0;
-    for (const auto& r : records) generated += static_cast<int64_t>(r["token_ids"].size());
-    return {{"samples", records.size()}, {"generated_tokens", generated}};
+    std::vector<double> exact;
+    for (const auto& r : records) {
+      generated += static_cast<int64_t>(r["token_ids"].size());
+      if (r.contains("exact_match")) exact.push_back(r["exact_match"].get<double>());
+    }
+    nlohmann::json metrics = {{"samples", records.size()}, {"generated_tokens", generated}};
+    if (!exact.empty()) {
+      const MeanStderr m = MeanWithStderr(exact);
+      metrics["exact_match"] = m.mean;
+      metrics["exact_match_stderr"] = m.stderr_;
+    }
+    return metrics;
   }
 
   nlohmann::json Describe() const override {
@@ -57,15 +76,16 @@ class GenerationTask final : public EvalTask {
             {"temperature", defaults_.sampling.temperature},
             {"top_k", defaults_.sampling.top_k},
             {"top_p", defaults_.sampling.top_p},
-            {"stop", defaults_.stop}};
+            {"stop", defaults_.stop},
+            {"bos", bos_}};
   }
 
  private:
   std::vector<std::string> prompts_;
   std::vector<std::vector<int32_t>> ids_;
-  std::vector<std::string> sources_;
+  std::vector<std::string> sources_, targets_;
   GenerationRequest defaults_;
-  std::string data_;
+  std::string data_, bos_;
 };
 
 }  // namespace
@@ -77,20 +97,31 @@ absl::StatusOr<std::unique_ptr<EvalTask>> MakeGenerationTask(const config::RunCo
   ASSIGN_OR_RETURN(std::vector<JsonlRecord> records, ReadJsonl(path));
   std::vector<std::string> prompts;
   std::vector<std::vector<int32_t>> ids;
-  std::vector<std::string> sources;
-  for (size_t i = 0; i < Limited(c, records.size()); ++i) {
+  std::vector<std::string> sources, targets;
+  const size_t n = Limited(c, records.size());
+  for (size_t i = 0; i < n; ++i) {
     ASSIGN_OR_RETURN(std::string prompt, StringField(path, records[i], "prompt"));
     if (prompt.empty()) return RecordError(path, records[i], "the prompt is empty");
     auto encoded = tokenizer.Encode(prompt);
     if (!encoded.ok()) return RecordError(path, records[i], encoded.status().message());
-    encoded->insert(encoded->begin(), model.bos_token_id);
+    if (c.task().bos() != config::BOS_LM_EVAL) encoded->insert(encoded->begin(), model.bos_token_id);
     prompts.push_back(std::move(prompt));
     ids.push_back(std::move(encoded).value());
     sources.push_back(absl::StrCat(path, ":", records[i].line));
+    if (records[i].value.contains("target")) {
+      ASSIGN_OR_RETURN(std::string target, StringField(path, records[i], "target"));
+      targets.push_back(std::move(target));
+    }
+  }
+  if (!targets.empty() && targets.size() != n) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": ", targets.size(), " of ", n, " records have a \"target\"; give every record "
+        "one (to score exact_match) or none"));
   }
   return std::unique_ptr<EvalTask>(
       new GenerationTask(std::move(prompts), std::move(ids), std::move(sources),
-                         RequestFromSampling(c, 256), path));
+                         std::move(targets), RequestFromSampling(c, 256), path,
+                         BosName(c.task().bos())));
 }
 
 }  // namespace tessera

@@ -1,12 +1,14 @@
 // Multiple choice by log-likelihood, scored as lm-evaluation-harness does: each choice is a
 // continuation of the context; acc takes the choice with the highest summed log-probability,
-// acc_norm the highest log-probability per character of the choice text. Context and
-// continuation are tokenized as lm-evaluation-harness's encode_pair: trailing spaces of the
-// context move to the continuation, and the continuation's ids are those of context +
-// continuation past the context's own ids.
+// acc_norm the highest log-probability per character of the choice text, acc_bytes per UTF-8
+// byte. Context and continuation are tokenized as lm-evaluation-harness's encode_pair: trailing
+// whitespace of the context (Python's str.rstrip(), Unicode spaces included) moves to the
+// continuation, and the continuation's ids are those of context + continuation past the
+// context's own ids. task.bos decides whether the context starts with BOS.
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
 #include "launcher/eval/jsonl.h"
+#include "launcher/eval/python_text.h"
 #include "launcher/eval/tasks.h"
 #include "runtime/scorer.h"
 
@@ -16,19 +18,18 @@ namespace {
 struct Question {
   std::vector<LoglikelihoodRequest> choices;
   std::vector<double> choice_chars;  // length of each choice text in characters (code points)
+  std::vector<double> choice_bytes;  // and in UTF-8 bytes
   int64_t gold = 0;
 };
 
-double CodePoints(const std::string& s) {
-  double n = 0;
-  for (unsigned char ch : s) n += (ch & 0xc0) != 0x80;
-  return n;
-}
-
 class MultipleChoiceTask final : public EvalTask {
  public:
-  MultipleChoiceTask(std::vector<Question> questions, int32_t max_batch, std::string data)
-      : questions_(std::move(questions)), max_batch_(max_batch), data_(std::move(data)) {}
+  MultipleChoiceTask(std::vector<Question> questions, int32_t max_batch, std::string data,
+                     std::string bos)
+      : questions_(std::move(questions)),
+        max_batch_(max_batch),
+        data_(std::move(data)),
+        bos_(std::move(bos)) {}
 
   std::string kind() const override { return "multiple_choice"; }
   size_t size() const override { return questions_.size(); }
@@ -53,12 +54,15 @@ class MultipleChoiceTask final : public EvalTask {
         const Question& q = questions_[indices[k]];
         std::vector<double> lls;
         std::vector<bool> greedy;
-        size_t pred = 0, pred_norm = 0;
+        size_t pred = 0, pred_norm = 0, pred_bytes = 0;
         for (size_t j = 0; j < q.choices.size(); ++j, ++next) {
           lls.push_back(scored[next].logprob);
           greedy.push_back(scored[next].is_greedy);
           if (lls[j] > lls[pred]) pred = j;
           if (lls[j] / q.choice_chars[j] > lls[pred_norm] / q.choice_chars[pred_norm]) pred_norm = j;
+          if (lls[j] / q.choice_bytes[j] > lls[pred_bytes] / q.choice_bytes[pred_bytes]) {
+            pred_bytes = j;
+          }
         }
         records.push_back({{"index", indices[k]},
                            {"gold", q.gold},
@@ -67,7 +71,8 @@ class MultipleChoiceTask final : public EvalTask {
                            {"pred", pred},
                            {"pred_norm", pred_norm},
                            {"acc", static_cast<int64_t>(pred) == q.gold ? 1.0 : 0.0},
-                           {"acc_norm", static_cast<int64_t>(pred_norm) == q.gold ? 1.0 : 0.0}});
+                           {"acc_norm", static_cast<int64_t>(pred_norm) == q.gold ? 1.0 : 0.0},
+                           {"acc_bytes", static_cast<int64_t>(pred_bytes) == q.gold ? 1.0 : 0.0}});
       }
       if (ctx.progress) ctx.progress(static_cast<int64_t>(end - begin));
     }
@@ -75,22 +80,25 @@ class MultipleChoiceTask final : public EvalTask {
   }
 
   nlohmann::json Aggregate(const std::vector<nlohmann::json>& records) const override {
-    std::vector<double> acc, acc_norm;
-    for (const auto& r : records) {
-      acc.push_back(r["acc"].get<double>());
-      acc_norm.push_back(r["acc_norm"].get<double>());
+    nlohmann::json metrics;
+    for (const char* metric : {"acc", "acc_norm", "acc_bytes"}) {
+      std::vector<double> values;
+      for (const auto& r : records) values.push_back(r[metric].get<double>());
+      const MeanStderr m = MeanWithStderr(values);
+      metrics[metric] = m.mean;
+      metrics[absl::StrCat(metric, "_stderr")] = m.stderr_;
     }
-    const MeanStderr a = MeanWithStderr(acc), n = MeanWithStderr(acc_norm);
-    return {{"acc", a.mean}, {"acc_stderr", a.stderr_}, {"acc_norm", n.mean},
-            {"acc_norm_stderr", n.stderr_}};
+    return metrics;
   }
 
-  nlohmann::json Describe() const override { return {{"data", data_}, {"output_type", "multiple_choice"}}; }
+  nlohmann::json Describe() const override {
+    return {{"data", data_}, {"output_type", "multiple_choice"}, {"bos", bos_}};
+  }
 
  private:
   std::vector<Question> questions_;
   int32_t max_batch_;
-  std::string data_;
+  std::string data_, bos_;
 };
 
 }  // namespace
@@ -99,6 +107,7 @@ absl::StatusOr<std::unique_ptr<EvalTask>> MakeMultipleChoiceTask(const config::R
                                                                  const ModelConfig& model,
                                                                  const Tokenizer& tokenizer) {
   const std::string& path = c.task().multiple_choice().data();
+  const bool lm_eval = c.task().bos() == config::BOS_LM_EVAL;
   ASSIGN_OR_RETURN(std::vector<JsonlRecord> records, ReadJsonl(path));
   std::vector<Question> questions;
   for (size_t i = 0; i < Limited(c, records.size()); ++i) {
@@ -119,28 +128,44 @@ absl::StatusOr<std::unique_ptr<EvalTask>> MakeMultipleChoiceTask(const config::R
     for (const std::string& choice : choices) {
       if (choice.empty()) return RecordError(path, rec, "a choice is an empty string");
       // encode_pair: trailing whitespace of the context belongs to the continuation.
-      std::string ctx_text = context, cont_text = choice;
-      const size_t keep = ctx_text.find_last_not_of(" \t\n\r\f\v");
-      const size_t cut = keep == std::string::npos ? 0 : keep + 1;
-      cont_text = ctx_text.substr(cut) + cont_text;
-      ctx_text.resize(cut);
-      auto whole = tokenizer.Encode(ctx_text + cont_text);
-      if (!whole.ok()) return RecordError(path, rec, whole.status().message());
-      auto ctx_ids = tokenizer.Encode(ctx_text);
-      if (!ctx_ids.ok()) return RecordError(path, rec, ctx_ids.status().message());
-      if (whole->size() <= ctx_ids->size()) {
+      const size_t cut = PythonRstripLength(context);
+      const std::string ctx_text = context.substr(0, cut);
+      const std::string cont_text = context.substr(cut) + choice;
+      LoglikelihoodRequest r;
+      if (ctx_text.empty() && lm_eval) {
+        // lm-evaluation-harness scores an empty context after its prefix token; a context of
+        // whitespace only would leave the first continuation token without any context.
+        if (!context.empty()) {
+          return RecordError(path, rec, "the context is whitespace only; with task.bos "
+                                        "BOS_LM_EVAL its first token would have no context");
+        }
+        r.context = {model.bos_token_id};
+        auto cont = tokenizer.Encode(choice);
+        if (!cont.ok()) return RecordError(path, rec, cont.status().message());
+        r.continuation = std::move(cont).value();
+      } else {
+        auto whole = tokenizer.Encode(ctx_text + cont_text);
+        if (!whole.ok()) return RecordError(path, rec, whole.status().message());
+        auto ctx_ids = tokenizer.Encode(ctx_text);
+        if (!ctx_ids.ok()) return RecordError(path, rec, ctx_ids.status().message());
+        if (whole->size() <= ctx_ids->size()) {
+          return RecordError(path, rec, absl::StrCat("choice \"", choice, "\" adds no tokens"));
+        }
+        if (!lm_eval) r.context.push_back(model.bos_token_id);
+        r.context.insert(r.context.end(), ctx_ids->begin(), ctx_ids->end());
+        r.continuation.assign(whole->begin() + ctx_ids->size(), whole->end());
+      }
+      if (r.continuation.empty()) {
         return RecordError(path, rec, absl::StrCat("choice \"", choice, "\" adds no tokens"));
       }
-      LoglikelihoodRequest r;
-      r.context.push_back(model.bos_token_id);
-      r.context.insert(r.context.end(), ctx_ids->begin(), ctx_ids->end());
-      r.continuation.assign(whole->begin() + ctx_ids->size(), whole->end());
       q.choices.push_back(std::move(r));
-      q.choice_chars.push_back(CodePoints(choice));
+      q.choice_chars.push_back(static_cast<double>(PythonLength(choice)));
+      q.choice_bytes.push_back(static_cast<double>(choice.size()));
     }
     questions.push_back(std::move(q));
   }
-  return std::unique_ptr<EvalTask>(new MultipleChoiceTask(std::move(questions), MaxBatch(c), path));
+  return std::unique_ptr<EvalTask>(new MultipleChoiceTask(std::move(questions), MaxBatch(c), path,
+                                                          BosName(c.task().bos())));
 }
 
 }  // namespace tessera

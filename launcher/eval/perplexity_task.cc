@@ -1,14 +1,14 @@
-// Perplexity over long texts with a sliding window, as the transformers perplexity guide
-// computes it: windows of `window` tokens start every `stride` tokens; a window scores the
-// tokens past the previous window's end, with the rest of the window as context. With stride <
-// window every token but the first is scored once; with stride == window the first token of each
-// window has no context and is not scored. A stride larger than the window is refused (it would
-// leave tokens unscored).
+// Perplexity of whole texts, with lm-evaluation-harness's rolling windows (stride 0, the
+// default) or the sliding window of transformers' perplexity guide (stride > 0); see
+// PerplexityTask in configs/run_config.proto. Besides token perplexity it reports
+// lm-evaluation-harness's word_perplexity, byte_perplexity and bits_per_byte, which divide the
+// same summed log-likelihood by the text's words and UTF-8 bytes.
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
 #include "launcher/eval/jsonl.h"
+#include "launcher/eval/python_text.h"
 #include "launcher/eval/tasks.h"
 #include "runtime/context_limit.h"
 #include "runtime/scorer.h"
@@ -16,9 +16,50 @@
 namespace tessera {
 namespace {
 
+// A text: its ids (BOS first) and lm-evaluation-harness's word and byte counts of it.
+struct PerplexityText {
+  std::vector<int32_t> ids;
+  int64_t words = 0, bytes = 0;
+};
+
+// lm-evaluation-harness's get_rolling_token_windows(context_len=1) + make_disjoint_window over
+// ids = [BOS] + text: each window predicts up to `window` new tokens from the `window` tokens
+// before its last one.
+std::vector<LoglikelihoodRequest> RollingWindows(const std::vector<int32_t>& ids, int64_t window) {
+  std::vector<LoglikelihoodRequest> windows;
+  const int64_t n = static_cast<int64_t>(ids.size());
+  for (int64_t scored = 1; scored < n;) {  // ids[0] is BOS: the first window's context
+    const int64_t end = std::min(n, scored + window);
+    const int64_t begin = std::max<int64_t>(0, end - 1 - window);
+    windows.push_back({std::vector<int32_t>(ids.begin() + begin, ids.begin() + scored),
+                       std::vector<int32_t>(ids.begin() + scored, ids.begin() + end)});
+    scored = end;
+  }
+  return windows;
+}
+
+// Windows of `window` tokens starting every `stride` tokens, each scoring the tokens past the
+// previous window's end.
+std::vector<LoglikelihoodRequest> SlidingWindows(const std::vector<int32_t>& ids, int64_t window,
+                                                 int64_t stride) {
+  std::vector<LoglikelihoodRequest> windows;
+  int64_t prev_end = 0;
+  for (int64_t begin = 0; begin < static_cast<int64_t>(ids.size()); begin += stride) {
+    const int64_t end = std::min<int64_t>(begin + window, ids.size());
+    const int64_t first_target = std::max(prev_end, begin + 1);
+    if (first_target < end) {
+      windows.push_back({std::vector<int32_t>(ids.begin() + begin, ids.begin() + first_target),
+                         std::vector<int32_t>(ids.begin() + first_target, ids.begin() + end)});
+    }
+    prev_end = end;
+    if (end == static_cast<int64_t>(ids.size())) break;
+  }
+  return windows;
+}
+
 class PerplexityTask final : public EvalTask {
  public:
-  PerplexityTask(std::vector<std::vector<int32_t>> texts, int32_t window, int32_t stride,
+  PerplexityTask(std::vector<PerplexityText> texts, int32_t window, int32_t stride,
                  int32_t max_batch, int32_t max_seq_len, std::string data)
       : texts_(std::move(texts)),
         window_(window),
@@ -35,19 +76,12 @@ class PerplexityTask final : public EvalTask {
     Scorer scorer(ctx.model, max_batch_, std::max(2048, window_), max_seq_len_);
     std::vector<nlohmann::json> records;
     for (size_t index : indices) {
-      const std::vector<int32_t>& ids = texts_[index];
-      std::vector<LoglikelihoodRequest> windows;
-      int64_t prev_end = 0;
-      for (int64_t begin = 0; begin < static_cast<int64_t>(ids.size()); begin += stride_) {
-        const int64_t end = std::min<int64_t>(begin + window_, ids.size());
-        const int64_t first_target = std::max(prev_end, begin + 1);
-        if (first_target < end) {
-          windows.push_back({std::vector<int32_t>(ids.begin() + begin, ids.begin() + first_target),
-                             std::vector<int32_t>(ids.begin() + first_target, ids.begin() + end)});
-          ctx.tokens_processed += end - begin;
-        }
-        prev_end = end;
-        if (end == static_cast<int64_t>(ids.size())) break;
+      const PerplexityText& text = texts_[index];
+      const std::vector<LoglikelihoodRequest> windows =
+          stride_ > 0 ? SlidingWindows(text.ids, window_, stride_)
+                      : RollingWindows(text.ids, window_);
+      for (const LoglikelihoodRequest& w : windows) {
+        ctx.tokens_processed += w.context.size() + w.continuation.size() - 1;
       }
       ASSIGN_OR_RETURN(std::vector<LoglikelihoodResult> scored, scorer.Loglikelihood(windows));
       double nll = 0;
@@ -58,6 +92,9 @@ class PerplexityTask final : public EvalTask {
       }
       records.push_back({{"index", index},
                          {"tokens", tokens},
+                         {"windows", windows.size()},
+                         {"words", text.words},
+                         {"bytes", text.bytes},
                          {"nll", nll},
                          {"perplexity", tokens > 0 ? std::exp(nll / tokens) : NAN}});
       if (ctx.progress) ctx.progress(1);
@@ -67,23 +104,35 @@ class PerplexityTask final : public EvalTask {
 
   nlohmann::json Aggregate(const std::vector<nlohmann::json>& records) const override {
     double nll = 0;
-    int64_t tokens = 0;
+    int64_t tokens = 0, words = 0, bytes = 0;
     for (const auto& r : records) {
       nll += r["nll"].get<double>();
       tokens += r["tokens"].get<int64_t>();
+      words += r["words"].get<int64_t>();
+      bytes += r["bytes"].get<int64_t>();
     }
-    return {{"perplexity", std::exp(nll / std::max<int64_t>(tokens, 1))},
-            {"nll_per_token", nll / std::max<int64_t>(tokens, 1)},
-            {"bits_per_token", nll / std::max<int64_t>(tokens, 1) / std::log(2.0)},
+    const double per_token = nll / std::max<int64_t>(tokens, 1);
+    const double per_byte = nll / std::max<int64_t>(bytes, 1);
+    return {{"perplexity", std::exp(per_token)},
+            {"nll_per_token", per_token},
+            {"bits_per_token", per_token / std::log(2.0)},
+            {"word_perplexity", std::exp(nll / std::max<int64_t>(words, 1))},
+            {"byte_perplexity", std::exp(per_byte)},
+            {"bits_per_byte", per_byte / std::log(2.0)},
             {"tokens", tokens}};
   }
 
   nlohmann::json Describe() const override {
-    return {{"data", data_}, {"window", window_}, {"stride", stride_}};
+    return {{"data", data_},
+            {"window", window_},
+            {"stride", stride_},
+            {"windows", stride_ > 0 ? "sliding" : "rolling (lm-evaluation-harness)"},
+            {"bos", "prefix of the first window"},
+            {"output_type", "loglikelihood_rolling"}};
   }
 
  private:
-  std::vector<std::vector<int32_t>> texts_;
+  std::vector<PerplexityText> texts_;
   int32_t window_, stride_, max_batch_, max_seq_len_;
   std::string data_;
 };
@@ -107,9 +156,9 @@ absl::StatusOr<std::unique_ptr<EvalTask>> MakePerplexityTask(const config::RunCo
                      max_seq_len > 0 ? " (model.max_seq_len)" : " (max_position_embeddings)",
                      ContextLimitHint(model, max_seq_len, window)));
   }
-  const int32_t stride = p.stride() > 0 ? p.stride() : std::max(1, window / 2);
-  // Windows start every `stride` tokens and score at most `window` tokens each, so a larger
-  // stride would skip the tokens between one window's end and the next one's start.
+  const int32_t stride = p.stride();
+  // Sliding windows start every `stride` tokens and score at most `window` tokens each, so a
+  // larger stride would skip the tokens between one window's end and the next one's start.
   if (stride > window) {
     return absl::InvalidArgumentError(absl::StrCat(
         "task.perplexity.stride: ", stride, " exceeds the window of ", window, " tokens",
@@ -121,14 +170,18 @@ absl::StatusOr<std::unique_ptr<EvalTask>> MakePerplexityTask(const config::RunCo
   }
   const std::string field = p.text_field().empty() ? "text" : p.text_field();
   ASSIGN_OR_RETURN(std::vector<JsonlRecord> records, ReadJsonl(p.data()));
-  std::vector<std::vector<int32_t>> texts;
+  std::vector<PerplexityText> texts;
   for (size_t i = 0; i < Limited(c, records.size()); ++i) {
     ASSIGN_OR_RETURN(std::string text, StringField(p.data(), records[i], field.c_str()));
     auto ids = tokenizer.Encode(text);
     if (!ids.ok()) return RecordError(p.data(), records[i], ids.status().message());
     if (ids->empty()) return RecordError(p.data(), records[i], "the text is empty");
-    ids->insert(ids->begin(), model.bos_token_id);
-    texts.push_back(std::move(ids).value());
+    PerplexityText t;
+    t.ids.push_back(model.bos_token_id);
+    t.ids.insert(t.ids.end(), ids->begin(), ids->end());
+    t.words = PythonSplitWordCount(text);
+    t.bytes = static_cast<int64_t>(text.size());
+    texts.push_back(std::move(t));
   }
   return std::unique_ptr<EvalTask>(
       new PerplexityTask(std::move(texts), window, stride, MaxBatch(c), max_seq_len, p.data()));

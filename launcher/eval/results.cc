@@ -22,11 +22,17 @@ using nlohmann::json;
 constexpr double kTaskVersion = 1.0;
 
 bool HigherIsBetter(const std::string& metric) {
-  return !(absl::StartsWith(metric, "perplexity") || absl::StartsWith(metric, "nll") ||
+  return !(absl::StrContains(metric, "perplexity") || absl::StartsWith(metric, "nll") ||
            absl::StartsWith(metric, "bits"));
 }
 
 bool IsStderr(const std::string& metric) { return absl::EndsWith(metric, "_stderr"); }
+
+// Counts reported beside the metrics (tokens scored, samples, generated tokens): neither higher
+// nor lower is better, so lm-evaluation-harness's higher_is_better does not list them.
+bool IsCount(const std::string& metric) {
+  return metric == "tokens" || metric == "samples" || absl::EndsWith(metric, "_tokens");
+}
 
 std::string DateId(int64_t date) {
   std::time_t t = static_cast<std::time_t>(date);
@@ -42,17 +48,21 @@ std::string DateId(int64_t date) {
 std::string GitRevision() { return TESSERA_GIT_REVISION; }
 
 json ResultsJson(const EvalReport& r, int64_t date) {
-  json results = {{"alias", r.task}};
-  json higher;
+  json results = {{"name", r.task}, {"alias", r.task}, {"sample_len", r.samples_effective}};
+  json higher = json::object();
   for (const auto& [metric, value] : r.metrics.items()) {
     results[metric + ",none"] = value;
-    if (!IsStderr(metric) && value.is_number()) higher[metric] = HigherIsBetter(metric);
+    if (IsStderr(metric) || !value.is_number() || IsCount(metric)) continue;
+    higher[metric] = HigherIsBetter(metric);
+    // As lm-evaluation-harness writes a metric without a standard error (perplexities).
+    if (!r.metrics.contains(metric + "_stderr")) results[metric + "_stderr,none"] = "N/A";
   }
   const config::RunConfig& c = r.run_config;
   json run = {
       {"model", "tessera"},
-      {"model_args", absl::StrCat("path=", c.model().path(), ",backend=",
-                                  c.model().backend().empty() ? "cpu" : c.model().backend())},
+      {"model_args",
+       {{"path", c.model().path()},
+        {"backend", c.model().backend().empty() ? "cpu" : c.model().backend()}}},
       {"batch_size", c.max_batch() > 0 ? c.max_batch() : 16},
       {"limit", c.task().limit() > 0 ? json(c.task().limit()) : json(nullptr)},
       {"seeds", {{"run", c.seed()}}},
@@ -107,7 +117,7 @@ json ResultsJson(const EvalReport& r, int64_t date) {
   std::strftime(iso, sizeof(iso), "%Y-%m-%dT%H:%M:%SZ", &tm);
   return {
       {"results", {{r.task, results}}},
-      {"group_subtasks", {{r.task, json::array()}}},
+      {"group_subtasks", json::object()},  // as lm-evaluation-harness writes an ungrouped task
       {"configs", {{r.task, task_config}}},
       {"versions", {{r.task, kTaskVersion}}},
       {"n-shot", {{r.task, 0}}},
@@ -127,7 +137,7 @@ std::string ResultsTable(const EvalReport& r) {
       "|Tasks|Version|n-shot|Metric| |Value| |Stderr|\n|-----|------:|-----:|------|-|----:|-|-----:|\n";
   bool first = true;
   for (const auto& [metric, value] : r.metrics.items()) {
-    if (IsStderr(metric) || !value.is_number()) continue;
+    if (IsStderr(metric) || !value.is_number() || IsCount(metric)) continue;
     const std::string arrow = HigherIsBetter(metric) ? "↑" : "↓";
     std::string err = "N/A";
     auto it = r.metrics.find(metric + "_stderr");

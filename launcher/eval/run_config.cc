@@ -186,6 +186,12 @@ absl::Status ValidateRunConfig(const config::RunConfig& c) {
   if (c.model().path().empty()) return FieldError("model.path", "is required (a model directory)");
   RETURN_IF_ERROR(ValidateRunSettings(c));
   const config::Task& t = c.task();
+  if (t.bos() != config::BOS_DEFAULT && (t.kind_case() == config::Task::kPasskey ||
+                                         t.kind_case() == config::Task::kCodeGeneration)) {
+    return FieldError("task.bos", "is read by the multiple_choice, generation and perplexity "
+                                  "tasks only (passkey and code_generation always prepend BOS); "
+                                  "remove it");
+  }
   switch (t.kind_case()) {
     case config::Task::KIND_NOT_SET:
       return FieldError("task", "names no task; set one of perplexity, passkey, multiple_choice, "
@@ -194,7 +200,10 @@ absl::Status ValidateRunConfig(const config::RunConfig& c) {
       const auto& p = t.perplexity();
       if (p.data().empty()) return FieldError("task.perplexity.data", "is required (a JSONL file)");
       if (p.window() < 0 || p.window() == 1) return FieldError("task.perplexity.window", "must be >= 2");
-      if (p.stride() < 0) return FieldError("task.perplexity.stride", "must be > 0");
+      if (p.stride() < 0) {
+        return FieldError("task.perplexity.stride",
+                          "must be >= 0 (0: lm-evaluation-harness's rolling windows)");
+      }
       if (p.window() > 0 && p.stride() > p.window()) {
         return FieldError("task.perplexity.stride", "must not exceed task.perplexity.window");
       }

@@ -25,6 +25,8 @@ absl::StatusOr<std::unique_ptr<EvalTask>> MakeGenerationTask(const config::RunCo
 // Shared by the tasks: the sample count after task.limit, and max_batch with its default.
 size_t Limited(const config::RunConfig& c, size_t n);
 int32_t MaxBatch(const config::RunConfig& c);
+// task.bos as the results file names it: "prepend" (BOS_DEFAULT, BOS_PREPEND) or "lm_eval".
+std::string BosName(config::BosConvention bos);
 
 }  // namespace tessera
 

@@ -135,6 +135,72 @@ TEST(EvalMetricsTest, ProgressLineReadsWellInALog) {
 }
 
 // Each bad dataset names the file and the line.
+// Rolling windows (the default): every text token scored once in ceil((n - 1) / window)
+// windows; with one window covering the text they equal the sliding window of the same size.
+TEST_F(EvalTasksTest, RollingWindowsScoreEveryTokenOnce) {
+  const std::string data = "task.perplexity.data=tests/fixtures/eval/perplexity.jsonl;";
+  std::unique_ptr<EvalTask> task;
+  ASSERT_OK_AND_ASSIGN(std::vector<json> rolling,
+                       RunAll(Config(data + "task.perplexity.window=16"), &task));
+  EXPECT_EQ(task->Describe()["stride"], 0);
+  ASSERT_OK_AND_ASSIGN(std::vector<json> whole,
+                       RunAll(Config(data + "task.perplexity.window=4000"), &task));
+  ASSERT_OK_AND_ASSIGN(std::vector<json> sliding,
+                       RunAll(Config(data + "task.perplexity.window=4000;task.perplexity.stride=4000"),
+                              &task));
+  for (size_t i = 0; i < rolling.size(); ++i) {
+    const int64_t scored = whole[i]["tokens"].get<int64_t>();  // every text token
+    EXPECT_EQ(rolling[i]["tokens"].get<int64_t>(), scored);
+    EXPECT_EQ(rolling[i]["windows"].get<int64_t>(), (scored + 15) / 16);
+    EXPECT_EQ(whole[i]["windows"], 1);
+    EXPECT_DOUBLE_EQ(whole[i]["nll"].get<double>(), sliding[i]["nll"].get<double>());
+    // Less context per token than one window over the whole text: a different (here higher)
+    // log-likelihood, so the windows are not silently one.
+    EXPECT_NE(rolling[i]["nll"].get<double>(), whole[i]["nll"].get<double>());
+    EXPECT_GT(rolling[i]["words"].get<int64_t>(), 1);
+  }
+  const json m = task->Aggregate(sliding);
+  double nll = 0;
+  int64_t bytes = 0, words = 0;
+  for (const json& r : sliding) {
+    nll += r["nll"].get<double>();
+    bytes += r["bytes"].get<int64_t>();
+    words += r["words"].get<int64_t>();
+  }
+  EXPECT_DOUBLE_EQ(m["byte_perplexity"].get<double>(), std::exp(nll / bytes));
+  EXPECT_DOUBLE_EQ(m["bits_per_byte"].get<double>(), nll / bytes / std::log(2.0));
+  EXPECT_DOUBLE_EQ(m["word_perplexity"].get<double>(), std::exp(nll / words));
+}
+
+// lm-evaluation-harness's encode_pair with Python's rstrip: a trailing U+00A0 or U+3000 of the
+// context is scored as the start of the continuation, so moving it there by hand changes
+// nothing; task.bos decides whether the context starts with BOS.
+TEST_F(EvalTasksTest, MultipleChoiceUnicodeSpacesAndBos) {
+  const std::string dir = ::testing::TempDir();
+  std::ofstream(dir + "mc_trailing.jsonl")
+      << R"({"context": "def f(x):\u00a0", "choices": ["return x", "pass"], "gold": 0})" "\n"
+      << R"({"context": "a =\u3000", "choices": ["1", "22"], "gold": 1})" "\n";
+  std::ofstream(dir + "mc_moved.jsonl")
+      << R"({"context": "def f(x):", "choices": ["\u00a0return x", "\u00a0pass"], "gold": 0})" "\n"
+      << R"({"context": "a =", "choices": ["\u30001", "\u300022"], "gold": 1})" "\n";
+  std::unique_ptr<EvalTask> task;
+  ASSERT_OK_AND_ASSIGN(std::vector<json> trailing,
+                       RunAll(Config("task.multiple_choice.data=" + dir + "mc_trailing.jsonl"), &task));
+  ASSERT_OK_AND_ASSIGN(std::vector<json> moved,
+                       RunAll(Config("task.multiple_choice.data=" + dir + "mc_moved.jsonl"), &task));
+  ASSERT_OK_AND_ASSIGN(std::vector<json> no_bos,
+                       RunAll(Config("task.bos=BOS_LM_EVAL;task.multiple_choice.data=" + dir +
+                                     "mc_trailing.jsonl"),
+                              &task));
+  EXPECT_EQ(task->Describe()["bos"], "lm_eval");
+  for (size_t i = 0; i < trailing.size(); ++i) {
+    EXPECT_EQ(trailing[i]["loglikelihoods"], moved[i]["loglikelihoods"]) << i;
+    EXPECT_NE(trailing[i]["loglikelihoods"], no_bos[i]["loglikelihoods"]) << i;
+  }
+  const json m = task->Aggregate(no_bos);
+  EXPECT_TRUE(m.contains("acc_bytes") && m.contains("acc_bytes_stderr")) << m;
+}
+
 class BadDatasetTest : public EvalTasksTest {
  protected:
   std::string Write(const std::string& name, const std::string& text) {

@@ -110,6 +110,12 @@ TEST(RunConfigTest, ValidationNamesTheFieldPath) {
   EXPECT_THAT(std::string(ValidateRunConfig(c).message()),
               HasSubstr("task.perplexity.stride: must not exceed task.perplexity.window"));
   ASSERT_OK(SetField(&c, "task.perplexity.stride=32"));
+  ASSERT_OK(SetField(&c, "task.bos=BOS_LM_EVAL"));
+  EXPECT_OK(ValidateRunConfig(c));
+  config::RunConfig passkey = c;
+  ASSERT_OK(SetField(&passkey, "task.passkey.samples_per_cell=1"));
+  EXPECT_THAT(std::string(ValidateRunConfig(passkey).message()),
+              HasSubstr("task.bos: is read by the multiple_choice, generation and perplexity"));
   ASSERT_OK(SetField(&c, "sampling.top_p=1.5"));
   EXPECT_THAT(std::string(ValidateRunConfig(c).message()), HasSubstr("sampling.top_p"));
   ASSERT_OK(SetField(&c, "sampling.top_p=0.9"));
