@@ -1,7 +1,8 @@
 """`tessera serve` end to end: serve_test.py TESSERA_BINARY [MPIEXEC].
 
-Starts the server on the llama2_mha test model (alone, then at tp2 under MPIEXEC when given) and
-checks, each with its own assertion:
+Starts the server on the llama2_mha test model (alone, then at tp2, pp2 and tp2 x pp2 under MPIEXEC
+when given; the pipeline layouts run the log-likelihood and generation checks) and checks, each
+with its own assertion:
   - lm-evaluation-harness's loglikelihood requests (token-id prompts, max_tokens 1, echo,
     logprobs 1), parsed as its local-completions client parses them, against the transformers
     log-likelihoods and greediness in tests/fixtures/eval/reference_llama2_mha.json;
@@ -57,14 +58,14 @@ def free_port():
 
 
 class Server:
-    def __init__(self, binary, mpiexec=None, tp=1, extra=(), model=MODEL):
+    def __init__(self, binary, mpiexec=None, tp=1, extra=(), model=MODEL, pp=1):
         self.port = free_port()
-        self.tp = tp
+        self.ranks = tp * pp
         cmd = [binary, "serve", "--model", model, "--port", str(self.port), "--max-batch", "8",
                "--threads", "1", *extra]
-        if tp > 1:
-            cmd = [mpiexec, "--oversubscribe", "--allow-run-as-root", "-np", str(tp), *cmd,
-                   "--tp", str(tp)]
+        if self.ranks > 1:
+            cmd = [mpiexec, "--oversubscribe", "--allow-run-as-root", "-np", str(self.ranks), *cmd,
+                   "--tp", str(tp), "--pp", str(pp)]
         self.log = open(f"/tmp/serve_test_{self.port}.log", "w+")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.time() + 120
@@ -106,7 +107,7 @@ class Server:
 
     def stop(self):
         # Under mpirun every rank gets the signal, as Slurm's scancel delivers it.
-        if self.tp > 1:
+        if self.ranks > 1:
             for pid in children(self.proc.pid):
                 os.kill(int(pid), signal.SIGTERM)
         else:
@@ -275,13 +276,15 @@ def check_endpoints(server, label):
 def main():
     binary = sys.argv[1]
     mpiexec = sys.argv[2] if len(sys.argv) > 2 else None
-    layouts = [1] + ([2] if mpiexec else [])
-    for tp in layouts:
-        label = f"tp{tp}"
-        for model, checks in [(MC_MODEL, [check_loglikelihood]),
-                              (MODEL, [check_generation, check_concurrency, check_errors,
-                                       check_endpoints])]:
-            server = Server(binary, mpiexec, tp, model=model)
+    full = [check_generation, check_concurrency, check_errors, check_endpoints]
+    # (tp, pp, checks on the embedded model): every check alone and at tp2; the pipeline layouts
+    # with the log-likelihoods and generation.
+    layouts = [(1, 1, full)] + ([(2, 1, full), (1, 2, [check_generation]),
+                                 (2, 2, [check_generation])] if mpiexec else [])
+    for tp, pp, model_checks in layouts:
+        label = f"tp{tp}" + (f"xpp{pp}" if pp > 1 else "")
+        for model, checks in [(MC_MODEL, [check_loglikelihood]), (MODEL, model_checks)]:
+            server = Server(binary, mpiexec, tp, model=model, pp=pp)
             try:
                 for c in checks:
                     if c is check_generation:
