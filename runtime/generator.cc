@@ -98,21 +98,26 @@ absl::Status Generator::Validate(const std::vector<GenerationRequest>& requests)
 }
 
 absl::StatusOr<std::vector<GenerationResult>> Generator::Generate(
-    const std::vector<GenerationRequest>& requests, const TextCallback& on_text) {
-  RETURN_IF_ERROR(Validate(requests));
-  if (requests.empty()) return std::vector<GenerationResult>();
+    const std::vector<GenerationRequest>& initial, const TextCallback& on_text,
+    const GenerationFeed* feed) {
+  RETURN_IF_ERROR(Validate(initial));
+  const bool admitting = feed != nullptr && feed->admit;
+  if (initial.empty() && !admitting) return std::vector<GenerationResult>();
+  // Stable references while admitted requests are appended.
+  std::deque<GenerationRequest> requests(initial.begin(), initial.end());
   const ModelConfig& c = model_->config();
   const Clock::time_point start = Clock::now();
 
   ASSIGN_OR_RETURN(const int64_t limit, ContextLimit(c, options_.max_seq_len));
-  int64_t max_seq = options_.max_seq_len;
+  int64_t max_seq = admitting ? limit : options_.max_seq_len;
   if (max_seq == 0) {
     for (const GenerationRequest& r : requests) {
       max_seq = std::max<int64_t>(max_seq, r.prompt_ids.size() + r.max_new_tokens);
     }
   }
   max_seq = std::min(max_seq, limit);
-  const int64_t n_slots = std::min<int64_t>(options_.max_batch, requests.size());
+  const int64_t n_slots =
+      admitting ? options_.max_batch : std::min<int64_t>(options_.max_batch, requests.size());
   ASSIGN_OR_RETURN(KvCache * cache, model_->AcquireCache(n_slots, max_seq));
   const ShardPlan& plan = model_->plan();
   const int32_t micro_batches = options_.micro_batches > 0 ? options_.micro_batches : plan.pp_size;
@@ -147,7 +152,33 @@ absl::StatusOr<std::vector<GenerationResult>> Generator::Generate(
     }
   };
 
-  while (!queue.empty() || !running.empty()) {
+  // Asks the feed for as many requests as there are slots that queued requests leave free.
+  auto admit = [&]() -> absl::Status {
+    if (!admitting) return absl::OkStatus();
+    const int32_t room = std::max<int32_t>(
+        0, static_cast<int32_t>(free_slots.size()) - static_cast<int32_t>(queue.size()));
+    ASSIGN_OR_RETURN(std::vector<GenerationRequest> more, feed->admit(room));
+    if (static_cast<int32_t>(more.size()) > room) {
+      return absl::InternalError(absl::StrCat("the generation feed returned ", more.size(),
+                                              " requests for ", room, " free slots"));
+    }
+    RETURN_IF_ERROR(Validate(more));
+    for (GenerationRequest& r : more) {
+      if (static_cast<int64_t>(r.prompt_ids.size()) >= max_seq) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "an admitted prompt of ", r.prompt_ids.size(), " tokens leaves no room in the ",
+            max_seq, "-token cache"));
+      }
+      queue.push_back(requests.size());
+      requests.push_back(std::move(r));
+      results.emplace_back();
+    }
+    return absl::OkStatus();
+  };
+
+  while (true) {
+    RETURN_IF_ERROR(admit());
+    if (queue.empty() && running.empty()) break;
     while (!queue.empty() && !free_slots.empty()) {
       Sequence s;
       s.request = queue.front();
@@ -253,6 +284,7 @@ absl::StatusOr<std::vector<GenerationResult>> Generator::Generate(
         s.result.counters = std::move(counters[e++]);
         free_slots.push_back(s.slot);
         results[s.request] = std::move(s.result);
+        if (feed != nullptr && feed->finished) feed->finished(s.request, results[s.request]);
       }
     }
     running.erase(std::remove_if(running.begin(), running.end(),

@@ -72,13 +72,30 @@ struct GeneratorOptions {
 // Called with (request index, new text) as text becomes final; only with a tokenizer.
 using TextCallback = std::function<void(size_t, absl::string_view)>;
 
+// Requests joining a running Generate() call (a server's queue). Sharded, every rank must admit
+// the same requests at the same step: the replica's leader takes them and sends them to the
+// others, which return what they receive.
+struct GenerationFeed {
+  // Called before every step with the number of free KV cache slots (0 when none is free, so
+  // that every rank calls it equally often); returns at most that many requests, which get the
+  // indices after the call's own requests in the order returned. Generate() ends once nothing
+  // runs and this returns none. An error ends the call.
+  std::function<absl::StatusOr<std::vector<GenerationRequest>>(int32_t free_slots)> admit;
+  // Called with (request index, its result) as each sequence ends; may be empty.
+  std::function<void(size_t, const GenerationResult&)> finished;
+};
+
 class Generator {
  public:
   // `model` must outlive the generator; `tokenizer` may be null (ids only, no stop strings).
   Generator(LlamaModel* model, const Tokenizer* tokenizer, GeneratorOptions options = {});
 
+  // With `feed` (not owned; null: none), requests also join while the call runs; the KV cache
+  // then has max_batch slots of the context limit (max_seq_len, else max_position_embeddings),
+  // and the results cover the admitted requests too.
   absl::StatusOr<std::vector<GenerationResult>> Generate(
-      const std::vector<GenerationRequest>& requests, const TextCallback& on_text = nullptr);
+      const std::vector<GenerationRequest>& requests, const TextCallback& on_text = nullptr,
+      const GenerationFeed* feed = nullptr);
 
  private:
   absl::Status Validate(const std::vector<GenerationRequest>& requests) const;

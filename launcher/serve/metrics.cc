@@ -54,6 +54,11 @@ void ServeMetrics::SetRunning(int64_t n) {
   running_ = n;
 }
 
+void ServeMetrics::Admitted(int64_t n) {
+  std::lock_guard<std::mutex> lock(mu_);
+  admitted_ += n;
+}
+
 std::string ServeMetrics::Text(int64_t waiting, const std::string& model) {
   std::lock_guard<std::mutex> lock(mu_);
   const std::string label = absl::StrCat("model_name=\"", model, "\"");
@@ -68,6 +73,7 @@ std::string ServeMetrics::Text(int64_t waiting, const std::string& model) {
   gauge("generation_tokens_total", "Generated tokens of finished requests.", "counter",
         generation_tokens_);
   gauge("request_success_total", "Requests answered with 200.", "counter", success_);
+  gauge("admitted_requests_total", "Requests that joined a running wave.", "counter", admitted_);
   absl::StrAppend(&out, "# HELP tessera:request_failure_total Requests answered with an error.\n",
                   "# TYPE tessera:request_failure_total counter\n");
   for (const auto& [status, n] : failures_) {

@@ -43,11 +43,27 @@ void FinishOneToken(const CompletionRequest& r, const CompletionPrompt& prompt, 
   }
 }
 
+GenerationRequest ToGeneration(const CompletionRequest& r, size_t p) {
+  GenerationRequest g;
+  g.prompt_ids = r.prompts[p].ids;
+  g.id = p;  // the same prompt and seed give the same text, whatever else runs
+  g.max_new_tokens = r.max_tokens;
+  g.sampling = r.sampling;
+  g.stop = r.stop;
+  g.ignore_eos = r.ignore_eos;
+  return g;
+}
+
 }  // namespace
 
+bool RunsGeneration(const CompletionRequest& r, const WaveSettings& settings) {
+  return r.max_tokens > 0 && !(r.one_pass() && !settings.method);
+}
+
 absl::StatusOr<std::vector<std::vector<ChoiceResult>>> RunWave(
-    ModelBundle& bundle, const std::vector<const CompletionRequest*>& requests,
-    const WaveSettings& settings, const WaveText& on_text) {
+    ModelBundle& bundle, const std::vector<const CompletionRequest*>& wave,
+    const WaveSettings& settings, const WaveText& on_text, const WaveFeed* feed) {
+  std::vector<const CompletionRequest*> requests = wave;  // grows with admitted requests
   LlamaModel& model = *bundle.model;
   const Tokenizer& tokenizer = *bundle.tokenizer;
   const std::vector<int32_t>& eos_ids = model.config().eos_token_ids;
@@ -73,14 +89,7 @@ absl::StatusOr<std::vector<std::vector<ChoiceResult>>> RunWave(
       } else if (r.one_pass() && !settings.method) {
         scoring.push_back({ids, /*score_next=*/true, /*score_prompt=*/prompt_logprobs});
       } else {
-        GenerationRequest g;
-        g.prompt_ids = ids;
-        g.id = p;  // the same prompt and seed give the same text, whatever else runs
-        g.max_new_tokens = r.max_tokens;
-        g.sampling = r.sampling;
-        g.stop = r.stop;
-        g.ignore_eos = r.ignore_eos;
-        generating.push_back(std::move(g));
+        generating.push_back(ToGeneration(r, p));
         generated.push_back({i, p});
         continue;
       }
@@ -113,20 +122,57 @@ absl::StatusOr<std::vector<std::vector<ChoiceResult>>> RunWave(
     if (r.echo && r.logprobs >= 0) c.prompt_scores = std::move(s);
   }));
 
-  // 2. Generation.
-  if (!generating.empty()) {
+  // 2. Generation, with the requests the feed admits while it runs.
+  std::vector<size_t> unfinished(requests.size(), 0);  // prompts still generating, per request
+  for (const Ref& g : generated) ++unfinished[g.request];
+  // Requests complete after the scoring pass are answered now, not after the generation.
+  if (feed != nullptr && feed->done) {
+    for (size_t i = 0; i < requests.size(); ++i) {
+      if (unfinished[i] == 0) feed->done(i, out[i]);
+    }
+  }
+  auto take = [&](size_t k, const GenerationResult& result) {
+    ChoiceResult& c = out[generated[k].request][generated[k].prompt];
+    c.token_ids = result.token_ids;
+    c.text = result.text;
+    c.finish_reason = result.finish_reason == FinishReason::kLength ? "length" : "stop";
+  };
+  GenerationFeed generation_feed;
+  if (feed != nullptr && feed->admit) {
+    generation_feed.admit = [&](int32_t free_slots)
+        -> absl::StatusOr<std::vector<GenerationRequest>> {
+      ASSIGN_OR_RETURN(std::vector<const CompletionRequest*> more, feed->admit(free_slots));
+      std::vector<GenerationRequest> admitted;
+      for (const CompletionRequest* r : more) {
+        if (!RunsGeneration(*r, settings)) {
+          return absl::InternalError("an admitted request does not run generation");
+        }
+        const size_t i = requests.size();
+        requests.push_back(r);
+        out.emplace_back(r->prompts.size());
+        unfinished.push_back(r->prompts.size());
+        for (size_t p = 0; p < r->prompts.size(); ++p) {
+          admitted.push_back(ToGeneration(*r, p));
+          generated.push_back({i, p});
+        }
+      }
+      return admitted;
+    };
+    generation_feed.finished = [&](size_t k, const GenerationResult& result) {
+      take(k, result);
+      const size_t i = generated[k].request;
+      if (--unfinished[i] == 0 && requests[i]->logprobs < 0 && feed->done) feed->done(i, out[i]);
+    };
+  }
+  if (!generating.empty()) {  // a wave without generation admits nothing (all ranks alike)
     Generator generator(&model, &tokenizer, settings.generator);
     TextCallback text = nullptr;
     if (on_text) {
       text = [&](size_t k, absl::string_view t) { on_text(generated[k].request, t); };
     }
-    ASSIGN_OR_RETURN(std::vector<GenerationResult> results, generator.Generate(generating, text));
-    for (size_t k = 0; k < results.size(); ++k) {
-      ChoiceResult& c = out[generated[k].request][generated[k].prompt];
-      c.token_ids = std::move(results[k].token_ids);
-      c.text = std::move(results[k].text);
-      c.finish_reason = results[k].finish_reason == FinishReason::kLength ? "length" : "stop";
-    }
+    ASSIGN_OR_RETURN(std::vector<GenerationResult> results,
+                     generator.Generate(generating, text, &generation_feed));
+    for (size_t k = 0; k < results.size(); ++k) take(k, results[k]);
   }
 
   // 3. Log-probabilities of generated tokens: prompt and completion scored in one pass.
@@ -153,7 +199,11 @@ absl::StatusOr<std::vector<std::vector<ChoiceResult>>> RunWave(
 }
 
 std::string EncodeWaveMessage(WaveKind kind, const std::vector<const CompletionRequest*>& requests) {
-  json m = {{"kind", kind == WaveKind::kWave ? "wave" : kind == WaveKind::kIdle ? "idle" : "stop"}};
+  const char* name = kind == WaveKind::kWave    ? "wave"
+                     : kind == WaveKind::kAdmit ? "admit"
+                     : kind == WaveKind::kIdle  ? "idle"
+                                                : "stop";
+  json m = {{"kind", name}};
   json list = json::array();
   for (const CompletionRequest* r : requests) {
     json prompts = json::array();
@@ -181,7 +231,17 @@ absl::Status DecodeWaveMessage(const std::string& message, WaveKind* kind,
     return absl::DataLossError("a malformed wave message from the replica's leader");
   }
   const std::string k = m["kind"].get<std::string>();
-  *kind = k == "wave" ? WaveKind::kWave : k == "idle" ? WaveKind::kIdle : WaveKind::kStop;
+  if (k == "wave") {
+    *kind = WaveKind::kWave;
+  } else if (k == "admit") {
+    *kind = WaveKind::kAdmit;
+  } else if (k == "idle") {
+    *kind = WaveKind::kIdle;
+  } else if (k == "stop") {
+    *kind = WaveKind::kStop;
+  } else {
+    return absl::DataLossError(absl::StrCat("a wave message of unknown kind \"", k, "\""));
+  }
   requests->clear();
   try {
     for (const json& j : m["requests"]) {

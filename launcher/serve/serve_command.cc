@@ -5,6 +5,7 @@
 #include <httplib.h>
 
 #include <csignal>
+#include <deque>
 #include <cstdio>
 #include <thread>
 
@@ -57,8 +58,9 @@ absl::Status SendToReplica(Job& job, const std::string& message) {
 absl::Status RunAgreedWave(Job& job, ModelBundle& bundle,
                            const std::vector<const serve::CompletionRequest*>& requests,
                            const serve::WaveSettings& settings, const serve::WaveText& on_text,
+                           const serve::WaveFeed& feed,
                            std::vector<std::vector<serve::ChoiceResult>>* out) {
-  auto results = serve::RunWave(bundle, requests, settings, on_text);
+  auto results = serve::RunWave(bundle, requests, settings, on_text, &feed);
   const Outcome outcome = AgreeOnOutcome(job, results.status());
   if (results.ok() && outcome.status.ok()) *out = *std::move(results);
   return results.ok() ? outcome.status : results.status();
@@ -88,28 +90,76 @@ absl::Status LeaderLoop(Job& job, ModelBundle& bundle, serve::ServeState& state,
       AbortJob(job, s);
     }
     last_tick = absl::Now();
-    const absl::Time start = absl::Now();
+    std::vector<absl::Time> started(jobs.size(), absl::Now());
+    std::vector<bool> answered(jobs.size(), false);
     state.metrics->SetRunning(static_cast<int64_t>(jobs.size()));
     serve::WaveText on_text = [&](size_t i, absl::string_view text) {
       if (jobs[i]->first_text == absl::InfinitePast()) jobs[i]->first_text = absl::Now();
       if (jobs[i]->request().stream) jobs[i]->PushText(text);
     };
+    auto answer = [&](size_t i, std::vector<serve::ChoiceResult> choices) {
+      const absl::Time end = absl::Now();
+      const serve::CompletionRequest& r = jobs[i]->request();
+      int64_t prompt = 0, generated = 0;
+      for (const auto& p : r.prompts) prompt += static_cast<int64_t>(p.ids.size());
+      for (const auto& c : choices) generated += static_cast<int64_t>(c.token_ids.size());
+      const absl::Time first = jobs[i]->first_text == absl::InfinitePast() ? end : jobs[i]->first_text;
+      state.metrics->Succeeded(prompt, generated, absl::ToDoubleSeconds(end - jobs[i]->enqueued),
+                               generated > 0 ? absl::ToDoubleSeconds(first - jobs[i]->enqueued) : -1,
+                               absl::ToDoubleSeconds(started[i] - jobs[i]->enqueued));
+      jobs[i]->Finish(absl::OkStatus(), std::move(choices));
+      answered[i] = true;
+    };
+    // Continuous admission: before each generation step, generation requests that fit the free
+    // slots join the wave; the replica's other ranks get them in an admit message (every step,
+    // empty or not, so that all ranks admit alike).
+    // Requests that score their generated tokens wait for the end of generation, so a wave
+    // that holds one admits nothing, and admission stops at a queued request that cannot join
+    // (scoring, or log-probabilities), which starts the next wave: arrival order is kept.
+    auto joins = [&](const serve::CompletionRequest& r) {
+      return serve::RunsGeneration(r, settings) && r.logprobs < 0;
+    };
+    bool admitting = true;
+    for (const auto& j : jobs) {
+      if (serve::RunsGeneration(j->request(), settings) && j->request().logprobs >= 0) {
+        admitting = false;
+      }
+    }
+    serve::WaveFeed feed;
+    feed.admit = [&](int32_t free_slots)
+        -> absl::StatusOr<std::vector<const serve::CompletionRequest*>> {
+      std::vector<const serve::CompletionRequest*> more;
+      if (free_slots > 0 && admitting) {
+        for (auto& j : state.queue->TakeReady(
+                 static_cast<size_t>(free_slots),
+                 [&](const ServeJob& j) { return joins(j.request()); })) {
+          jobs.push_back(std::move(j));
+          started.push_back(absl::Now());
+          answered.push_back(false);
+          more.push_back(&jobs.back()->request());
+        }
+        state.metrics->SetRunning(static_cast<int64_t>(jobs.size()));
+        state.metrics->Admitted(static_cast<int64_t>(more.size()));
+      }
+      if (absl::Status s = SendToReplica(job, serve::EncodeWaveMessage(WaveKind::kAdmit, more));
+          !s.ok()) {
+        AbortJob(job, s);
+      }
+      last_tick = absl::Now();
+      return more;
+    };
+    feed.done = [&](size_t i, const std::vector<serve::ChoiceResult>& choices) {
+      answer(i, choices);
+    };
     std::vector<std::vector<serve::ChoiceResult>> results;
-    const absl::Status status = RunAgreedWave(job, bundle, requests, settings, on_text, &results);
+    const absl::Status status =
+        RunAgreedWave(job, bundle, requests, settings, on_text, feed, &results);
     if (IsCommunicationFailure(status)) AbortJob(job, status);
     state.metrics->SetRunning(0);
-    const absl::Time end = absl::Now();
     for (size_t i = 0; i < jobs.size(); ++i) {
+      if (answered[i]) continue;
       if (status.ok()) {
-        const serve::CompletionRequest& r = jobs[i]->request();
-        int64_t prompt = 0, generated = 0;
-        for (const auto& p : r.prompts) prompt += static_cast<int64_t>(p.ids.size());
-        for (const auto& c : results[i]) generated += static_cast<int64_t>(c.token_ids.size());
-        const absl::Time first = jobs[i]->first_text == absl::InfinitePast() ? end : jobs[i]->first_text;
-        state.metrics->Succeeded(prompt, generated, absl::ToDoubleSeconds(end - jobs[i]->enqueued),
-                                 generated > 0 ? absl::ToDoubleSeconds(first - jobs[i]->enqueued) : -1,
-                                 absl::ToDoubleSeconds(start - jobs[i]->enqueued));
-        jobs[i]->Finish(absl::OkStatus(), std::move(results[i]));
+        answer(i, std::move(results[i]));
       } else {
         jobs[i]->Finish(status, {});
       }
@@ -135,8 +185,31 @@ absl::Status FollowerLoop(Job& job, ModelBundle& bundle, const serve::WaveSettin
     if (kind == WaveKind::kIdle) continue;
     std::vector<const serve::CompletionRequest*> refs;
     for (const auto& r : requests) refs.push_back(&r);
+    // The leader's admit message before each generation step.
+    std::deque<serve::CompletionRequest> admitted;  // stable while the wave runs
+    serve::WaveFeed feed;
+    feed.admit = [&](int32_t) -> absl::StatusOr<std::vector<const serve::CompletionRequest*>> {
+      absl::StatusOr<std::string> m = RecvString(*job.groups.world, 0, kWaveTag);
+      if (!m.ok()) {
+        AbortJob(job, absl::Status(m.status().code(),
+                                   absl::StrCat("the serving rank 0 stopped answering: ",
+                                                m.status().message())));
+      }
+      WaveKind k;
+      std::vector<serve::CompletionRequest> more;
+      if (absl::Status s = serve::DecodeWaveMessage(*m, &k, &more); !s.ok()) AbortJob(job, s);
+      if (k != WaveKind::kAdmit) {
+        AbortJob(job, absl::DataLossError("rank 0 sent a wave message where an admit was due"));
+      }
+      std::vector<const serve::CompletionRequest*> out;
+      for (auto& r : more) {
+        admitted.push_back(std::move(r));
+        out.push_back(&admitted.back());
+      }
+      return out;
+    };
     std::vector<std::vector<serve::ChoiceResult>> ignored;
-    const absl::Status status = RunAgreedWave(job, bundle, refs, settings, nullptr, &ignored);
+    const absl::Status status = RunAgreedWave(job, bundle, refs, settings, nullptr, feed, &ignored);
     if (IsCommunicationFailure(status)) AbortJob(job, status);
   }
 }

@@ -61,6 +61,21 @@ std::vector<std::shared_ptr<ServeJob>> WorkQueue::Take(size_t max_sequences, abs
   return out;
 }
 
+std::vector<std::shared_ptr<ServeJob>> WorkQueue::TakeReady(
+    size_t max_sequences, const std::function<bool(const ServeJob&)>& admissible) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::shared_ptr<ServeJob>> out;
+  size_t sequences = 0;
+  while (!closed_ && !jobs_.empty() && admissible(*jobs_.front())) {
+    const size_t n = jobs_.front()->sequences();
+    if (sequences + n > max_sequences) break;
+    sequences += n;
+    out.push_back(std::move(jobs_.front()));
+    jobs_.pop_front();
+  }
+  return out;
+}
+
 void WorkQueue::Close() {
   std::deque<std::shared_ptr<ServeJob>> left;
   {

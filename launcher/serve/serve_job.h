@@ -6,6 +6,7 @@
 
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -67,6 +68,10 @@ class WorkQueue {
   // Jobs in arrival order while their prompts fit `max_sequences` (at least one job when any
   // waits); waits up to `wait` for the first. Empty after `wait` or once closed.
   std::vector<std::shared_ptr<ServeJob>> Take(size_t max_sequences, absl::Duration wait);
+  // Without waiting: jobs from the front, in order, while `admissible` holds for them and their
+  // prompts fit `max_sequences`; stops at the first that does not (arrival order is kept).
+  std::vector<std::shared_ptr<ServeJob>> TakeReady(
+      size_t max_sequences, const std::function<bool(const ServeJob&)>& admissible);
   // Refuses new jobs; jobs still waiting fail with Unavailable.
   void Close();
   size_t waiting();

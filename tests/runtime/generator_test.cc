@@ -151,6 +151,45 @@ TEST_F(Llama2MhaTest, FinishReasonNames) {
   EXPECT_STREQ(FinishReasonName(FinishReason::kLength), "length");
 }
 
+// A feed admits requests into a running call: each gets the tokens it gets alone (greedy and
+// sampled), the indices after the call's own, and one `finished` call; the feed is asked before
+// every step, and a feed that returns more requests than free slots ends the call.
+TEST_F(Llama2MhaTest, FeedAdmitsRequestsIntoARunningCall) {
+  const Tokenizer& tok = *m_.tokenizer;
+  const GenerationRequest a = Request(Prompt(tok, "def f(x):"), 12);
+  const GenerationRequest b = Request(Prompt(tok, "class A:"), 6, 0.8f, 0.9f, 0, 3);
+  const GenerationRequest c = Request(Prompt(tok, "import os"), 4);
+  Generator gen(m_.model.get(), m_.tokenizer.get(), {.max_batch = 2});
+  ASSERT_OK_AND_ASSIGN(auto alone, gen.Generate({a, b, c}));
+
+  int calls = 0;
+  std::vector<size_t> finished;
+  std::vector<int32_t> free_seen;
+  GenerationFeed feed;
+  feed.admit = [&](int32_t free_slots) -> absl::StatusOr<std::vector<GenerationRequest>> {
+    free_seen.push_back(free_slots);
+    ++calls;
+    if (calls == 3) return std::vector<GenerationRequest>{b};          // joins beside a
+    if (calls > 3 && free_slots > 0 && finished.size() == 1) {         // after b ends
+      return std::vector<GenerationRequest>{c};
+    }
+    return std::vector<GenerationRequest>{};
+  };
+  feed.finished = [&](size_t i, const GenerationResult&) { finished.push_back(i); };
+  ASSERT_OK_AND_ASSIGN(auto fed, gen.Generate({a}, nullptr, &feed));
+  ASSERT_EQ(fed.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(fed[i].token_ids, alone[i].token_ids) << "request " << i;
+  EXPECT_EQ(finished, (std::vector<size_t>{1, 0, 2}));  // c joins after b ends, a ends first
+  EXPECT_EQ(free_seen[0], 1);  // two slots, a holds one
+  EXPECT_GT(calls, 12);        // once per step, and once more when nothing runs
+
+  feed.admit = [&](int32_t free_slots) -> absl::StatusOr<std::vector<GenerationRequest>> {
+    return std::vector<GenerationRequest>(free_slots + 1, c);
+  };
+  const absl::Status s = gen.Generate({a}, nullptr, &feed).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInternal) << s;
+}
+
 TEST_F(Llama2MhaTest, EmptyRequestListGivesNoResults) {
   Generator gen(m_.model.get(), m_.tokenizer.get());
   ASSERT_OK_AND_ASSIGN(auto r, gen.Generate({}));

@@ -225,6 +225,35 @@ def check_concurrency(server, label):
         t.join()
     check(len(answers) == 24 and all(s == 200 and t == sequential[p] for p, s, t in answers),
           f"{label}: 8 concurrent clients x 3 requests get the sequential answers")
+    # Continuous admission: a short request sent while a long one generates joins its wave and
+    # is answered before it; both equal their answers alone.
+    long_body = {"prompt": "class A:", "max_tokens": 300, "temperature": 0, "ignore_eos": True}
+    short_body = body(prompts[0])
+    long_alone = server.post("/v1/completions", long_body)[1]["choices"][0]["text"]
+    done = {}
+
+    def timed(name, b):
+        out = server.post("/v1/completions", b)[1]
+        done[name] = (time.perf_counter(), out["choices"][0]["text"])
+
+    long_thread = threading.Thread(target=timed, args=("long", long_body))
+    long_thread.start()
+    time.sleep(0.05)
+    timed("short", short_body)
+    long_thread.join()
+    admitted = metric(server, "tessera:admitted_requests_total")
+    check(done["short"][0] < done["long"][0] and done["short"][1] == sequential[prompts[0]] and
+          done["long"][1] == long_alone and admitted >= 1,
+          f"{label}: a request admitted into a running wave is answered first, both as alone "
+          f"(admitted_requests_total {admitted})")
+
+
+def metric(server, name):
+    """The value of an unlabelled-except-model_name metric from GET /metrics."""
+    for line in server.get("/metrics")[1].splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return float("nan")
 
 
 def check_errors(server, label):
