@@ -110,4 +110,17 @@ json StreamChunkJson(const ResponseInfo& info, const std::string& text,
           {"choices", json::array({choice})}};
 }
 
+json ChatChunkJson(json chunk, bool first) {
+  chunk["object"] = "chat.completion.chunk";
+  for (json& c : chunk["choices"]) {
+    json delta = json::object();
+    if (first) delta["role"] = "assistant";
+    if (!c["text"].get<std::string>().empty()) delta["content"] = c["text"];
+    c["delta"] = delta;
+    c.erase("text");
+    c.erase("logprobs");
+  }
+  return chunk;
+}
+
 }  // namespace tessera::serve

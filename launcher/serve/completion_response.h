@@ -33,6 +33,10 @@ nlohmann::json CompletionJson(const CompletionRequest& request,
 nlohmann::json StreamChunkJson(const ResponseInfo& info, const std::string& text,
                                const std::string* finish_reason);
 
+// The same chunk as /v1/chat/completions streams it (chat.completion.chunk): the text as
+// choices[0].delta.content, the first chunk with the assistant role.
+nlohmann::json ChatChunkJson(nlohmann::json chunk, bool first);
+
 nlohmann::json UsageJson(const CompletionRequest& request, const std::vector<ChoiceResult>& choices);
 
 }  // namespace tessera::serve

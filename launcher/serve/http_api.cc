@@ -27,7 +27,7 @@ void ReplyError(ServeState& state, httplib::Response& res, const ApiError& e) {
 }
 
 // Queues a parsed completion and answers it: a JSON object, or server-sent events when
-// streaming. `chat` answers as a chat.completion.
+// streaming. `chat` answers as a chat.completion (chat.completion.chunk events when streaming).
 void RunCompletion(ServeState& state, CompletionRequest request, bool chat,
                    httplib::Response& res) {
   const int64_t n = state.next_id.fetch_add(1);
@@ -59,9 +59,13 @@ void RunCompletion(ServeState& state, CompletionRequest request, bool chat,
   res.status = 200;
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider(
-      "text/event-stream", [&state, job, info](size_t, httplib::DataSink& sink) {
+      "text/event-stream", [&state, job, info, chat](size_t, httplib::DataSink& sink) {
+        bool first = true;
         auto event = [&](const json& data) {
-          const std::string line = "data: " + Dump(data) + "\n\n";
+          const bool chunk = data.contains("object");  // not an error body
+          const json sent = chat && chunk ? ChatChunkJson(data, first) : data;
+          if (chunk) first = false;
+          const std::string line = "data: " + Dump(sent) + "\n\n";
           return sink.write(line.data(), line.size());
         };
         bool done = false;
@@ -116,13 +120,7 @@ void ChatCompletions(ServeState& state, const httplib::Request& req, httplib::Re
     if (key == "messages") continue;
     if (key == "max_completion_tokens") {
       completion["max_tokens"] = v;
-    } else if (key == "stream" && v.is_boolean() && v.get<bool>()) {
-      ApiError e = BadRequest("stream", "chat streaming is not built yet; use /v1/completions");
-      e.http_status = 501;
-      e.type = "not_implemented";
-      return ReplyError(state, res, e);
-    } else if (key == "logprobs" || key == "top_logprobs" || key == "echo" ||
-               key == "stream_options") {
+    } else if (key == "logprobs" || key == "top_logprobs" || key == "echo") {
       return ReplyError(state, res, BadRequest(key, "is not supported by /v1/chat/completions "
                                                     "here; use /v1/completions"));
     } else {

@@ -204,6 +204,32 @@ def check_generation(server, binary, label):
           f"{label}: generated tokens' log-probabilities, greedy tokens at their top-1")
 
 
+def check_chat(server, label):
+    """/v1/chat/completions with the Llama-2 template: the streamed chat.completion.chunk deltas
+    (role first, then content, then the finish reason) add up to the unstreamed message."""
+    body = {"messages": [{"role": "user", "content": "Write a function."}], "max_tokens": 10,
+            "temperature": 0}
+    status, out = server.post("/v1/chat/completions", body)
+    want = out["choices"][0]["message"]["content"] if status == 200 else None
+    check(status == 200 and out["object"] == "chat.completion" and want,
+          f"{label}: chat completion ({status}, {want!r})")
+    req = urllib.request.Request(f"http://127.0.0.1:{server.port}/v1/chat/completions",
+                                 data=json.dumps(dict(body, stream=True)).encode(),
+                                 headers={"Content-Type": "application/json"})
+    events, done = [], False
+    with urllib.request.urlopen(req, timeout=300) as r:
+        for line in r.read().decode().split("\n"):
+            if line == "data: [DONE]":
+                done = True
+            elif line.startswith("data: "):
+                events.append(json.loads(line[6:]))
+    text = "".join(e["choices"][0]["delta"].get("content", "") for e in events)
+    check(done and events and all(e["object"] == "chat.completion.chunk" for e in events) and
+          events[0]["choices"][0]["delta"].get("role") == "assistant" and text == want and
+          events[-1]["choices"][0]["finish_reason"] == "length",
+          f"{label}: streamed chat deltas add up to the message ({text!r})")
+
+
 def check_concurrency(server, label):
     prompts = [f"def f{i}(x):" for i in range(8)]
     body = lambda p: {"prompt": p, "max_tokens": 6, "temperature": 0}
@@ -325,6 +351,11 @@ def main():
             check(code == 0, f"{label}: SIGTERM ends every rank with exit 0 (got {code})")
             if failures:
                 print(server.output()[-3000:])
+    server = Server(binary, extra=["--chat-template", "llama-2"])
+    try:
+        check_chat(server, "tp1 chat")
+    finally:
+        check(server.stop() == 0, "tp1 chat: the server stops cleanly")
     # A bounded queue: with one waiting request allowed, a burst gets 429s and the rest answers.
     server = Server(binary, extra=["--max-waiting-requests", "1"])
     statuses, lock = [], threading.Lock()
