@@ -230,6 +230,36 @@ def check_chat(server, label):
           f"{label}: streamed chat deltas add up to the message ({text!r})")
 
 
+def world_rank(pid):
+    try:
+        env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+    except OSError:
+        return None
+    for item in env:
+        if item.startswith(b"OMPI_COMM_WORLD_RANK="):
+            return int(item.split(b"=", 1)[1])
+    return None
+
+
+def check_rank_death(binary, mpiexec):
+    """A rank killed under a tp2 server ends the job with a non-zero exit, without a hang."""
+    server = Server(binary, mpiexec, tp=2, extra=["--comm-timeout-s", "10"])
+    follower = [p for p in children(server.proc.pid) if world_rank(p) == 1]
+    check(len(follower) == 1, f"rank death: rank 1 found among mpirun's children ({follower})")
+    if not follower:
+        server.stop()
+        return
+    os.kill(int(follower[0]), signal.SIGKILL)
+    start = time.time()
+    try:
+        code = server.proc.wait(timeout=90)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+        code = "hang"
+    check(code not in (0, "hang"),
+          f"rank death: the server ends with a non-zero exit ({code}) in {time.time() - start:.1f} s")
+
+
 def check_concurrency(server, label):
     prompts = [f"def f{i}(x):" for i in range(8)]
     body = lambda p: {"prompt": p, "max_tokens": 6, "temperature": 0}
@@ -351,6 +381,8 @@ def main():
             check(code == 0, f"{label}: SIGTERM ends every rank with exit 0 (got {code})")
             if failures:
                 print(server.output()[-3000:])
+    if mpiexec:
+        check_rank_death(binary, mpiexec)
     server = Server(binary, extra=["--chat-template", "llama-2"])
     try:
         check_chat(server, "tp1 chat")
