@@ -72,8 +72,11 @@ absl::StatusOr<Job> StartJob(const WorldLayout& requested, bool mpi, absl::Durat
 }
 
 Outcome AgreeOnOutcome(Job& job, const absl::Status& local) {
-  Communicator& world = *job.groups.world;
-  if (world.size() == 1) return {local, !local.ok()};
+  return AgreeOnOutcomeIn(job, *job.groups.world, local);
+}
+
+Outcome AgreeOnOutcomeIn(Job& job, Communicator& group, const absl::Status& local) {
+  if (group.size() == 1) return {local, !local.ok()};
   // A communicator that timed out or failed cannot carry the agreement: end the job now, with the
   // cause printed by this rank.
   if (absl::IsDeadlineExceeded(local) || absl::IsUnavailable(local) || absl::IsAborted(local)) {
@@ -83,21 +86,23 @@ Outcome AgreeOnOutcome(Job& job, const absl::Status& local) {
   // round on who prints what.
   const int32_t hash = local.ok() ? 0 : static_cast<int32_t>(std::hash<std::string>()(std::string(local.message())) & 0x7fffffff);
   int32_t mine[2] = {local.ok() ? 0 : 1, hash};
-  std::vector<int32_t> all(2 * world.size());
-  const absl::Status gathered = world.AllGather(TensorView::Of(mine, DType::kI32, {2}),
+  std::vector<int32_t> all(2 * group.size());
+  const absl::Status gathered = group.AllGather(TensorView::Of(mine, DType::kI32, {2}),
                                                 TensorView::Of(all.data(), DType::kI32,
                                                                {static_cast<int64_t>(all.size())}));
   if (!gathered.ok()) return {local.ok() ? gathered : local, true};
   int first_failed = -1;
   bool duplicate = false;
-  for (int r = 0; r < world.size(); ++r) {
+  for (int r = 0; r < group.size(); ++r) {
     if (all[2 * r] == 0) continue;
     if (first_failed < 0) first_failed = r;
-    if (r < world.rank() && all[2 * r + 1] == hash) duplicate = true;
+    if (r < group.rank() && all[2 * r + 1] == hash) duplicate = true;
   }
   if (first_failed < 0) return {absl::OkStatus(), false};
   if (!local.ok()) return {local, !duplicate};
-  return {absl::AbortedError(absl::StrCat("rank ", first_failed, " failed")), false};
+  return {absl::AbortedError(absl::StrCat(&group == job.groups.world.get() ? "rank " : "group rank ",
+                                          first_failed, " failed")),
+          false};
 }
 
 absl::Status CheckPhase(Job& job, const absl::Status& local) {

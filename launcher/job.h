@@ -39,6 +39,8 @@ struct Outcome {
   bool print = false;
 };
 Outcome AgreeOnOutcome(Job& job, const absl::Status& local);
+// The same among the ranks of `group` only (e.g. one model replica), which must all call it.
+Outcome AgreeOnOutcomeIn(Job& job, Communicator& group, const absl::Status& local);
 
 // Prints `cause` with this rank's prefix and ends every rank of the job (MPI_Abort), for
 // failures after which the communicators cannot be trusted (a timeout). Does not return.

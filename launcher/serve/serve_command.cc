@@ -1,12 +1,15 @@
-// `tessera serve`: the leader rank (rank 0) serves HTTP and runs the engine loop: it takes waves
-// of queued requests, sends each to the replica's other ranks, and every rank runs it
-// (replica_wave.h). SIGTERM / SIGINT stop the server on every rank; a rank that fails or stops
-// answering ends the job on every rank (AbortJob) with its cause.
+// `tessera serve`: the leader rank of each model replica (its rank 0; with --dp D, D leaders on
+// --port + replica) serves HTTP and runs the engine loop: it takes waves of queued requests,
+// sends each to the replica's other ranks, and every rank of the replica runs it
+// (replica_wave.h); replicas run independently, on a communicator of their own. SIGTERM /
+// SIGINT stop the server on every rank (with --dp, each replica's leader needs the signal, as
+// mpirun and scancel deliver it); a rank that fails or stops answering ends the job on every
+// rank (AbortJob) with its cause.
 #include <httplib.h>
 
 #include <csignal>
-#include <deque>
 #include <cstdio>
+#include <deque>
 #include <thread>
 
 #include "absl/flags/flag.h"
@@ -46,28 +49,29 @@ std::string ServedName(const std::string& model_dir) {
   return slash == std::string::npos ? dir : dir.substr(slash + 1);
 }
 
-// The replica's other ranks: world ranks 1 .. tp*pp-1 (dp is 1).
-absl::Status SendToReplica(Job& job, const std::string& message) {
-  const int n = job.layout().tp * job.layout().pp;
-  for (int r = 1; r < n; ++r) RETURN_IF_ERROR(SendString(*job.groups.world, message, r, kWaveTag));
+// The other ranks of `replica` (the ranks of this process's model replica; rank 0 leads it).
+absl::Status SendToReplica(Communicator& replica, const std::string& message) {
+  for (int r = 1; r < replica.size(); ++r) {
+    RETURN_IF_ERROR(SendString(replica, message, r, kWaveTag));
+  }
   return absl::OkStatus();
 }
 
 // One wave on every rank; a failure that all ranks share fails the wave's requests, a
 // communication failure ends the job.
-absl::Status RunAgreedWave(Job& job, ModelBundle& bundle,
+absl::Status RunAgreedWave(Job& job, Communicator& replica, ModelBundle& bundle,
                            const std::vector<const serve::CompletionRequest*>& requests,
                            const serve::WaveSettings& settings, const serve::WaveText& on_text,
                            const serve::WaveFeed& feed,
                            std::vector<std::vector<serve::ChoiceResult>>* out) {
   auto results = serve::RunWave(bundle, requests, settings, on_text, &feed);
-  const Outcome outcome = AgreeOnOutcome(job, results.status());
+  const Outcome outcome = AgreeOnOutcomeIn(job, replica, results.status());
   if (results.ok() && outcome.status.ok()) *out = *std::move(results);
   return results.ok() ? outcome.status : results.status();
 }
 
-absl::Status LeaderLoop(Job& job, ModelBundle& bundle, serve::ServeState& state,
-                        const serve::WaveSettings& settings) {
+absl::Status LeaderLoop(Job& job, Communicator& replica, ModelBundle& bundle,
+                        serve::ServeState& state, const serve::WaveSettings& settings) {
   absl::Time last_tick = absl::Now();
   const size_t max_sequences = static_cast<size_t>(settings.generator.max_batch);
   while (!stop_requested.load()) {
@@ -75,7 +79,7 @@ absl::Status LeaderLoop(Job& job, ModelBundle& bundle, serve::ServeState& state,
         state.queue->Take(max_sequences, absl::Milliseconds(100));
     if (jobs.empty()) {
       if (absl::Now() - last_tick > absl::Seconds(1)) {
-        if (absl::Status s = SendToReplica(job, serve::EncodeWaveMessage(WaveKind::kIdle, {}));
+        if (absl::Status s = SendToReplica(replica, serve::EncodeWaveMessage(WaveKind::kIdle, {}));
             !s.ok()) {
           AbortJob(job, s);
         }
@@ -85,7 +89,8 @@ absl::Status LeaderLoop(Job& job, ModelBundle& bundle, serve::ServeState& state,
     }
     std::vector<const serve::CompletionRequest*> requests;
     for (const auto& j : jobs) requests.push_back(&j->request());
-    if (absl::Status s = SendToReplica(job, serve::EncodeWaveMessage(WaveKind::kWave, requests));
+    if (absl::Status s =
+            SendToReplica(replica, serve::EncodeWaveMessage(WaveKind::kWave, requests));
         !s.ok()) {
       AbortJob(job, s);
     }
@@ -103,10 +108,12 @@ absl::Status LeaderLoop(Job& job, ModelBundle& bundle, serve::ServeState& state,
       int64_t prompt = 0, generated = 0;
       for (const auto& p : r.prompts) prompt += static_cast<int64_t>(p.ids.size());
       for (const auto& c : choices) generated += static_cast<int64_t>(c.token_ids.size());
-      const absl::Time first = jobs[i]->first_text == absl::InfinitePast() ? end : jobs[i]->first_text;
-      state.metrics->Succeeded(prompt, generated, absl::ToDoubleSeconds(end - jobs[i]->enqueued),
-                               generated > 0 ? absl::ToDoubleSeconds(first - jobs[i]->enqueued) : -1,
-                               absl::ToDoubleSeconds(started[i] - jobs[i]->enqueued));
+      const absl::Time first =
+          jobs[i]->first_text == absl::InfinitePast() ? end : jobs[i]->first_text;
+      state.metrics->Succeeded(
+          prompt, generated, absl::ToDoubleSeconds(end - jobs[i]->enqueued),
+          generated > 0 ? absl::ToDoubleSeconds(first - jobs[i]->enqueued) : -1,
+          absl::ToDoubleSeconds(started[i] - jobs[i]->enqueued));
       jobs[i]->Finish(absl::OkStatus(), std::move(choices));
       answered[i] = true;
     };
@@ -126,13 +133,13 @@ absl::Status LeaderLoop(Job& job, ModelBundle& bundle, serve::ServeState& state,
       }
     }
     serve::WaveFeed feed;
-    feed.admit = [&](int32_t free_slots)
-        -> absl::StatusOr<std::vector<const serve::CompletionRequest*>> {
+    feed.admit =
+        [&](int32_t free_slots) -> absl::StatusOr<std::vector<const serve::CompletionRequest*>> {
       std::vector<const serve::CompletionRequest*> more;
       if (free_slots > 0 && admitting) {
-        for (auto& j : state.queue->TakeReady(
-                 static_cast<size_t>(free_slots),
-                 [&](const ServeJob& j) { return joins(j.request()); })) {
+        for (auto& j :
+             state.queue->TakeReady(static_cast<size_t>(free_slots),
+                                    [&](const ServeJob& j) { return joins(j.request()); })) {
           jobs.push_back(std::move(j));
           started.push_back(absl::Now());
           answered.push_back(false);
@@ -141,7 +148,7 @@ absl::Status LeaderLoop(Job& job, ModelBundle& bundle, serve::ServeState& state,
         state.metrics->SetRunning(static_cast<int64_t>(jobs.size()));
         state.metrics->Admitted(static_cast<int64_t>(more.size()));
       }
-      if (absl::Status s = SendToReplica(job, serve::EncodeWaveMessage(WaveKind::kAdmit, more));
+      if (absl::Status s = SendToReplica(replica, serve::EncodeWaveMessage(WaveKind::kAdmit, more));
           !s.ok()) {
         AbortJob(job, s);
       }
@@ -153,7 +160,7 @@ absl::Status LeaderLoop(Job& job, ModelBundle& bundle, serve::ServeState& state,
     };
     std::vector<std::vector<serve::ChoiceResult>> results;
     const absl::Status status =
-        RunAgreedWave(job, bundle, requests, settings, on_text, feed, &results);
+        RunAgreedWave(job, replica, bundle, requests, settings, on_text, feed, &results);
     if (IsCommunicationFailure(status)) AbortJob(job, status);
     state.metrics->SetRunning(0);
     for (size_t i = 0; i < jobs.size(); ++i) {
@@ -168,9 +175,10 @@ absl::Status LeaderLoop(Job& job, ModelBundle& bundle, serve::ServeState& state,
   return absl::OkStatus();
 }
 
-absl::Status FollowerLoop(Job& job, ModelBundle& bundle, const serve::WaveSettings& settings) {
+absl::Status FollowerLoop(Job& job, Communicator& replica, ModelBundle& bundle,
+                          const serve::WaveSettings& settings) {
   while (true) {
-    absl::StatusOr<std::string> message = RecvString(*job.groups.world, 0, kWaveTag);
+    absl::StatusOr<std::string> message = RecvString(replica, 0, kWaveTag);
     if (!message.ok()) {
       AbortJob(job, absl::Status(message.status().code(),
                                  absl::StrCat("the serving rank 0 stopped answering: ",
@@ -189,7 +197,7 @@ absl::Status FollowerLoop(Job& job, ModelBundle& bundle, const serve::WaveSettin
     std::deque<serve::CompletionRequest> admitted;  // stable while the wave runs
     serve::WaveFeed feed;
     feed.admit = [&](int32_t) -> absl::StatusOr<std::vector<const serve::CompletionRequest*>> {
-      absl::StatusOr<std::string> m = RecvString(*job.groups.world, 0, kWaveTag);
+      absl::StatusOr<std::string> m = RecvString(replica, 0, kWaveTag);
       if (!m.ok()) {
         AbortJob(job, absl::Status(m.status().code(),
                                    absl::StrCat("the serving rank 0 stopped answering: ",
@@ -209,7 +217,8 @@ absl::Status FollowerLoop(Job& job, ModelBundle& bundle, const serve::WaveSettin
       return out;
     };
     std::vector<std::vector<serve::ChoiceResult>> ignored;
-    const absl::Status status = RunAgreedWave(job, bundle, refs, settings, nullptr, feed, &ignored);
+    const absl::Status status =
+        RunAgreedWave(job, replica, bundle, refs, settings, nullptr, feed, &ignored);
     if (IsCommunicationFailure(status)) AbortJob(job, status);
   }
 }
@@ -217,11 +226,13 @@ absl::Status FollowerLoop(Job& job, ModelBundle& bundle, const serve::WaveSettin
 }  // namespace
 
 absl::Status RunServe(Job& job, const config::MethodSettings& method_settings) {
-  if (job.layout().dp > 1) {
-    return absl::UnimplementedError(absl::StrCat(
-        "serve runs one model replica; --dp ", job.layout().dp, " is not built yet: start one "
-        "server per replica (each with its own --port) and spread clients over them"));
-  }
+  const WorldLayout& layout = job.layout();
+  // World ranks are (replica, stage, tp rank) with tp fastest: a replica's ranks are contiguous.
+  ASSIGN_OR_RETURN(
+      std::unique_ptr<Communicator> replica,
+      job.groups.world->Split(layout.dp_rank(), layout.pp_rank() * layout.tp + layout.tp_rank(),
+                              "replica"));
+  const bool leader = replica->rank() == 0;
   ASSIGN_OR_RETURN(ModelBundle bundle, LoadModelFromFlags(job, method_settings,
                                                           /*require_tokenizer=*/true));
   const ModelConfig& config = bundle.model->config();
@@ -236,9 +247,9 @@ absl::Status RunServe(Job& job, const config::MethodSettings& method_settings) {
 
   std::signal(SIGTERM, OnStopSignal);
   std::signal(SIGINT, OnStopSignal);
-  if (!job.is_root()) {
-    RETURN_IF_ERROR(CheckPhase(job, absl::OkStatus()));  // the leader's bind
-    return FollowerLoop(job, bundle, settings);
+  if (!leader) {
+    RETURN_IF_ERROR(CheckPhase(job, absl::OkStatus()));  // the leaders' binds
+    return FollowerLoop(job, *replica, bundle, settings);
   }
 
   serve::ServeState state;
@@ -269,27 +280,32 @@ absl::Status RunServe(Job& job, const config::MethodSettings& method_settings) {
   serve::RegisterRoutes(server, state);
   const std::string host = absl::GetFlag(FLAGS_host);
   int port = absl::GetFlag(FLAGS_port);
+  if (port != 0) port += layout.dp_rank();  // replica d listens on --port + d
   if (flags_ok.ok()) {
     if (port == 0) {
       port = server.bind_to_any_port(host);
       if (port < 0) flags_ok = absl::UnavailableError(absl::StrCat("cannot listen on ", host));
     } else if (!server.bind_to_port(host, port)) {
-      flags_ok = absl::InvalidArgumentError(absl::StrCat(
-          "--host ", host, " --port ", port, ": cannot listen there (in use, or not an address "
-          "of this machine); choose another --port"));
+      flags_ok = absl::InvalidArgumentError(
+          absl::StrCat("--host ", host, " --port ", port,
+                       ": cannot listen there (in use, or not an address "
+                       "of this machine); choose another --port"));
     }
   }
   RETURN_IF_ERROR(CheckPhase(job, flags_ok));
   std::thread http([&server] { server.listen_after_bind(); });
-  std::fprintf(stderr, "[tessera] serving %s on http://%s:%d (tp=%d pp=%d, context %lld)\n",
-               state.limits.model_name.c_str(), host.c_str(), port, job.layout().tp,
-               job.layout().pp, static_cast<long long>(*context));
+  std::fprintf(stderr,
+               "[tessera] serving %s on http://%s:%d (replica %d of %d, tp=%d pp=%d, context "
+               "%lld)\n",
+               state.limits.model_name.c_str(), host.c_str(), port, layout.dp_rank(), layout.dp,
+               layout.tp, layout.pp, static_cast<long long>(*context));
   std::fflush(stderr);
-  const absl::Status loop = LeaderLoop(job, bundle, state, settings);
+  const absl::Status loop = LeaderLoop(job, *replica, bundle, state, settings);
   queue.Close();  // waiting requests are answered 503, so that no handler blocks the stop
   server.stop();
   http.join();
-  if (absl::Status s = SendToReplica(job, serve::EncodeWaveMessage(WaveKind::kStop, {})); !s.ok()) {
+  if (absl::Status s = SendToReplica(*replica, serve::EncodeWaveMessage(WaveKind::kStop, {}));
+      !s.ok()) {
     AbortJob(job, s);
   }
   std::fprintf(stderr, "[tessera] server stopped\n");

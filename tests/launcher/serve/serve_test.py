@@ -1,8 +1,8 @@
 """`tessera serve` end to end: serve_test.py TESSERA_BINARY [MPIEXEC].
 
 Starts the server on the llama2_mha test model (alone, then at tp2, pp2 and tp2 x pp2 under MPIEXEC
-when given; the pipeline layouts run the log-likelihood and generation checks) and checks, each
-with its own assertion:
+when given; the pipeline layouts run the log-likelihood and generation checks; dp2 and dp2 x tp2,
+one server per replica, the log-likelihoods) and checks, each with its own assertion:
   - lm-evaluation-harness's loglikelihood requests (token-id prompts, max_tokens 1, echo,
     logprobs 1), parsed as its local-completions client parses them, against the transformers
     log-likelihoods and greediness in tests/fixtures/eval/reference_llama2_mha.json;
@@ -14,10 +14,12 @@ Standard library only.
 """
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -58,20 +60,31 @@ def free_port():
 
 
 class Server:
-    def __init__(self, binary, mpiexec=None, tp=1, extra=(), model=MODEL, pp=1):
-        self.port = free_port()
-        self.ranks = tp * pp
+    def __init__(self, binary, mpiexec=None, tp=1, extra=(), model=MODEL, pp=1, dp=1):
+        # With dp > 1 each replica's leader takes a free port (--port 0) and prints it; `ports`
+        # lists them by replica, `port` is replica 0's.
+        self.port = free_port() if dp == 1 else 0
+        self.ranks = tp * pp * dp
         cmd = [binary, "serve", "--model", model, "--port", str(self.port), "--max-batch", "8",
                "--threads", "1", *extra]
         if self.ranks > 1:
             cmd = [mpiexec, "--oversubscribe", "--allow-run-as-root", "-np", str(self.ranks), *cmd,
-                   "--tp", str(tp), "--pp", str(pp)]
-        self.log = open(f"/tmp/serve_test_{self.port}.log", "w+")
+                   "--tp", str(tp), "--pp", str(pp), "--dp", str(dp)]
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="serve_test_", suffix=".log",
+                                               delete=False)
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.time() + 120
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError("server exited: " + self.output())
+            if dp > 1:
+                found = dict(re.findall(r"on http://127\.0\.0\.1:(\d+) \(replica (\d+) of",
+                                        self.output()))
+                self.ports = [int(p) for p, r in sorted(found.items(), key=lambda x: int(x[1]))]
+                if len(self.ports) < dp:
+                    time.sleep(0.2)
+                    continue
+                self.port = self.ports[0]
             try:
                 if self.get("/health")[0] == 200:
                     return
@@ -230,6 +243,21 @@ def check_chat(server, label):
           f"{label}: streamed chat deltas add up to the message ({text!r})")
 
 
+def check_data_parallel(binary, mpiexec, tp):
+    """--dp 2: each replica's leader serves on its own port; both answer transformers'
+    log-likelihoods, and SIGTERM ends every rank with 0."""
+    label = "dp2" + (f"xtp{tp}" if tp > 1 else "")
+    server = Server(binary, mpiexec, tp=tp, dp=2, model=MC_MODEL)
+    try:
+        check(len(set(server.ports)) == 2, f"{label}: two replicas on two ports ({server.ports})")
+        for k, port in enumerate(server.ports):
+            server.port = port
+            check_loglikelihood(server, f"{label} replica {k}")
+    finally:
+        code = server.stop()
+    check(code == 0, f"{label}: SIGTERM ends every rank with exit 0 (got {code})")
+
+
 def world_rank(pid):
     try:
         env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
@@ -383,6 +411,8 @@ def main():
                 print(server.output()[-3000:])
     if mpiexec:
         check_rank_death(binary, mpiexec)
+        for tp in (1, 2):
+            check_data_parallel(binary, mpiexec, tp)
     server = Server(binary, extra=["--chat-template", "llama-2"])
     try:
         check_chat(server, "tp1 chat")
