@@ -10,6 +10,7 @@
 #include <csignal>
 #include <cstdio>
 #include <deque>
+#include <optional>
 #include <thread>
 
 #include "absl/flags/flag.h"
@@ -175,20 +176,32 @@ absl::Status LeaderLoop(Job& job, Communicator& replica, ModelBundle& bundle,
   return absl::OkStatus();
 }
 
+// The leader's next message, with its requests; a failure to receive or read it, or a message
+// of another kind than `expected` (when given), ends the job.
+WaveKind ReceiveFromLeader(Job& job, Communicator& replica,
+                           std::vector<serve::CompletionRequest>* requests,
+                           std::optional<WaveKind> expected = std::nullopt) {
+  absl::StatusOr<std::string> message = RecvString(replica, 0, kWaveTag);
+  if (!message.ok()) {
+    AbortJob(job, absl::Status(message.status().code(),
+                               absl::StrCat("the serving rank 0 stopped answering: ",
+                                            message.status().message())));
+  }
+  WaveKind kind;
+  if (absl::Status s = serve::DecodeWaveMessage(*message, &kind, requests); !s.ok()) {
+    AbortJob(job, s);
+  }
+  if (expected.has_value() ? kind != *expected : kind == WaveKind::kAdmit) {
+    AbortJob(job, absl::DataLossError("the replica's leader sent a wave message out of turn"));
+  }
+  return kind;
+}
+
 absl::Status FollowerLoop(Job& job, Communicator& replica, ModelBundle& bundle,
                           const serve::WaveSettings& settings) {
   while (true) {
-    absl::StatusOr<std::string> message = RecvString(replica, 0, kWaveTag);
-    if (!message.ok()) {
-      AbortJob(job, absl::Status(message.status().code(),
-                                 absl::StrCat("the serving rank 0 stopped answering: ",
-                                              message.status().message())));
-    }
-    WaveKind kind;
     std::vector<serve::CompletionRequest> requests;
-    if (absl::Status s = serve::DecodeWaveMessage(*message, &kind, &requests); !s.ok()) {
-      AbortJob(job, s);
-    }
+    const WaveKind kind = ReceiveFromLeader(job, replica, &requests);
     if (kind == WaveKind::kStop) return absl::OkStatus();
     if (kind == WaveKind::kIdle) continue;
     std::vector<const serve::CompletionRequest*> refs;
@@ -197,18 +210,8 @@ absl::Status FollowerLoop(Job& job, Communicator& replica, ModelBundle& bundle,
     std::deque<serve::CompletionRequest> admitted;  // stable while the wave runs
     serve::WaveFeed feed;
     feed.admit = [&](int32_t) -> absl::StatusOr<std::vector<const serve::CompletionRequest*>> {
-      absl::StatusOr<std::string> m = RecvString(replica, 0, kWaveTag);
-      if (!m.ok()) {
-        AbortJob(job, absl::Status(m.status().code(),
-                                   absl::StrCat("the serving rank 0 stopped answering: ",
-                                                m.status().message())));
-      }
-      WaveKind k;
       std::vector<serve::CompletionRequest> more;
-      if (absl::Status s = serve::DecodeWaveMessage(*m, &k, &more); !s.ok()) AbortJob(job, s);
-      if (k != WaveKind::kAdmit) {
-        AbortJob(job, absl::DataLossError("rank 0 sent a wave message where an admit was due"));
-      }
+      ReceiveFromLeader(job, replica, &more, WaveKind::kAdmit);
       std::vector<const serve::CompletionRequest*> out;
       for (auto& r : more) {
         admitted.push_back(std::move(r));
