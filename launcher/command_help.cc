@@ -47,8 +47,9 @@ const std::vector<Command>& Commands() {
        "--model DIR [--host 127.0.0.1 --port 8000] [flags]",
        "An OpenAI-compatible HTTP server: /v1/completions (echo, prompt and token "
        "log-probabilities, streaming), /v1/chat/completions, /v1/models, /tokenize, /detokenize, "
-       "/tokenizer_info, /health, /metrics. Rank 0 serves; under mpirun every rank of the "
-       "replica runs each wave of requests. SIGTERM or SIGINT stops every rank.",
+       "/tokenizer_info, /health, /metrics. Each replica's rank 0 serves (with --dp D, on --port "
+       "+ replica); every rank of the replica runs its waves of requests, which new generation "
+       "requests join as slots free. SIGTERM or SIGINT stops every rank.",
        {"model", "backend", "config", "method", "set", "host", "port", "served_model_name",
         "chat_template", "max_waiting_requests", "max_batch", "max_seq_len", "kv_dtype",
         "stage_layers", "micro_batches", TESSERA_JOB_FLAGS}},
