@@ -66,10 +66,52 @@ struct KvWriteArgs {
   TensorView entries;    // [n] I32, each < max_seq
 };
 
-// Which keys a query may see. Attention variants are data, not callbacks; only causal exists yet.
+// Which keys a query may see and how the kept ones are weighted (shared/specs/top_theta.md).
+// Attention variants are data, not callbacks. Notation, per query row and head: n visible keys
+// (entries[i] + 1), scaled scores a_j, the row max m over all n, e_j = exp(a_j - m),
+// Z_all = sum_j e_j, p_j = e_j / Z_all; x_j is a_j (pre-softmax) or p_j (post-softmax).
+//
+// kCausal: every key (the plain attention; `k` and `placement` only serve the calibration
+// outputs). kTopTheta / kTopK sparsify only the rows with n > k ("active" rows; k = 0 keeps every
+// row dense): the kept set S is {j : x_j > theta} (strictly), with theta = thresholds[h][clamp(n,
+// bin_begin, bin_begin + bins - 1) - bin_begin], or the k largest a_j (ties at the k-th value
+// filled from the largest column index down). Top-theta: `cap_k` keeps the k survivors with the
+// largest indices; an empty S keeps the row's largest score (the latest of equal ones) unless
+// `empty_row_zero`.
+//   pre-softmax:  w_j = e_j / (D + sdc_scale * M) on S, D = sum_S e_j, M by `sdc`:
+//                 kNone 0; kExact sum over the dropped e_j; kExpThreshold (n - |S|) exp(theta - m);
+//                 kOffline missing_mass[h][bin]. Lost mass = sdc_scale * M / (D + sdc_scale * M).
+//   post-softmax: w_j = p_j on S (no renormalisation); lost mass = sum over the dropped p_j.
+//   vmc: out += lost mass * (mean of the row's n visible V rows).
+// With nothing dropped (theta = -inf, k >= n) every combination is bit-identical to kCausal.
 struct AttentionVariant {
-  enum class Kind : uint8_t { kCausal };
+  enum class Kind : uint8_t { kCausal, kTopTheta, kTopK };
+  enum class Placement : uint8_t { kPreSoftmax, kPostSoftmax };
+  enum class Compensation : uint8_t { kNone, kExact, kExpThreshold, kOffline };
   Kind kind = Kind::kCausal;
+  Placement placement = Placement::kPreSoftmax;
+  Compensation sdc = Compensation::kNone;
+  float sdc_scale = 1.0f;
+  bool vmc = false;
+  bool cap_k = false;
+  bool empty_row_zero = false;
+  int32_t k = 0;              // the layer's K_l; rows with n <= k are dense
+  int32_t bin_begin = 1;      // the row length n of column 0 of thresholds / missing_mass
+  TensorView thresholds;      // kTopTheta: [heads, bins] F32, in the placement's domain
+  TensorView missing_mass;    // kOffline: [heads, bins] F32, relative to the full row max
+  // Optional outputs (I32 counts per query row; a dense row counts n):
+  TensorView kept;            // [n, heads] I32: |S|
+  TensorView kept_vrows;      // [n, kv_heads] I32: |union of S over the KV head's query heads|
+  // Optional calibration outputs, for rows with k > 0 and n > k (NaN on the other rows), computed
+  // on the scores before any sparsification of this call:
+  TensorView row_threshold;   // [n, heads] F32: the (k+1)-th largest x_j
+  TensorView topk_dropped;    // [n, heads] F32: sum of e_j outside the top k (Top-k's exact M)
+
+  bool sparse() const { return kind != Kind::kCausal; }
+  bool has_outputs() const {
+    return !kept.empty() || !kept_vrows.empty() || !row_threshold.empty() ||
+           !topk_dropped.empty();
+  }
 };
 
 // Scaled dot-product attention of each query row over its own sequence's cache:

@@ -2,9 +2,9 @@
 
 #include <cmath>
 #include <initializer_list>
-#include "absl/strings/string_view.h"
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "kernels/status_macros.h"
 
 namespace tessera {
@@ -23,9 +23,9 @@ absl::Status Check(absl::string_view op, absl::string_view arg, const TensorView
     return absl::InvalidArgumentError(absl::StrCat(where(), "has no buffer"));
   }
   if (weight_types ? !IsFloat(v.dtype) : v.dtype != dtype) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        where(), "has dtype ", DTypeName(v.dtype), ", expected ",
-        weight_types ? "F32, F16 or BF16" : std::string(DTypeName(dtype))));
+    return absl::InvalidArgumentError(
+        absl::StrCat(where(), "has dtype ", DTypeName(v.dtype), ", expected ",
+                     weight_types ? "F32, F16 or BF16" : std::string(DTypeName(dtype))));
   }
   bool ok = v.rank == static_cast<int>(dims.size());
   int i = 0;
@@ -36,7 +36,8 @@ absl::Status Check(absl::string_view op, absl::string_view arg, const TensorView
   if (!ok) {
     std::string want = "[";
     i = 0;
-    for (int64_t d : dims) absl::StrAppend(&want, i++ ? ", " : "", d == kAny ? "*" : absl::StrCat(d));
+    for (int64_t d : dims)
+      absl::StrAppend(&want, i++ ? ", " : "", d == kAny ? "*" : absl::StrCat(d));
     return absl::InvalidArgumentError(
         absl::StrCat(where(), "has shape ", v.DebugString(), ", expected ", want, "]"));
   }
@@ -45,20 +46,21 @@ absl::Status Check(absl::string_view op, absl::string_view arg, const TensorView
 
 absl::Status CheckSameShape(absl::string_view op, const TensorView& a, const TensorView& b) {
   if (a.numel() != b.numel() || a.rank != b.rank) {
-    return absl::InvalidArgumentError(absl::StrCat(op, ": shapes differ: ", a.DebugString(),
-                                                   " vs ", b.DebugString()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(op, ": shapes differ: ", a.DebugString(), " vs ", b.DebugString()));
   }
   for (int i = 0; i < a.rank; ++i) {
     if (a.shape[i] != b.shape[i]) {
-      return absl::InvalidArgumentError(absl::StrCat(op, ": shapes differ: ", a.DebugString(),
-                                                     " vs ", b.DebugString()));
+      return absl::InvalidArgumentError(
+          absl::StrCat(op, ": shapes differ: ", a.DebugString(), " vs ", b.DebugString()));
     }
   }
   return absl::OkStatus();
 }
 
 // K and V caches: F32, F16 or BF16, both of one dtype and shape.
-absl::Status CheckCache(absl::string_view op, const TensorView& k_cache, const TensorView& v_cache) {
+absl::Status CheckCache(absl::string_view op, const TensorView& k_cache,
+                        const TensorView& v_cache) {
   RETURN_IF_ERROR(Check(op, "k_cache", k_cache, DType::kF32, {kAny, kAny, kAny, kAny}, true));
   RETURN_IF_ERROR(Check(op, "v_cache", v_cache, k_cache.dtype,
                         {k_cache.dim(0), k_cache.dim(1), k_cache.dim(2), k_cache.dim(3)}));
@@ -114,6 +116,58 @@ absl::Status Validate(const KvWriteArgs& a) {
   return Check(op, "entries", a.entries, DType::kI32, {n});
 }
 
+// The data of a sparse attention variant: shapes of its tables and outputs, and the
+// combinations top_theta.md §5 forbids.
+static absl::Status ValidateVariant(const AttentionVariant& v, int64_t n, int64_t heads,
+                                    int64_t kv_heads) {
+  constexpr absl::string_view op = "Attention (variant)";
+  using V = AttentionVariant;
+  if (v.k < 0) return absl::InvalidArgumentError(absl::StrCat(op, ": k = ", v.k, " is negative"));
+  if (v.sparse() && v.k == 0 && v.kind == V::Kind::kTopK) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": Top-k needs k >= 1"));
+  }
+  if (v.sdc != V::Compensation::kNone &&
+      (v.placement != V::Placement::kPreSoftmax || !v.sparse())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        op, ": a softmax denominator compensation needs a sparse pre-softmax variant"));
+  }
+  if (v.sdc == V::Compensation::kExpThreshold && v.kind != V::Kind::kTopTheta) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": exp-threshold SDC needs Top-theta"));
+  }
+  if ((v.cap_k || v.empty_row_zero) && v.kind != V::Kind::kTopTheta) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(op, ": cap_k and empty_row_zero need Top-theta"));
+  }
+  if (v.vmc && !v.sparse()) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": vmc needs a sparse variant"));
+  }
+  if (v.kind == V::Kind::kTopTheta) {
+    RETURN_IF_ERROR(Check(op, "thresholds", v.thresholds, DType::kF32, {heads, kAny}));
+    if (v.thresholds.dim(1) < 1 || v.bin_begin < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(op, ": thresholds need at least one bin and bin_begin >= 1"));
+    }
+  }
+  if (v.sdc == V::Compensation::kOffline) {
+    RETURN_IF_ERROR(Check(op, "missing_mass", v.missing_mass, DType::kF32, {heads, kAny}));
+    if (v.missing_mass.dim(1) < 1 || v.bin_begin < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(op, ": missing_mass needs at least one bin and bin_begin >= 1"));
+    }
+  }
+  if (!v.kept.empty()) RETURN_IF_ERROR(Check(op, "kept", v.kept, DType::kI32, {n, heads}));
+  if (!v.kept_vrows.empty()) {
+    RETURN_IF_ERROR(Check(op, "kept_vrows", v.kept_vrows, DType::kI32, {n, kv_heads}));
+  }
+  if (!v.row_threshold.empty()) {
+    RETURN_IF_ERROR(Check(op, "row_threshold", v.row_threshold, DType::kF32, {n, heads}));
+  }
+  if (!v.topk_dropped.empty()) {
+    RETURN_IF_ERROR(Check(op, "topk_dropped", v.topk_dropped, DType::kF32, {n, heads}));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Validate(const AttentionArgs& a) {
   constexpr absl::string_view op = "Attention";
   RETURN_IF_ERROR(CheckCache(op, a.k_cache, a.v_cache));
@@ -127,7 +181,7 @@ absl::Status Validate(const AttentionArgs& a) {
   RETURN_IF_ERROR(Check(op, "entries", a.entries, DType::kI32, {n}));
   RETURN_IF_ERROR(Check(op, "out", a.out, DType::kF32, {n, heads, a.q.dim(2)}));
   if (!a.lse.empty()) RETURN_IF_ERROR(Check(op, "lse", a.lse, DType::kF32, {n, heads}));
-  return absl::OkStatus();
+  return ValidateVariant(a.variant, n, heads, kv_heads);
 }
 
 absl::Status Validate(const GatherRowsArgs& a) {
@@ -190,8 +244,7 @@ absl::Status Validate(const LerpArgs& a) {
 
 absl::Status Validate(const PhiloxDropoutArgs& a) {
   RETURN_IF_ERROR(Check("PhiloxDropout", "x", a.x, DType::kF32, {kAny, kAny}));
-  RETURN_IF_ERROR(
-      Check("PhiloxDropout", "row_words", a.row_words, DType::kI32, {a.x.shape[0], 4}));
+  RETURN_IF_ERROR(Check("PhiloxDropout", "row_words", a.row_words, DType::kI32, {a.x.shape[0], 4}));
   if (!(a.rate >= 0.0f && a.rate <= 1.0f)) {
     return absl::InvalidArgumentError(
         absl::StrCat("PhiloxDropout: rate must be in [0, 1], got ", a.rate));
@@ -210,8 +263,8 @@ absl::Status Validate(const CastArgs& a) {
                                                    DTypeName(a.out.dtype)));
   }
   if (a.in.numel() != a.out.numel()) {
-    return absl::InvalidArgumentError(absl::StrCat("Cast: element counts differ: ",
-                                                   a.in.DebugString(), " vs ", a.out.DebugString()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Cast: element counts differ: ", a.in.DebugString(), " vs ", a.out.DebugString()));
   }
   return absl::OkStatus();
 }
@@ -230,8 +283,8 @@ absl::Status Validate(const TopKArgs& a) {
   RETURN_IF_ERROR(Check(op, "values", a.values, DType::kF32, {a.logits.dim(0), kAny}));
   int64_t k = a.values.dim(1);
   if (k < 1 || k > a.logits.dim(1)) {
-    return absl::InvalidArgumentError(absl::StrCat("TopK: k=", k, " must be in [1, ",
-                                                   a.logits.dim(1), "]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("TopK: k=", k, " must be in [1, ", a.logits.dim(1), "]"));
   }
   return Check(op, "indices", a.indices, DType::kI32, {a.logits.dim(0), k});
 }

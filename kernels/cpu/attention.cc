@@ -10,66 +10,15 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/attention_rows.h"
 #include "kernels/cpu/simd.h"
 
 namespace tessera {
 
 namespace {
 
-// kLanes elements of a cache row from element i, and one element, widened to F32 (exactly).
-template <DType kCache>
-cpu::VecF LoadLanes(const void* row, int64_t i) {
-  if constexpr (kCache == DType::kBF16) {
-    return cpu::LoadBf16(static_cast<const uint16_t*>(row) + i);
-  } else {
-    return cpu::LoadF16(static_cast<const uint16_t*>(row) + i);
-  }
-}
-template <DType kCache>
-float LoadOne(const void* row, int64_t i) {
-  if constexpr (kCache == DType::kBF16) {
-    return Bf16ToFloat(static_cast<const uint16_t*>(row)[i]);
-  } else {
-    return F16ToFloat(static_cast<const uint16_t*>(row)[i]);
-  }
-}
-
-// Sum of q[d] * k[d] over `count` elements of a cache row of dtype kCache. Half-precision rows
-// are widened lane by lane inside a loop shaped as DotF32's (same lanes and order), without a
-// buffer or a call per row; the compiler may fuse the tail's products differently, so results
-// can differ from DotF32 on the widened row in the last bits.
-template <DType kCache>
-float Dot(const float* q, const void* k, int64_t count) {
-  if constexpr (kCache == DType::kF32) {
-    return cpu::DotF32(q, static_cast<const float*>(k), count);
-  } else {
-    cpu::VecF acc = cpu::Zero();
-    int64_t d = 0;
-    for (; d + cpu::kLanes <= count; d += cpu::kLanes) {
-      acc = cpu::Fma(cpu::LoadF32(q + d), LoadLanes<kCache>(k, d), acc);
-    }
-    float sum = cpu::ReduceSum(acc);
-    for (; d < count; ++d) sum += q[d] * LoadOne<kCache>(k, d);
-    return sum;
-  }
-}
-
-// out[d] += p * v[d] over `count` elements of a cache row of dtype kCache: the F32 loop as it
-// always was; half-precision rows as explicit multiply-adds of the widened elements.
-template <DType kCache>
-void AddScaledRow(float p, const void* v, int64_t count, float* out) {
-  if constexpr (kCache == DType::kF32) {
-    const float* vf = static_cast<const float*>(v);
-    for (int64_t d = 0; d < count; ++d) out[d] += p * vf[d];
-  } else {
-    const cpu::VecF pv = cpu::Broadcast(p);
-    int64_t d = 0;
-    for (; d + cpu::kLanes <= count; d += cpu::kLanes) {
-      cpu::StoreF32(out + d, cpu::Fma(pv, LoadLanes<kCache>(v, d), cpu::LoadF32(out + d)));
-    }
-    for (; d < count; ++d) out[d] = std::fma(p, LoadOne<kCache>(v, d), out[d]);
-  }
-}
+using cpu_attention::AddScaledRow;
+using cpu_attention::Dot;
 
 // DoAttention for a K/V cache of dtype kCache. Scores, softmax and the weighted sum are F32 in
 // the same order for every dtype; with kCache = F32 this is the F32 kernel unchanged.
@@ -131,6 +80,10 @@ absl::Status CpuBackend::DoAttention(const AttentionArgs& a) {
                                                 " entry ", entries[i],
                                                 " is outside the cache"));
     }
+  }
+  if (a.variant.sparse() || a.variant.has_outputs()) {
+    AttendSparse(a);
+    return absl::OkStatus();
   }
   switch (a.k_cache.dtype) {
     case DType::kBF16:

@@ -87,6 +87,11 @@ absl::Status CudaBackend::DoGatherRows(const GatherRowsArgs& a) {
 }
 
 absl::Status CudaBackend::DoAttention(const AttentionArgs& a) {
+  if (a.variant.sparse() || a.variant.has_outputs()) {
+    return absl::UnimplementedError(
+        "Attention: the sparse variants (Top-theta / Top-k) and their counters run on the CPU "
+        "backend only in this version; run with --backend cpu");
+  }
   RETURN_IF_ERROR(cuda::RequireDevice("Attention", {{"q", a.q},
                                                     {"k_cache", a.k_cache},
                                                     {"v_cache", a.v_cache},
