@@ -11,6 +11,7 @@
 #ifndef TESSERA_METHODS_METHOD_H_
 #define TESSERA_METHODS_METHOD_H_
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -43,6 +44,12 @@ class Method {
   // A method that runs generation steps itself (FREE's shallow and deep passes), after Attach;
   // owned by the method. Null: the plain step engine.
   virtual StepRunner* Runner() { return nullptr; }
+  // The run's counters on this rank, to be summed elementwise over every rank of the job: each
+  // rank adds what it counted (its layers, heads and samples) into arrays of the whole model's
+  // shape, zeros elsewhere. Name -> values.
+  virtual absl::StatusOr<std::map<std::string, std::vector<int64_t>>> RunCounters() {
+    return std::map<std::string, std::vector<int64_t>>();
+  }
   // --check-rank-agreement: all-gather each step's decisions over the tensor-parallel group and
   // end the job naming the step and the ranks that differ. Before Attach.
   virtual void CheckRankAgreement(bool on) {}

@@ -354,7 +354,9 @@ absl::Status LlamaModel::Forward(const ForwardBatch& batch, KvCache& cache, Tens
 }
 
 absl::StatusOr<ForwardOutput> LlamaModel::Forward(const ForwardBatch& batch, KvCache& cache,
-                                                  const ForwardHooks& hooks) {
+                                                  const ForwardHooks& given_hooks) {
+  ForwardHooks hooks = given_hooks;
+  if (hooks.attention == nullptr) hooks.attention = attention_policy_;
   RETURN_IF_ERROR(CheckBatch(batch, cache));
   ForwardOutput out;
   // A resumed pass does nothing on the stages before the one holding its input.

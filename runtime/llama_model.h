@@ -153,6 +153,12 @@ class LlamaModel {
   absl::StatusOr<ForwardOutput> Forward(const ForwardBatch& batch, KvCache& cache,
                                         const ForwardHooks& hooks = {});
 
+  // The attention variant of every pass whose hooks bring no AttentionPolicy of their own (a
+  // method that changes attention everywhere: Top-theta, Top-k), for generation, scoring and
+  // benchmarks alike. Not owned; null: plain attention. Such passes never replay CUDA graphs.
+  void SetAttentionPolicy(AttentionPolicy* policy) { attention_policy_ = policy; }
+  AttentionPolicy* attention_policy() const { return attention_policy_; }
+
   // Whether this stage holds a head (the last stage, or one asked for in ModelOptions).
   bool has_head() const { return !weights_.lm_head.empty(); }
   // The final norm and this rank's LM head shard applied to `hidden` [rows, hidden_size] F32
@@ -221,6 +227,7 @@ class LlamaModel {
   std::unique_ptr<Checkpoint> checkpoint_;
   LlamaWeights weights_;
   Backend* backend_ = nullptr;
+  AttentionPolicy* attention_policy_ = nullptr;
   std::vector<Tensor> device_weights_;  // weight copies on a device backend
   std::unique_ptr<DecodeGraphs> graphs_;  // null: every step runs eagerly
   std::unique_ptr<KvCache> pooled_cache_;  // AcquireCache's

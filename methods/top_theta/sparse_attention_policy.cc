@@ -1,0 +1,136 @@
+#include "methods/top_theta/sparse_attention_policy.h"
+
+#include <map>
+
+#include "kernels/status_macros.h"
+#include "runtime/kv_cache.h"
+#include "runtime/llama_model.h"
+
+namespace tessera::top_theta {
+
+void AttentionCounters::Resize(int64_t layers_, int64_t heads_, int64_t kv_heads_) {
+  layers = layers_;
+  heads = heads_;
+  kv_heads = kv_heads_;
+  for (int p = 0; p < 2; ++p) {
+    kept[p].assign(layers * heads, 0);
+    visible[p].assign(layers * heads, 0);
+    vrows[p].assign(layers * kv_heads, 0);
+    vrows_visible[p].assign(layers * kv_heads, 0);
+    rows[p] = 0;
+  }
+}
+
+SparseAttentionPolicy::SparseAttentionPolicy(const AttentionVariant& base,
+                                             std::vector<Layer> layers, int32_t bin_begin,
+                                             int64_t bins, Backend* backend, int64_t heads,
+                                             int64_t kv_heads)
+    : base_(base),
+      layers_(std::move(layers)),
+      bin_begin_(bin_begin),
+      bins_(bins),
+      backend_(backend),
+      heads_(heads),
+      kv_heads_(kv_heads),
+      pending_(layers_.size()) {
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    thresholds_.emplace_back(backend, DType::kF32);
+    missing_mass_.emplace_back(backend, DType::kF32);
+    pending_[l].kept = Tensor(backend, DType::kI32);
+    pending_[l].vrows = Tensor(backend, DType::kI32);
+  }
+  counters_.Resize(static_cast<int64_t>(layers_.size()), heads, kv_heads);
+}
+
+void SparseAttentionPolicy::ResetCounters() {
+  for (Pending& p : pending_) p.set = false;
+  counters_.Resize(counters_.layers, heads_, kv_heads_);
+}
+
+absl::StatusOr<AttentionVariant> SparseAttentionPolicy::Variant(const LayerContext& ctx) {
+  const int64_t l = ctx.local_layer;
+  RETURN_IF_ERROR(Fold(l));
+  const Layer& layer = layers_[l];
+  AttentionVariant v = base_;
+  v.k = layer.k;
+  v.bin_begin = bin_begin_;
+  // Tables go to the backend's memory on first use.
+  auto upload = [&](const std::vector<float>& host, Tensor& device) -> absl::StatusOr<TensorView> {
+    if (device.view().data == nullptr) {
+      RETURN_IF_ERROR(device.Resize({heads_, bins_}));
+      RETURN_IF_ERROR(backend_->CopyToDevice(device.view().data, host.data(), host.size() * 4));
+    }
+    return device.view();
+  };
+  if (layer.k == 0) {
+    v.kind = AttentionVariant::Kind::kCausal;  // a dense layer
+    v.sdc = AttentionVariant::Compensation::kNone;
+    v.vmc = false;
+    v.cap_k = false;
+    v.empty_row_zero = false;
+  } else {
+    if (v.kind == AttentionVariant::Kind::kTopTheta) {
+      ASSIGN_OR_RETURN(v.thresholds, upload(layer.thresholds, thresholds_[l]));
+    }
+    if (v.sdc == AttentionVariant::Compensation::kOffline) {
+      ASSIGN_OR_RETURN(v.missing_mass, upload(layer.missing_mass, missing_mass_[l]));
+    }
+  }
+  const ForwardBatch& batch = *ctx.batch;
+  if (batch.kv_only) return v;  // the layer writes K/V only: nothing is attended
+  const int64_t rows = static_cast<int64_t>(batch.tokens.size());
+  Pending& p = pending_[l];
+  RETURN_IF_ERROR(p.kept.Resize({rows, heads_}));
+  RETURN_IF_ERROR(p.vrows.Resize({rows, kv_heads_}));
+  v.kept = p.kept.view();
+  v.kept_vrows = p.vrows.view();
+  // Visible keys per row: the slot's cache length (this pass's rows reserved) minus the slot's
+  // rows after it.
+  std::map<int32_t, int32_t> later;
+  p.n.assign(rows, 0);
+  p.decode.assign(rows, 0);
+  std::map<int32_t, int32_t> count;
+  for (int32_t s : batch.slots) ++count[s];
+  for (int64_t i = rows - 1; i >= 0; --i) {
+    const int32_t slot = batch.slots[i];
+    p.n[i] = static_cast<int32_t>(ctx.cache->length(l, slot)) - later[slot]++;
+    p.decode[i] = count[slot] == 1 && p.n[i] > 1;
+  }
+  p.set = true;
+  return v;
+}
+
+absl::Status SparseAttentionPolicy::Fold(int64_t l) {
+  Pending& p = pending_[l];
+  if (!p.set) return absl::OkStatus();
+  p.set = false;
+  const int64_t rows = static_cast<int64_t>(p.n.size());
+  host_kept_.resize(rows * heads_);
+  host_vrows_.resize(rows * kv_heads_);
+  RETURN_IF_ERROR(backend_->Synchronize());
+  RETURN_IF_ERROR(
+      backend_->CopyToHost(host_kept_.data(), p.kept.view().data, host_kept_.size() * 4));
+  RETURN_IF_ERROR(
+      backend_->CopyToHost(host_vrows_.data(), p.vrows.view().data, host_vrows_.size() * 4));
+  AttentionCounters& c = counters_;
+  for (int64_t i = 0; i < rows; ++i) {
+    const int phase = p.decode[i] ? kDecode : kPrefill;
+    if (l == 0) ++c.rows[phase];
+    for (int64_t h = 0; h < heads_; ++h) {
+      c.kept[phase][l * heads_ + h] += host_kept_[i * heads_ + h];
+      c.visible[phase][l * heads_ + h] += p.n[i];
+    }
+    for (int64_t g = 0; g < kv_heads_; ++g) {
+      c.vrows[phase][l * kv_heads_ + g] += host_vrows_[i * kv_heads_ + g];
+      c.vrows_visible[phase][l * kv_heads_ + g] += p.n[i];
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SparseAttentionPolicy::Flush() {
+  for (size_t l = 0; l < pending_.size(); ++l) RETURN_IF_ERROR(Fold(static_cast<int64_t>(l)));
+  return absl::OkStatus();
+}
+
+}  // namespace tessera::top_theta
