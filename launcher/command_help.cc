@@ -59,6 +59,16 @@ const std::vector<Command>& Commands() {
        "memory bandwidth, as one JSON object.",
        {"model", "backend", "kv_dtype", "config", "method", "set", "prompt_tokens",
         "decode_tokens", "batch", "max_seq_len", "stage_layers", TESSERA_JOB_FLAGS}},
+      {"calibrate",
+       "--model DIR --method SPARSE.textproto --data FILE.jsonl [flags]",
+       "Top-theta thresholds per (layer, head, row length) from calibration texts, for the "
+       "method.sparse_attention settings (kind, k, layer_k, placement; Top-k with "
+       "SDC_OFFLINE_CALIBRATED: its missing-mass terms), written as th.txt / sdc.txt and "
+       "calibration.json into --output-dir (default: the settings' calibration_dir). Heads are "
+       "recorded on their tensor-parallel rank, layers on their stage, samples on their replica.",
+       {"model", "backend", "kv_dtype", "config", "method", "set", "data", "limit", "max_batch",
+        "max_seq_len", "seed", "calib_add_sigma", "calib_tac", "calib_sample_frac", "output_dir",
+        "stage_layers", TESSERA_JOB_FLAGS}},
       {"plan",
        "--model DIR|config.json --device-memory 80GiB [flags]",
        "Per-rank weight bytes, KV bytes per token and KV capacity of a model on a layout, from "

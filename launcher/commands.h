@@ -27,6 +27,10 @@ absl::Status RunBench(Job& job, const config::MethodSettings& methods);
 // rank 0; the replica's other ranks follow its waves of requests until SIGTERM / SIGINT.
 absl::Status RunServe(Job& job, const config::MethodSettings& methods);
 
+// `tessera calibrate`: Top-theta calibration (methods/top_theta/calibration_run.h) on --data
+// for the method.sparse_attention settings; rank 0 writes th.txt / sdc.txt and calibration.json.
+absl::Status RunCalibrate(Job& job, const config::MethodSettings& methods);
+
 // `tessera plan`: per-rank weight bytes, KV bytes per token and KV capacity of a model (--model
 // DIR or DIR/config.json; no weights are read) on --tp x --pp ranks of --device-memory each, as
 // a table or (--json) one JSON object. Runs in one process, without MPI.

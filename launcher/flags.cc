@@ -56,7 +56,18 @@ ABSL_FLAG(std::string, served_model_name, "",
 ABSL_FLAG(std::string, chat_template, "none",
           "serve: the prompt template of /v1/chat/completions: none (refused) or llama-2 "
           "(Llama-2 / CodeLlama chat models)");
-ABSL_FLAG(int32_t, limit, 0, "Evaluate only the first N samples (0: all)");
+ABSL_FLAG(int32_t, limit, 0, "Evaluate (eval) or calibrate on (calibrate) only the first N samples (0: all)");
+ABSL_FLAG(std::string, data, "",
+          "calibrate: JSONL calibration texts, one object per line with a \"text\", \"prompt\" "
+          "or \"context\" string (an eval task's data file works as it is)");
+ABSL_FLAG(double, calib_add_sigma, 0.0,
+          "calibrate: theta = mean + c * std of the rows' thresholds per bin; c >= 0");
+ABSL_FLAG(bool, calib_tac, false,
+          "calibrate: run each sparsified row with its exact top-k while calibrating, so that "
+          "deeper layers calibrate on sparse activations");
+ABSL_FLAG(double, calib_sample_frac, 0.1,
+          "calibrate: in (0, 1]; 1 records every eligible row, less records half of each "
+          "sample's eligible rows, favouring rarely seen lengths");
 ABSL_FLAG(bool, cuda_graphs, false,
           "Replay decode steps as CUDA graphs (CUDA backend, one rank per replica: tp=pp=1)");
 ABSL_FLAG(std::string, device_memory, "",

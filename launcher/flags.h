@@ -56,6 +56,10 @@ ABSL_DECLARE_FLAG(std::string, kv_dtype);
 ABSL_DECLARE_FLAG(double, memory_utilization);
 ABSL_DECLARE_FLAG(std::string, workspace);
 ABSL_DECLARE_FLAG(bool, json);
+ABSL_DECLARE_FLAG(std::string, data);
+ABSL_DECLARE_FLAG(double, calib_add_sigma);
+ABSL_DECLARE_FLAG(bool, calib_tac);
+ABSL_DECLARE_FLAG(double, calib_sample_frac);
 
 namespace tessera {
 

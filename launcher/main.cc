@@ -40,6 +40,8 @@ constexpr char kUsage[] =
     "            --output-dir DIR]\n"
     "  serve     --model DIR [--host 127.0.0.1 --port 8000 --max-batch N --chat-template llama-2]\n"
     "  bench     --model DIR [--prompt-tokens N --decode-tokens N --batch B]\n"
+    "  calibrate --model DIR --method SPARSE.textproto --data FILE.jsonl [--calib-tac\n"
+    "            --calib-add-sigma C --calib-sample-frac F --output-dir DIR]\n"
     "  plan      --model DIR|config.json --device-memory 80GiB [--tp T --pp P --dtype bf16\n"
     "            --kv-dtype bf16 --memory-utilization 0.9 --workspace 2GiB --json]  (no MPI)\n"
     "layout (with mpirun -np tp*pp*dp or srun --mpi=pmix): --tp T --pp P --dp D\n"
@@ -79,6 +81,8 @@ int Run(const std::string& command, const tessera::WorldLayout& requested,
     status = tessera::RunEval(*job, run_config);
   } else if (command == "serve") {
     status = tessera::RunServe(*job, run_config.method());
+  } else if (command == "calibrate") {
+    status = tessera::RunCalibrate(*job, run_config.method());
   } else {
     status = tessera::RunBench(*job, run_config.method());
   }

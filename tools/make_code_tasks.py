@@ -10,7 +10,10 @@ the interpreter named there) and writes, into configs/tasks/data/:
   code_next_line_gen.jsonl  generation {"prompt", "target", "path", "line"}: the 12 lines before
                             a line and that line (the task stops at the first newline);
   code_files.jsonl          whole files {"text", "path"} of 2,500 to 9,000 characters, for
-                            rolling-window perplexity (several 1,023-token windows each).
+                            rolling-window perplexity (several 1,023-token windows each);
+  code_calibration.jsonl    24 whole files {"text", "path"} of 2,500 to 9,000 characters from
+                            the TRAINING split (calibration data, as the reference calibrates
+                            on train splits: `tessera calibrate --data`).
 
 The same lines and files come out on every run (seeded; files sorted by path). Used by the
 `tessera eval` presets configs/tasks/code_*.textproto and the lm-evaluation-harness tasks in
@@ -100,6 +103,13 @@ def main():
     write("code_next_line_gen.jsonl", generation)
     whole = [{"text": text, "path": path} for path, text in files if 2500 <= len(text) <= 9000]
     write("code_files.jsonl", whole[:20])
+    train = []
+    for rel in sorted(manifest["train_files"]):
+        with open(os.path.join(manifest["stdlib_root"], rel), encoding="utf-8") as f:
+            text = f.read()
+        if 2500 <= len(text) <= 9000:
+            train.append({"text": text, "path": rel})
+    write("code_calibration.jsonl", random.Random(args.seed + 1).sample(train, 24))
 
 
 if __name__ == "__main__":

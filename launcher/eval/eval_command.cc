@@ -149,6 +149,10 @@ absl::Status RunEval(Job& job, const config::RunConfig& c) {
   RETURN_IF_ERROR(GatherRecords(job, std::move(records).value(), ctx.tokens_processed,
                                 (*task)->size(), &report.samples, &report.tokens_processed));
   ASSIGN_OR_RETURN(report.peak_rss_bytes_per_rank, PeakRssPerRank(job));
+  absl::StatusOr<json> method_run = MethodRunCountersJson(
+      bundle.methods, *job.groups.world, bundle.model->config().num_hidden_layers);
+  RETURN_IF_ERROR(CheckPhase(job, method_run.status()));
+  report.method_run = *std::move(method_run);
   if (!job.is_root()) return absl::OkStatus();
   report.task = name;
   report.kind = (*task)->kind();

@@ -98,6 +98,9 @@ json ResultsJson(const EvalReport& r, int64_t date) {
       }
     }
   }
+  if (r.method_run.is_object()) {
+    for (const auto& [field, counters] : r.method_run.items()) method[field] = counters;
+  }
   if (!method.empty()) {
     if (method.value("generated_tokens", 0.0) > 0) {
       method["mean_layers_per_token"] =

@@ -27,6 +27,7 @@ struct EvalReport {
   int64_t tokens_processed = 0;
   double wall_time_s = 0;
   std::vector<int64_t> peak_rss_bytes_per_rank;
+  nlohmann::json method_run;  // MethodRunCountersJson: added to compute.method
 };
 
 // The results object. `date` is seconds since the epoch.

@@ -37,6 +37,14 @@ absl::Status AttachMethods(RunMethods& methods, LlamaModel& model);
 bool HasCounters(const SequenceCounters& counters);
 nlohmann::json MethodCountersJson(const SequenceCounters& counters);
 
+// Collective over `world` (every rank of the job): each method's RunCounters() summed over all
+// ranks, as {field: {name: summary}}. Pairs kept_X / visible_X become
+// {"kept": total, "visible": total, "fraction": kept / visible, "per_layer": [fraction of each
+// layer]} (arrays of num_layers * heads values are split per layer); other counters are totals.
+// Empty when no method counts anything.
+absl::StatusOr<nlohmann::json> MethodRunCountersJson(RunMethods& methods, Communicator& world,
+                                                     int64_t num_layers);
+
 }  // namespace tessera
 
 #endif  // TESSERA_LAUNCHER_METHODS_RUN_METHODS_H_
