@@ -45,7 +45,8 @@ ABSL_FLAG(std::string, config, "", "Run configuration (configs/run_config.proto,
 ABSL_FLAG(std::string, method, "",
           "Method settings (a MethodSettings of configs/method_settings.proto, text format; "
           "examples in configs/methods/); replaces the run config's method section");
-ABSL_FLAG(std::string, output_dir, "", "Where eval writes results_*.json and samples_*.jsonl");
+ABSL_FLAG(std::string, output_dir, "",
+          "Where eval writes results_*.json and samples_*.jsonl, and calibrate th.txt / sdc.txt");
 ABSL_FLAG(std::string, host, "127.0.0.1", "serve: the address to listen on (0.0.0.0: every interface)");
 ABSL_FLAG(int32_t, port, 8000, "serve: the TCP port (0: any free port, printed at start)");
 ABSL_FLAG(int32_t, max_waiting_requests, 256,

@@ -263,6 +263,9 @@ TEST(CliHelpTest, EachCommandListsItsFlagsAndExitsZero) {
       {"bench", {"--model=<string>", "--prompt-tokens=<int32>  (default: 128)",
                  "--decode-tokens=<int32>", "--batch=<int32>", "--method=<string>",
                  "--set=<path=value>"}},
+      {"calibrate", {"--model=<string>", "--method=<string>", "--data=<string>",
+                     "--calib-tac[=<bool>]", "--calib-add-sigma=<float>  (default: 0)",
+                     "--calib-sample-frac=<float>  (default: 0.1)", "--output-dir=<string>"}},
       {"plan", {"--model=<string>", "--device-memory=<string>", "--kv-dtype=<string>",
                 "--memory-utilization=<float>  (default: 0.9)", "--json[=<bool>]"}}};
   const std::map<std::string, std::vector<std::string>> must_not = {
@@ -270,6 +273,7 @@ TEST(CliHelpTest, EachCommandListsItsFlagsAndExitsZero) {
       {"eval", {"--prompt=", "--device-memory"}},
       {"serve", {"--prompt=", "--prompts=", "--limit", "--device-memory"}},
       {"bench", {"--prompts=", "--limit"}},
+      {"calibrate", {"--prompt=", "--prompts=", "--device-memory", "--port"}},
       {"plan", {"--prompt=", "--method", "--set", "--config"}}};
   ASSERT_EQ(CommandNames().size(), must.size());
   for (const std::string& command : CommandNames()) {

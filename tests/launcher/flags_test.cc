@@ -42,7 +42,7 @@ TEST(NormalizeFlagNamesTest, ValueInTheNextArgumentIsNotRewritten) {
 
 // Every flag a command's help lists is a defined flag (else its entry would say "not defined").
 TEST(CommandHelpTest, EveryListedFlagIsDefined) {
-  EXPECT_EQ(CommandNames(), (Args{"generate", "eval", "serve", "bench", "plan"}));
+  EXPECT_EQ(CommandNames(), (Args{"generate", "eval", "serve", "bench", "calibrate", "plan"}));
   for (const std::string& command : CommandNames()) {
     const Args flags = CommandFlags(command);
     EXPECT_FALSE(flags.empty()) << command;

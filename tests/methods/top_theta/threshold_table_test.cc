@@ -1,12 +1,13 @@
 // th.txt / sdc.txt and the dense tables (shared/specs/top_theta.md §2 "Files", §7.1, §7.2,
 // §8.6): lossless read-write, refused lines, nearest-bin lookup with ties to the smaller n,
 // the model checks (heads, layers, k), and slices at tp 2 x pp 2 equal to the global table's.
+#include "methods/top_theta/threshold_table.h"
+
 #include <cmath>
 #include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "methods/top_theta/threshold_table.h"
 #include "methods/top_theta/top_theta_method.h"
 
 namespace tessera::top_theta {
@@ -54,8 +55,7 @@ TEST(ThresholdFileTest, BadLinesNameTheFileAndLine) {
   EXPECT_NE(error("L0_H0:5 nan 2 32\n").find("not finite"), std::string::npos);
   EXPECT_NE(error("L0_H0:5 0.1 0 32\n").find(">= 1"), std::string::npos);
   EXPECT_NE(error("L0_H0:5 0.1 2 0\n").find(">= 1"), std::string::npos);
-  EXPECT_NE(error("L0_H0:5 0.1 2 32\nL0_H0:5 0.2 2 32\n").find("appears twice"),
-            std::string::npos);
+  EXPECT_NE(error("L0_H0:5 0.1 2 32\nL0_H0:5 0.2 2 32\n").find("appears twice"), std::string::npos);
   EXPECT_NE(error("L0_H0:5 0.1 2 32\nL0_H1:5 0.2 2 16\n").find("one k"), std::string::npos);
   EXPECT_NE(error("L0_H0:0 0.1 2 32\n").find("expected"), std::string::npos);
   EXPECT_NE(error(std::string("L0_H0:5 0.1 2 32\n\x01\x02garbage")).find(":2"), std::string::npos);
@@ -82,8 +82,9 @@ TEST(ThresholdTableTest, AFileForAnotherModelIsRefused) {
   auto bins = ParseBins(kReference, "cal/th.txt", BinFile::kThresholds);
   ASSERT_TRUE(bins.ok());
   auto error = [&](int64_t heads, std::vector<int32_t> k) {
-    return std::string(
-        ThresholdTable::Build(*bins, "cal/th.txt", BinFile::kThresholds, heads, k).status().message());
+    return std::string(ThresholdTable::Build(*bins, "cal/th.txt", BinFile::kThresholds, heads, k)
+                           .status()
+                           .message());
   };
   EXPECT_EQ(error(2, {32, 64}), "");
   EXPECT_NE(error(1, {32, 64}).find("has 1 attention heads"), std::string::npos);
