@@ -169,6 +169,9 @@ absl::Status RunBench(Job& job, const config::MethodSettings& method_settings) {
   RETURN_IF_ERROR(world.AllGather(TensorView::Of(mine, DType::kU8, {sizeof(mine)}),
                                   TensorView::Of(all.data(), DType::kU8,
                                                  {static_cast<int64_t>(all.size() * 8)})));
+  // Sparse attention's kept elements and V rows over every pass of the run (all ranks).
+  ASSIGN_OR_RETURN(const nlohmann::json method_run,
+                   MethodRunCountersJson(b.methods, world, b.model->config().num_hidden_layers));
   if (!job.is_root()) return absl::OkStatus();
 
   // Bytes a decode step streams on this rank: its weights but the untied embedding table.
@@ -224,6 +227,7 @@ absl::Status RunBench(Job& job, const config::MethodSettings& method_settings) {
   // A method's counters of the timed runs (HARP: hesitations, reframed passes, recomputed
   // tokens), so that its decode figures can be read against what it did.
   if (!single->method.empty()) out["method_counters"] = single->method;
+  if (!method_run.empty()) out["method_run"] = method_run;
   if (batch > 1) {
     out["batch"] = batch;
     out["batched_decode_tokens_per_s"] = batch * decode_tokens / batched->decode_s;

@@ -2,7 +2,8 @@
 """Quality versus attention cost of Top-theta and Top-k, from tools/bench/top_theta.py.
 
 Left: held-out perplexity relative to dense against the fraction of V rows read at decode
-(code_passkey's decode steps). Middle: the same perplexity against the fraction of attention
+(code_passkey's decode steps), for the grid (layers 0-1 at k = 512, solid) and a run with every
+layer at k (--all-layers, dashed, hollow markers). Middle: the same perplexity against the fraction of attention
 elements kept at prefill. Right: next-line multiple-choice acc_norm and passkey accuracy against
 the prefill fraction. One colour per variant, each point labelled with k; dense attention is the
 black star at fraction 1.
@@ -32,21 +33,31 @@ def main():
     ap.add_argument("--results", default=os.path.join(REPO, "results", "bench", "top_theta.json"))
     ap.add_argument("--out", default=os.path.join(REPO, "methods", "top_theta",
                                                   "quality_vs_cost.png"))
+    ap.add_argument("--all-layers", default=os.path.join(REPO, "results", "bench",
+                                                         "top_theta_all_layers.json"),
+                    help="a run with --first-layers-k 0, drawn dashed with hollow markers")
     args = ap.parse_args()
     report = json.load(open(args.results))
     dense = report["dense"]
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
-    for variant, color in COLORS.items():
-        rows = sorted((r for r in report["rows"] if r["variant"] == variant), key=lambda r: r["k"])
+    runs = [(report, "o-", "")]
+    if os.path.exists(args.all_layers):
+        runs.append((json.load(open(args.all_layers)), "o--", " (every layer at k)"))
+    for (run, style, suffix), variant in [(r, v) for r in runs for v in COLORS]:
+        color = COLORS[variant]
+        rows = sorted((r for r in run["rows"] if r["variant"] == variant), key=lambda r: r["k"])
         if not rows:
             continue
-        rel = [r["perplexity"] / dense["perplexity"] for r in rows]
+        rel = [r["perplexity"] / run["dense"]["perplexity"] for r in rows]
         for ax, x_key in ((axes[0], "decode_vrows"), (axes[1], "prefill_elements")):
             xs = [r[x_key] for r in rows]
-            ax.plot(xs, rel, "o-", color=color, label=LABELS[variant])
+            ax.plot(xs, rel, style, color=color, label=LABELS[variant] + suffix,
+                    markerfacecolor="none" if suffix else color)
             for x, y, r in zip(xs, rel, rows):
                 ax.annotate(f"k={r['k']}", (x, y), textcoords="offset points", xytext=(4, 4),
                             fontsize=7, color=color)
+        if suffix:
+            continue
         xs = [r["prefill_elements"] for r in rows]
         axes[2].plot(xs, [r["next_line_acc_norm"] for r in rows], "o-", color=color,
                      label=LABELS[variant] + ": next line acc_norm")
@@ -66,7 +77,8 @@ def main():
     axes[2].set_ylabel("accuracy")
     axes[0].legend(fontsize=7)
     axes[2].legend(fontsize=6)
-    fig.suptitle("Top-θ / Top-k on tessera-code-tiny (layers 0-1 at k=512; dense = ★)")
+    fig.suptitle("Top-θ / Top-k on tessera-code-tiny (solid: layers 0-1 at k=512 as in the "
+                 "reference's grid; dashed: every layer at k; dense = ★)")
     fig.tight_layout()
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     fig.savefig(args.out, dpi=110)

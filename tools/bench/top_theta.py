@@ -9,7 +9,8 @@ split's files, configs/tasks/data/code_calibration.jsonl):
   theta_post  Top-theta, post-softmax, VMC
   topk_pre    Top-k, pre-softmax, exact SDC, VMC
   topk_post   Top-k, post-softmax, VMC
-it runs `tessera eval` on held-out code: rolling perplexity (code_files, 1023-token windows),
+it runs `tessera eval` on held-out code (--first-layers-k 0: every layer at k, the cost of the
+first two layers' override; --variants a,b: some of them only): rolling perplexity (code_files, 1023-token windows),
 code_passkey (accuracy; its decode steps give the V rows read at decode) and the next-line
 multiple choice (acc, acc_norm), and records the kept fraction of attention elements at prefill
 and of V rows at decode. It also calibrates on another task's prompts (code_passkey) and applies
@@ -42,14 +43,19 @@ VARIANTS = {
 }
 
 
-def method_file(work, kind, placement, sdc, k, calibration_dir):
-    lines = ["sparse_attention {", f"  kind: {kind}", f"  k: {k}",
-             "  layer_k { layer: 0 k: 512 }", "  layer_k { layer: 1 k: 512 }",
-             f"  placement: {placement}", f"  sdc: {sdc}", "  vmc: true"]
+FIRST_LAYERS_K = 512  # --first-layers-k
+
+
+def method_file(work, kind, placement, sdc, k, calibration_dir, vmc=True):
+    lines = ["sparse_attention {", f"  kind: {kind}", f"  k: {k}"]
+    if FIRST_LAYERS_K > 0:
+        lines += [f"  layer_k {{ layer: 0 k: {FIRST_LAYERS_K} }}",
+                  f"  layer_k {{ layer: 1 k: {FIRST_LAYERS_K} }}"]
+    lines += [f"  placement: {placement}", f"  sdc: {sdc}", f"  vmc: {'true' if vmc else 'false'}"]
     if kind == "TOP_THETA":
         lines.append(f'  calibration_dir: "{calibration_dir}"')
     lines.append("}")
-    path = os.path.join(work, f"{kind}_{placement}_{sdc}_{k}.textproto")
+    path = os.path.join(work, f"{kind}_{placement}_{sdc}_{k}_{vmc}.textproto")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
     return path
@@ -97,7 +103,7 @@ def summarize(runs):
 
 def calibrate(binary, work, placement, k, data, name):
     out = os.path.join(work, f"cal_{name}_{placement}_{k}")
-    method = method_file(work, "TOP_THETA", placement, "SDC_NONE", k, out)
+    method = method_file(work, "TOP_THETA", placement, "SDC_NONE", k, out, vmc=False)
     run([binary, "calibrate", "--model", "models/tessera-code-tiny", "--method", method,
          "--data", data, "--calib-tac", "--calib-add-sigma", "0.1", "--output-dir", out])
     return out
@@ -109,18 +115,27 @@ def main():
     ap.add_argument("--bin", default=os.path.join(REPO, "build", "launcher", "tessera"))
     ap.add_argument("--ks", default="16,32,64,128")
     ap.add_argument("--out", default=os.path.join(REPO, "results", "bench", "top_theta.json"))
+    ap.add_argument("--first-layers-k", type=int, default=512,
+                    help="k of layers 0 and 1 (the grid's 512); 0: the same k as every layer")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--no-transfer", action="store_true")
     args = ap.parse_args()
+    global FIRST_LAYERS_K
+    FIRST_LAYERS_K = args.first_layers_k
     ks = [int(k) for k in args.ks.split(",")]
     work = tempfile.mkdtemp(prefix="top_theta_bench_")
-    report = {"command": " ".join(sys.argv), "ks": ks, "rows": []}
+    report = {"command": " ".join(sys.argv), "ks": ks, "first_layers_k": FIRST_LAYERS_K,
+              "rows": []}
+    variants = {v: VARIANTS[v] for v in args.variants.split(",")}
     dense = {t: evaluate(args.bin, work, t, None) for t in TASKS}
     report["dense"] = summarize(dense)
     print("dense", json.dumps(report["dense"]), flush=True)
     for k in ks:
+        placements = {placement for kind, placement, _ in variants.values() if kind == "TOP_THETA"}
         cal = {p: calibrate(args.bin, work, p, k, "configs/tasks/data/code_calibration.jsonl",
-                            "files") for p in ("PRE_SOFTMAX", "POST_SOFTMAX")}
-        for name, (kind, placement, sdc) in VARIANTS.items():
-            method = method_file(work, kind, placement, sdc, k, cal[placement])
+                            "files") for p in placements}
+        for name, (kind, placement, sdc) in variants.items():
+            method = method_file(work, kind, placement, sdc, k, cal.get(placement))
             row = {"variant": name, "k": k}
             row.update(summarize({t: evaluate(args.bin, work, t, method) for t in TASKS}))
             report["rows"].append(row)
@@ -128,7 +143,7 @@ def main():
     # Transfer: thresholds from the passkey prompts, applied to perplexity and the multiple
     # choice, against those from the code files.
     report["transfer"] = []
-    for k in [k for k in ks if k in (32, 64)] or ks[:1]:
+    for k in [] if args.no_transfer else [k for k in ks if k in (32, 64)] or ks[:1]:
         for source, data in (("code_files", "configs/tasks/data/code_calibration.jsonl"),
                              ("passkey_prompts", "configs/tasks/data/code_passkey.jsonl")):
             cal = calibrate(args.bin, work, "PRE_SOFTMAX", k, data, source)
