@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
+#include "methods/top_theta/visible_keys.h"
 #include "runtime/kv_cache.h"
 #include "runtime/llama_model.h"
 
@@ -64,13 +65,8 @@ absl::StatusOr<AttentionVariant> Calibrator::Variant(const LayerContext& ctx) {
     RETURN_IF_ERROR(p.mass.Resize({rows, plan_.heads}));
     v.topk_dropped = p.mass.view();
   }
-  std::map<int32_t, int32_t> later;
   p.slots = batch.slots;
-  p.n.assign(rows, 0);
-  for (int64_t i = rows - 1; i >= 0; --i) {
-    const int32_t slot = batch.slots[i];
-    p.n[i] = static_cast<int32_t>(ctx.cache->length(l, slot)) - later[slot]++;
-  }
+  p.n = VisibleKeys(batch, *ctx.cache, l);
   p.set = true;
   return v;
 }

@@ -3,6 +3,7 @@
 #include <map>
 
 #include "kernels/status_macros.h"
+#include "methods/top_theta/visible_keys.h"
 #include "runtime/kv_cache.h"
 #include "runtime/llama_model.h"
 
@@ -84,18 +85,11 @@ absl::StatusOr<AttentionVariant> SparseAttentionPolicy::Variant(const LayerConte
   RETURN_IF_ERROR(p.vrows.Resize({rows, kv_heads_}));
   v.kept = p.kept.view();
   v.kept_vrows = p.vrows.view();
-  // Visible keys per row: the slot's cache length (this pass's rows reserved) minus the slot's
-  // rows after it.
-  std::map<int32_t, int32_t> later;
-  p.n.assign(rows, 0);
+  p.n = VisibleKeys(batch, *ctx.cache, l);
   p.decode.assign(rows, 0);
   std::map<int32_t, int32_t> count;
   for (int32_t s : batch.slots) ++count[s];
-  for (int64_t i = rows - 1; i >= 0; --i) {
-    const int32_t slot = batch.slots[i];
-    p.n[i] = static_cast<int32_t>(ctx.cache->length(l, slot)) - later[slot]++;
-    p.decode[i] = count[slot] == 1 && p.n[i] > 1;
-  }
+  for (int64_t i = 0; i < rows; ++i) p.decode[i] = count[batch.slots[i]] == 1 && p.n[i] > 1;
   p.set = true;
   return v;
 }
