@@ -2,9 +2,9 @@
 
 #include <cmath>
 #include <initializer_list>
+#include "absl/strings/string_view.h"
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/string_view.h"
 #include "kernels/status_macros.h"
 
 namespace tessera {
@@ -23,9 +23,9 @@ absl::Status Check(absl::string_view op, absl::string_view arg, const TensorView
     return absl::InvalidArgumentError(absl::StrCat(where(), "has no buffer"));
   }
   if (weight_types ? !IsFloat(v.dtype) : v.dtype != dtype) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(where(), "has dtype ", DTypeName(v.dtype), ", expected ",
-                     weight_types ? "F32, F16 or BF16" : std::string(DTypeName(dtype))));
+    return absl::InvalidArgumentError(absl::StrCat(
+        where(), "has dtype ", DTypeName(v.dtype), ", expected ",
+        weight_types ? "F32, F16 or BF16" : std::string(DTypeName(dtype))));
   }
   bool ok = v.rank == static_cast<int>(dims.size());
   int i = 0;
@@ -36,8 +36,7 @@ absl::Status Check(absl::string_view op, absl::string_view arg, const TensorView
   if (!ok) {
     std::string want = "[";
     i = 0;
-    for (int64_t d : dims)
-      absl::StrAppend(&want, i++ ? ", " : "", d == kAny ? "*" : absl::StrCat(d));
+    for (int64_t d : dims) absl::StrAppend(&want, i++ ? ", " : "", d == kAny ? "*" : absl::StrCat(d));
     return absl::InvalidArgumentError(
         absl::StrCat(where(), "has shape ", v.DebugString(), ", expected ", want, "]"));
   }
@@ -46,21 +45,20 @@ absl::Status Check(absl::string_view op, absl::string_view arg, const TensorView
 
 absl::Status CheckSameShape(absl::string_view op, const TensorView& a, const TensorView& b) {
   if (a.numel() != b.numel() || a.rank != b.rank) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(op, ": shapes differ: ", a.DebugString(), " vs ", b.DebugString()));
+    return absl::InvalidArgumentError(absl::StrCat(op, ": shapes differ: ", a.DebugString(),
+                                                   " vs ", b.DebugString()));
   }
   for (int i = 0; i < a.rank; ++i) {
     if (a.shape[i] != b.shape[i]) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(op, ": shapes differ: ", a.DebugString(), " vs ", b.DebugString()));
+      return absl::InvalidArgumentError(absl::StrCat(op, ": shapes differ: ", a.DebugString(),
+                                                     " vs ", b.DebugString()));
     }
   }
   return absl::OkStatus();
 }
 
 // K and V caches: F32, F16 or BF16, both of one dtype and shape.
-absl::Status CheckCache(absl::string_view op, const TensorView& k_cache,
-                        const TensorView& v_cache) {
+absl::Status CheckCache(absl::string_view op, const TensorView& k_cache, const TensorView& v_cache) {
   RETURN_IF_ERROR(Check(op, "k_cache", k_cache, DType::kF32, {kAny, kAny, kAny, kAny}, true));
   RETURN_IF_ERROR(Check(op, "v_cache", v_cache, k_cache.dtype,
                         {k_cache.dim(0), k_cache.dim(1), k_cache.dim(2), k_cache.dim(3)}));
@@ -244,7 +242,8 @@ absl::Status Validate(const LerpArgs& a) {
 
 absl::Status Validate(const PhiloxDropoutArgs& a) {
   RETURN_IF_ERROR(Check("PhiloxDropout", "x", a.x, DType::kF32, {kAny, kAny}));
-  RETURN_IF_ERROR(Check("PhiloxDropout", "row_words", a.row_words, DType::kI32, {a.x.shape[0], 4}));
+  RETURN_IF_ERROR(
+      Check("PhiloxDropout", "row_words", a.row_words, DType::kI32, {a.x.shape[0], 4}));
   if (!(a.rate >= 0.0f && a.rate <= 1.0f)) {
     return absl::InvalidArgumentError(
         absl::StrCat("PhiloxDropout: rate must be in [0, 1], got ", a.rate));
@@ -263,8 +262,8 @@ absl::Status Validate(const CastArgs& a) {
                                                    DTypeName(a.out.dtype)));
   }
   if (a.in.numel() != a.out.numel()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "Cast: element counts differ: ", a.in.DebugString(), " vs ", a.out.DebugString()));
+    return absl::InvalidArgumentError(absl::StrCat("Cast: element counts differ: ",
+                                                   a.in.DebugString(), " vs ", a.out.DebugString()));
   }
   return absl::OkStatus();
 }
@@ -283,8 +282,8 @@ absl::Status Validate(const TopKArgs& a) {
   RETURN_IF_ERROR(Check(op, "values", a.values, DType::kF32, {a.logits.dim(0), kAny}));
   int64_t k = a.values.dim(1);
   if (k < 1 || k > a.logits.dim(1)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("TopK: k=", k, " must be in [1, ", a.logits.dim(1), "]"));
+    return absl::InvalidArgumentError(absl::StrCat("TopK: k=", k, " must be in [1, ",
+                                                   a.logits.dim(1), "]"));
   }
   return Check(op, "indices", a.indices, DType::kI32, {a.logits.dim(0), k});
 }

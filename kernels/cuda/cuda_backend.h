@@ -181,6 +181,8 @@ class CudaBackend final : public Backend {
   // cudaMalloc, with OutOfMemory on failure.
   absl::StatusOr<void*> DeviceMalloc(size_t bytes, absl::string_view what);
   absl::Status RefuseWhileCapturing(absl::string_view what) const;
+  // DoAttention for a sparse variant or one with counter outputs.
+  absl::Status SparseAttention(const AttentionArgs& a);
 
   int device_ = 0;
   int visible_devices_ = 0;

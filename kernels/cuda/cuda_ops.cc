@@ -87,11 +87,7 @@ absl::Status CudaBackend::DoGatherRows(const GatherRowsArgs& a) {
 }
 
 absl::Status CudaBackend::DoAttention(const AttentionArgs& a) {
-  if (a.variant.sparse() || a.variant.has_outputs()) {
-    return absl::UnimplementedError(
-        "Attention: the sparse variants (Top-theta / Top-k) and their counters run on the CPU "
-        "backend only in this version; run with --backend cpu");
-  }
+  if (a.variant.sparse() || a.variant.has_outputs()) return SparseAttention(a);
   RETURN_IF_ERROR(cuda::RequireDevice("Attention", {{"q", a.q},
                                                     {"k_cache", a.k_cache},
                                                     {"v_cache", a.v_cache},
@@ -141,6 +137,82 @@ absl::Status CudaBackend::DoAttention(const AttentionArgs& a) {
   CUDA_RETURN_IF_ERROR(cuda::LaunchAttention(p, stream_),
                        absl::StrCat(Describe("Attention", {{"q", a.q}, {"k_cache", a.k_cache}}),
                                     " splits=", p.splits));
+  return absl::OkStatus();
+}
+
+// The sparse variants (kernels/cuda/sparse_attention.cu), in chunks of (token, KV head) items
+// whose scratch (9 bytes per cache row per item) fits in 64 MiB.
+absl::Status CudaBackend::SparseAttention(const AttentionArgs& a) {
+  const AttentionVariant& v = a.variant;
+  RETURN_IF_ERROR(cuda::RequireDevice("Attention (sparse)", {{"q", a.q},
+                                                             {"k_cache", a.k_cache},
+                                                             {"v_cache", a.v_cache},
+                                                             {"slots", a.slots},
+                                                             {"entries", a.entries},
+                                                             {"out", a.out},
+                                                             {"lse", a.lse},
+                                                             {"thresholds", v.thresholds},
+                                                             {"missing_mass", v.missing_mass},
+                                                             {"kept", v.kept},
+                                                             {"kept_vrows", v.kept_vrows},
+                                                             {"row_threshold", v.row_threshold},
+                                                             {"topk_dropped", v.topk_dropped}}));
+  const int64_t n = a.q.dim(0), heads = a.q.dim(1), head_dim = a.q.dim(2);
+  if (head_dim > 128) {
+    return absl::UnimplementedError(absl::StrCat(
+        "Attention: the CUDA sparse variants support head_dim up to 128, got ", head_dim));
+  }
+  if (n == 0 || heads == 0) return absl::OkStatus();
+  RETURN_IF_ERROR(Activate());
+  cuda::SparseAttentionParams p;
+  p.q = a.q.as<const float>();
+  p.k_cache = a.k_cache.data;
+  p.v_cache = a.v_cache.data;
+  p.cache_type = cuda::StorageOf(a.k_cache.dtype);
+  p.slots = a.slots.as<const int32_t>();
+  p.entries = a.entries.as<const int32_t>();
+  p.out = a.out.as<float>();
+  p.lse = a.lse.empty() ? nullptr : a.lse.as<float>();
+  p.n = n;
+  p.heads = heads;
+  p.kv_heads = a.k_cache.dim(2);
+  p.head_dim = head_dim;
+  p.n_slots = a.k_cache.dim(0);
+  p.max_seq = a.k_cache.dim(1);
+  p.scale = a.scale;
+  p.error_flags = error_flags_device_;
+  p.kind = static_cast<int>(v.kind);
+  p.post = v.placement == AttentionVariant::Placement::kPostSoftmax;
+  p.sdc = static_cast<int>(v.sdc);
+  p.sdc_scale = v.sdc_scale;
+  p.vmc = v.vmc;
+  p.cap_k = v.cap_k;
+  p.empty_row_zero = v.empty_row_zero;
+  p.k = v.k;
+  p.bin_begin = v.bin_begin;
+  p.thresholds = v.thresholds.empty() ? nullptr : v.thresholds.as<const float>();
+  p.bins = v.thresholds.empty() ? 1 : v.thresholds.dim(1);
+  p.missing_mass = v.missing_mass.empty() ? nullptr : v.missing_mass.as<const float>();
+  p.mass_bins = v.missing_mass.empty() ? 1 : v.missing_mass.dim(1);
+  p.kept = v.kept.empty() ? nullptr : v.kept.as<int32_t>();
+  p.kept_vrows = v.kept_vrows.empty() ? nullptr : v.kept_vrows.as<int32_t>();
+  p.row_threshold = v.row_threshold.empty() ? nullptr : v.row_threshold.as<float>();
+  p.topk_dropped = v.topk_dropped.empty() ? nullptr : v.topk_dropped.as<float>();
+  const int64_t items = n * p.kv_heads;
+  const int64_t per_item = p.max_seq * 9;
+  const int64_t chunk =
+      std::max<int64_t>(1, std::min<int64_t>(items, (int64_t{64} << 20) / per_item));
+  ASSIGN_OR_RETURN(void* scratch, ScratchBuffer(Scratch::kAttention, chunk * per_item,
+                                                "Attention (sparse variant scratch)"));
+  p.scores = static_cast<float*>(scratch);
+  p.ranks = reinterpret_cast<int32_t*>(p.scores + chunk * p.max_seq);
+  p.flags = reinterpret_cast<unsigned char*>(p.ranks + chunk * p.max_seq);
+  for (int64_t begin = 0; begin < items; begin += chunk) {
+    p.item_begin = begin;
+    p.item_end = std::min(items, begin + chunk);
+    CUDA_RETURN_IF_ERROR(cuda::LaunchSparseAttention(p, stream_),
+                         Describe("Attention (sparse)", {{"q", a.q}, {"k_cache", a.k_cache}}));
+  }
   return absl::OkStatus();
 }
 

@@ -85,6 +85,45 @@ constexpr int kAttentionRowsPerBlock = 16;
 
 cudaError_t LaunchAttention(const AttentionParams& p, cudaStream_t stream);
 
+// sparse_attention.cu: the sparse variants of AttentionArgs::variant (Top-theta, Top-k, their
+// compensations, counters and calibration outputs) with the semantics of the CPU reference
+// kernel (kernels/cpu/sparse_attention.cc). One block per (token, KV head) item of
+// [item_begin, item_end); each item's G query heads run one after another over per-item scratch
+// (`scores` [items, max_seq] F32, `ranks` [items, max_seq] I32, `flags` [items, max_seq]
+// bytes, items = item_end - item_begin), and only the kept V rows are read for the weighted sum.
+// Optional pointers may be null.
+struct SparseAttentionParams {
+  const float* q = nullptr;
+  const void* k_cache = nullptr;
+  const void* v_cache = nullptr;
+  Storage cache_type = Storage::kF32;
+  const int32_t* slots = nullptr;
+  const int32_t* entries = nullptr;
+  float* out = nullptr;
+  float* lse = nullptr;
+  int64_t n = 0, heads = 0, kv_heads = 0, head_dim = 0, n_slots = 0, max_seq = 0;
+  float scale = 1.0f;
+  int* error_flags = nullptr;
+  int kind = 0;           // AttentionVariant::Kind: 0 causal, 1 Top-theta, 2 Top-k
+  int post = 0;           // post-softmax placement
+  int sdc = 0;            // AttentionVariant::Compensation: 0 none, 1 exact, 2 exp-threshold, 3 offline
+  float sdc_scale = 1.0f;
+  int vmc = 0, cap_k = 0, empty_row_zero = 0;
+  int32_t k = 0, bin_begin = 1;
+  const float* thresholds = nullptr;    // [heads, bins]
+  const float* missing_mass = nullptr;  // [heads, bins]
+  int64_t bins = 1, mass_bins = 1;
+  int32_t* kept = nullptr;              // [n, heads]
+  int32_t* kept_vrows = nullptr;        // [n, kv_heads]
+  float* row_threshold = nullptr;       // [n, heads]
+  float* topk_dropped = nullptr;        // [n, heads]
+  int64_t item_begin = 0, item_end = 0;
+  float* scores = nullptr;              // scratch
+  int32_t* ranks = nullptr;             // scratch
+  unsigned char* flags = nullptr;       // scratch
+};
+cudaError_t LaunchSparseAttention(const SparseAttentionParams& p, cudaStream_t stream);
+
 // merge_attention.cu: the two-state merge of MergeAttentionArgs over rows = n * heads. out may
 // alias out_a and lse_out may alias lse_a.
 cudaError_t LaunchMergeAttention(const float* out_a, const float* lse_a, const float* out_b,

@@ -26,10 +26,9 @@ absl::Status AttachMethods(RunMethods& run, LlamaModel& model) {
     RETURN_IF_ERROR(m->Attach(model));
     if (m->Runner() == nullptr) continue;
     if (run.runner != nullptr) {
-      return absl::UnimplementedError(
-          absl::StrCat("method.", m->field(),
-                       ": runs generation steps itself, and so does another method of "
-                       "this run; combining them is not supported: keep one"));
+      return absl::UnimplementedError(absl::StrCat(
+          "method.", m->field(), ": runs generation steps itself, and so does another method of "
+          "this run; combining them is not supported: keep one"));
     }
     run.runner = m->Runner();
   }

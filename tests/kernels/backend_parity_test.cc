@@ -635,6 +635,153 @@ TEST_F(ParityTest, Attention) {
   EXPECT_GT(split, 0);
 }
 
+// The sparse variants (Top-theta, Top-k, every placement, compensation and VMC, cap_k) and
+// their counters and calibration outputs, against the CPU reference kernel, on prefill, decode
+// and mixed batches with GQA groups of 3, 8 and 4, F32 and F16 caches. A key within rounding of
+// a threshold may be kept by one backend and not the other: counts may differ in at most 0.1 %
+// of the kept elements, outputs within 1e-4.
+TEST_F(ParityTest, SparseAttentionVariants) {
+  using V = AttentionVariant;
+  const std::vector<AttentionCase> cases = {
+      {"prefill GQA 8:1 hd64 257 tokens", 16, 2, 64, 1, 512, std::vector<int32_t>(257, 0),
+       Iota(257)},
+      {"mixed prefill+decode ragged hd64",
+       8,
+       2,
+       64,
+       3,
+       1024,
+       {2, 2, 2, 2, 2, 0, 1},
+       {10, 11, 12, 13, 14, 600, 3}},
+      {"decode long cache 4096 GQA 8:1 hd128", 32, 4, 128, 2, 4096, {0, 1}, {4095, 1500}},
+      {"decode GQA 3:1 hd128", 12, 4, 128, 2, 1024, {0, 1}, {1023, 400}},
+  };
+  std::vector<V> variants;
+  for (V::Kind kind : {V::Kind::kTopTheta, V::Kind::kTopK}) {
+    for (V::Placement pl : {V::Placement::kPreSoftmax, V::Placement::kPostSoftmax}) {
+      for (V::Compensation sdc : {V::Compensation::kNone, V::Compensation::kExact,
+                                  V::Compensation::kExpThreshold, V::Compensation::kOffline}) {
+        if (pl == V::Placement::kPostSoftmax && sdc != V::Compensation::kNone) continue;
+        if (sdc == V::Compensation::kExpThreshold && kind != V::Kind::kTopTheta) continue;
+        for (bool vmc : {false, true}) {
+          if (vmc && pl == V::Placement::kPreSoftmax && sdc == V::Compensation::kNone) continue;
+          V v;
+          v.kind = kind;
+          v.placement = pl;
+          v.sdc = sdc;
+          v.vmc = vmc;
+          v.k = 8;
+          v.sdc_scale = 0.8f;
+          variants.push_back(v);
+          if (kind == V::Kind::kTopTheta && !vmc) {
+            v.cap_k = true;
+            variants.push_back(v);
+          }
+        }
+      }
+    }
+  }
+  V record;  // dense forward with the calibration outputs
+  record.k = 8;
+  variants.push_back(record);
+  const int64_t bins = 40;
+  for (const AttentionCase& c : cases) {
+    for (const DType cache_type : {DType::kF32, DType::kF16}) {
+      const int64_t n = static_cast<int64_t>(c.positions.size());
+      const std::vector<int64_t> cache_dims = {c.n_slots, c.max_seq, c.kv_heads, c.head_dim};
+      const int64_t cache_size = c.n_slots * c.max_seq * c.kv_heads * c.head_dim;
+      auto q = Floats(RandomFloats(n * c.heads * c.head_dim, 30, 3.0f), DType::kF32,
+                      {n, c.heads, c.head_dim});
+      auto k_cache = Floats(RandomFloats(cache_size, 31), cache_type, cache_dims);
+      auto v_cache = Floats(RandomFloats(cache_size, 32), cache_type, cache_dims);
+      auto slots = Ints(c.slots), positions = Ints(c.positions);
+      std::vector<float> pre(c.heads * bins), post(c.heads * bins), mass(c.heads * bins);
+      for (int64_t h = 0; h < c.heads; ++h) {
+        for (int64_t b = 0; b < bins; ++b) {
+          pre[h * bins + b] = 0.05f * static_cast<float>((h + b) % 7) - 0.1f;
+          post[h * bins + b] = 2.0f / static_cast<float>(20 + 25 * b);
+          mass[h * bins + b] = 0.2f * static_cast<float>(1 + (h * b) % 5);
+        }
+      }
+      auto pre_table = Floats(pre, DType::kF32, {c.heads, bins});
+      auto post_table = Floats(post, DType::kF32, {c.heads, bins});
+      auto mass_table = Floats(mass, DType::kF32, {c.heads, bins});
+      for (V v : variants) {
+        const std::string shape =
+            absl::StrCat(c.name, " kind ", static_cast<int>(v.kind), " placement ",
+                         static_cast<int>(v.placement), " sdc ", static_cast<int>(v.sdc), " vmc ",
+                         v.vmc, " cap_k ", v.cap_k);
+        SCOPED_TRACE(absl::StrCat(shape, " ", DTypeName(cache_type)));
+        auto out = Make(DType::kF32, {n, c.heads, c.head_dim});
+        auto lse = Make(DType::kF32, {n, c.heads});
+        auto kept = Make(DType::kI32, {n, c.heads});
+        auto vrows = Make(DType::kI32, {n, c.kv_heads});
+        auto threshold = Make(DType::kF32, {n, c.heads});
+        auto dropped = Make(DType::kF32, {n, c.heads});
+        for (Twin* t : {out.get(), lse.get(), kept.get(), vrows.get()}) t->Poison();
+        const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+        AttentionArgs on_cpu{q->cpu(),         k_cache->cpu(), v_cache->cpu(), slots->cpu(),
+                             positions->cpu(), out->cpu(),     lse->cpu(),     scale};
+        AttentionArgs on_gpu{q->gpu(),         k_cache->gpu(), v_cache->gpu(), slots->gpu(),
+                             positions->gpu(), out->gpu(),     lse->gpu(),     scale};
+        Twin& table = v.placement == V::Placement::kPostSoftmax ? *post_table : *pre_table;
+        on_cpu.variant = on_gpu.variant = v;
+        on_cpu.variant.bin_begin = on_gpu.variant.bin_begin = 5;
+        if (v.kind == V::Kind::kTopTheta) {
+          on_cpu.variant.thresholds = table.cpu();
+          on_gpu.variant.thresholds = table.gpu();
+        }
+        if (v.sdc == V::Compensation::kOffline) {
+          on_cpu.variant.missing_mass = mass_table->cpu();
+          on_gpu.variant.missing_mass = mass_table->gpu();
+        }
+        on_cpu.variant.kept = kept->cpu();
+        on_gpu.variant.kept = kept->gpu();
+        on_cpu.variant.kept_vrows = vrows->cpu();
+        on_gpu.variant.kept_vrows = vrows->gpu();
+        if (!v.sparse()) {
+          on_cpu.variant.row_threshold = threshold->cpu();
+          on_gpu.variant.row_threshold = threshold->gpu();
+          on_cpu.variant.topk_dropped = dropped->cpu();
+          on_gpu.variant.topk_dropped = dropped->gpu();
+        }
+        ASSERT_OK(cpu_->Attention(on_cpu));
+        ASSERT_OK(gpu_->Attention(on_gpu));
+        ExpectClose(*out, "Attention sparse", cache_type, shape, 1e-4);
+        ExpectClose(*lse, "Attention sparse lse", cache_type, shape, 1e-4);
+        for (Twin* counts : {kept.get(), vrows.get()}) {
+          std::vector<int32_t> want(counts->bytes() / 4), got(counts->bytes() / 4);
+          std::memcpy(want.data(), counts->CpuBytes().data(), counts->bytes());
+          std::memcpy(got.data(), counts->GpuBytes().data(), counts->bytes());
+          int64_t total = 0, diff = 0;
+          for (size_t i = 0; i < want.size(); ++i) {
+            total += want[i];
+            diff += std::abs(static_cast<int64_t>(want[i]) - got[i]);
+          }
+          EXPECT_LE(diff, total / 1000) << "counts";
+        }
+        if (!v.sparse()) {  // NaN on both sides for the rows with n <= k
+          for (Twin* t : {threshold.get(), dropped.get()}) {
+            const std::vector<float> want = t->CpuFloats(), got = t->GpuFloats();
+            double worst = 0;
+            for (size_t i = 0; i < want.size(); ++i) {
+              if (std::isnan(want[i]) || std::isnan(got[i])) {
+                EXPECT_TRUE(std::isnan(want[i]) && std::isnan(got[i])) << i;
+                continue;
+              }
+              worst = std::max(
+                  worst, std::abs(double(want[i]) - got[i]) / (1e-6 + std::abs(double(want[i]))));
+            }
+            Comparisons().push_back({"Attention calibration outputs",
+                                     std::string(DTypeName(cache_type)), shape, worst, 1e-4});
+            EXPECT_LE(worst, 1e-4);
+          }
+        }
+      }
+    }
+  }
+}
+
 // One token whose position is outside the cache, in a tile with valid tokens, on the plain and
 // the split-KV path: Synchronize reports OutOfRange, the valid tokens' rows equal the CPU's
 // (computed without the bad token, since the CPU refuses the whole call), and the bad token's
