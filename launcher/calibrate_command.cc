@@ -12,6 +12,7 @@
 #include "launcher/model_bundle.h"
 #include "launcher/model_from_flags.h"
 #include "methods/top_theta/calibration_run.h"
+#include "methods/top_theta/threshold_safetensors.h"
 #include "methods/top_theta/top_theta_method.h"
 #include "nlohmann/json.hpp"
 #include "runtime/file_io.h"
@@ -186,6 +187,14 @@ absl::Status RunCalibrate(Job& job, const config::MethodSettings& methods) {
         RETURN_IF_ERROR(top_theta::WriteBins(dir + "/sdc.txt", outcome->result.missing_mass,
                                              top_theta::BinFile::kMissingMass));
       }
+      top_theta::ThresholdArchive archive;
+      archive.layers = config.num_hidden_layers;
+      archive.heads = config.num_attention_heads;
+      archive.placement = SparseAttentionSettings::Placement_Name(s.placement());
+      archive.layer_k = run.options.layer_k;
+      if (theta) archive.thresholds = outcome->result.thresholds;
+      if (run.options.missing_mass) archive.missing_mass = outcome->result.missing_mass;
+      RETURN_IF_ERROR(top_theta::WriteThresholdSafetensors(dir + "/thresholds.safetensors", archive));
       std::ofstream meta(dir + "/calibration.json");
       meta << Metadata(s, run, config, requests.size(), outcome->recorded_rows).dump(2) << "\n";
       if (!meta)

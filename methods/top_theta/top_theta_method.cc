@@ -3,7 +3,9 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "runtime/file_io.h"
 #include "kernels/status_macros.h"
+#include "methods/top_theta/threshold_safetensors.h"
 
 namespace tessera::top_theta {
 
@@ -50,6 +52,12 @@ AttentionVariant BaseVariant(const SparseAttentionSettings& s) {
   return v;
 }
 
+namespace {
+
+bool FileExists(const std::string& path) { return CheckIsFile(path).ok(); }
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<Method>> TopThetaMethod::Create(
     const config::MethodSettings& settings) {
   return std::unique_ptr<Method>(new TopThetaMethod(settings.sparse_attention()));
@@ -64,11 +72,27 @@ absl::Status TopThetaMethod::Configure(const ModelConfig& config) {
   const std::string dir = settings_.calibration_dir();
   std::vector<CalibratedBin> th, sdc;
   const std::string th_path = dir + "/th.txt", sdc_path = dir + "/sdc.txt";
-  if (theta) {
-    ASSIGN_OR_RETURN(th, ReadBins(th_path, BinFile::kThresholds));
-  }
-  if (offline) {
-    ASSIGN_OR_RETURN(sdc, ReadBins(sdc_path, BinFile::kMissingMass));
+  // The text files (the reference's format) first; else the binary archive.
+  const std::string archive_path = dir + "/thresholds.safetensors";
+  const bool text = (theta && FileExists(th_path)) || (!theta && FileExists(sdc_path));
+  std::string th_source = th_path, sdc_source = sdc_path;
+  if (!text && FileExists(archive_path)) {
+    ASSIGN_OR_RETURN(ThresholdArchive archive, ReadThresholdSafetensors(archive_path));
+    th = std::move(archive.thresholds);
+    sdc = std::move(archive.missing_mass);
+    th_source = sdc_source = archive_path;
+    if (offline && sdc.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          archive_path, ": holds no missing_mass, which sdc: SDC_OFFLINE_CALIBRATED needs; "
+          "calibrate with it or give sdc.txt"));
+    }
+  } else {
+    if (theta) {
+      ASSIGN_OR_RETURN(th, ReadBins(th_path, BinFile::kThresholds));
+    }
+    if (offline) {
+      ASSIGN_OR_RETURN(sdc, ReadBins(sdc_path, BinFile::kMissingMass));
+    }
   }
   // One column range for both tables (the attention op takes one bin_begin).
   int32_t n_lo = 0, n_hi = 0;
@@ -80,12 +104,13 @@ absl::Status TopThetaMethod::Configure(const ModelConfig& config) {
   }
   const int64_t heads = config.num_attention_heads;
   if (theta) {
-    ASSIGN_OR_RETURN(thresholds_, ThresholdTable::Build(th, th_path, BinFile::kThresholds, heads,
-                                                        layer_k_, n_lo, n_hi));
+    ASSIGN_OR_RETURN(thresholds_, ThresholdTable::Build(th, th_source, BinFile::kThresholds,
+                                                        heads, layer_k_, n_lo, n_hi));
   }
   if (offline) {
-    ASSIGN_OR_RETURN(missing_mass_, ThresholdTable::Build(sdc, sdc_path, BinFile::kMissingMass,
-                                                          heads, layer_k_, n_lo, n_hi));
+    ASSIGN_OR_RETURN(missing_mass_, ThresholdTable::Build(sdc, sdc_source,
+                                                          BinFile::kMissingMass, heads, layer_k_,
+                                                          n_lo, n_hi));
   }
   return absl::OkStatus();
 }

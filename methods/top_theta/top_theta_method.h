@@ -3,8 +3,8 @@
 // in every pass (generation, scoring, benchmarks) through LlamaModel::SetAttentionPolicy and
 // leaves the steps to the plain step engine.
 //
-// Configure reads calibration_dir/th.txt (Top-theta) and sdc.txt (offline SDC) on every rank
-// and checks them against config.json (heads, layers, each layer's k); Attach slices them to the
+// Configure reads calibration_dir/th.txt (Top-theta) and sdc.txt (offline SDC) — or, without
+// them, calibration_dir/thresholds.safetensors — on every rank and checks them against config.json (heads, layers, each layer's k); Attach slices them to the
 // rank's layers and query heads.
 //
 //   registry.Register("sparse_attention", "...", TopThetaMethod::Create);

@@ -1,6 +1,11 @@
 // th.txt / sdc.txt and the dense tables (shared/specs/top_theta.md §2 "Files", §7.1, §7.2,
 // §8.6): lossless read-write, refused lines, nearest-bin lookup with ties to the smaller n,
 // the model checks (heads, layers, k), and slices at tp 2 x pp 2 equal to the global table's.
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "methods/top_theta/threshold_safetensors.h"
 #include "methods/top_theta/threshold_table.h"
 
 #include <cmath>
@@ -133,6 +138,56 @@ TEST(ThresholdTableTest, SlicesAtTp2Pp2AreTheGlobalTable) {
   for (const CalibratedBin& b : bins) {
     EXPECT_EQ(table->At(b.layer, b.head, b.n), static_cast<float>(b.value));
   }
+}
+
+TEST(ThresholdSafetensorsTest, RoundTripAndRefusals) {
+  auto bins = ParseBins(kReference, "th.txt", BinFile::kThresholds);
+  ASSERT_TRUE(bins.ok());
+  SortBins(*bins);
+  ThresholdArchive a;
+  a.layers = 2;
+  a.heads = 2;
+  a.placement = "PRE_SOFTMAX";
+  a.layer_k = {32, 64};
+  a.thresholds = *bins;
+  a.missing_mass = {bins->begin(), bins->begin() + 2};
+  for (CalibratedBin& b : a.missing_mass) b.k = 0;
+  const std::string dir = std::filesystem::temp_directory_path() /
+                          ("tessera_thresholds_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string path = dir + "/thresholds.safetensors";
+  ASSERT_TRUE(WriteThresholdSafetensors(path, a).ok());
+  auto back = ReadThresholdSafetensors(path);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->layers, 2);
+  EXPECT_EQ(back->heads, 2);
+  EXPECT_EQ(back->placement, "PRE_SOFTMAX");
+  EXPECT_EQ(back->layer_k, a.layer_k);
+  ASSERT_EQ(back->thresholds.size(), a.thresholds.size());
+  for (size_t i = 0; i < a.thresholds.size(); ++i) {
+    const CalibratedBin &x = a.thresholds[i], &y = back->thresholds[i];
+    EXPECT_EQ(std::tie(x.layer, x.head, x.n, x.samples, x.k), std::tie(y.layer, y.head, y.n, y.samples, y.k));
+    EXPECT_EQ(static_cast<float>(x.value), y.value);  // stored as F32
+  }
+  EXPECT_EQ(back->missing_mass.size(), 2u);
+  // A truncated file and another safetensors file are refused, naming the file.
+  std::string bytes;
+  {
+    std::ifstream in(path, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out << bytes.substr(0, bytes.size() - 10);
+  }
+  EXPECT_NE(std::string(ReadThresholdSafetensors(path).status().message()).find(path),
+            std::string::npos);
+  EXPECT_NE(std::string(ReadThresholdSafetensors("models/tessera-code-tiny/model.safetensors")
+                            .status()
+                            .message())
+                .find("is not a Top-theta threshold file"),
+            std::string::npos);
+  std::filesystem::remove_all(dir);
 }
 
 TEST(LayerKsTest, DefaultsOverridesAndRange) {

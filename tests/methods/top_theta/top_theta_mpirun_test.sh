@@ -5,7 +5,8 @@
 #   residual stream is summed in another order, and top-k at calibration amplifies that in the
 #   deepest layers);
 # - `tessera eval` (rolling perplexity, and next-line generation for the decode counters) with
-#   those thresholds at tp 2, pp 2, tp2 x pp2 and dp 2 gives one rank's metrics and counters;
+#   those thresholds at tp 2, pp 2, tp2 x pp2 and dp 2 gives one rank's metrics and counters,
+#   and so does the thresholds.safetensors archive alone;
 # - bad input ends every rank with an error naming the file or field: a threshold file for
 #   another model (9 heads), a truncated file, k that differs from the file's, k = 0,
 #   post-softmax with SDC, calibration samples shorter than k.
@@ -126,6 +127,15 @@ for task in code_files_perplexity code_next_line_generation; do
     check "eval $task $flags differs from one rank" $?
   done
 done
+
+# The binary archive calibrate writes beside th.txt gives the same run.
+mkdir -p "$work/archive"
+cp "$work/cal1/thresholds.safetensors" "$work/archive/"
+evaluate "$work/archive.out" 2 configs/tasks/code_files_perplexity.textproto --tp 2 \
+  --set "method.sparse_attention.calibration_dir=$work/archive"
+check "eval from thresholds.safetensors: $(tail -3 "$work/archive.out.log")" $?
+same_results "$work/code_files_perplexity.1" "$work/archive.out"
+check "eval from thresholds.safetensors differs from th.txt" $?
 
 # Bad input: every rank ends non-zero, and the message names the file or field.
 expect_error() {  # name, expected text, np, command...
