@@ -244,7 +244,9 @@ absl::Status RunServe(Job& job, const config::MethodSettings& method_settings) {
   settings.generator.max_seq_len = absl::GetFlag(FLAGS_max_seq_len);
   settings.generator.micro_batches = absl::GetFlag(FLAGS_micro_batches);
   settings.generator.runner = bundle.methods.runner;
-  settings.method = !bundle.methods.methods.empty();
+  // A method that runs the generation steps itself (HARP, early exit) changes generated tokens
+  // only; one that changes attention everywhere (sparse attention) also scores prompts.
+  settings.method = bundle.methods.runner != nullptr;
   absl::StatusOr<int64_t> context = ContextLimit(config, settings.generator.max_seq_len);
   RETURN_IF_ERROR(CheckPhase(job, context.status()));
 
@@ -262,7 +264,9 @@ absl::Status RunServe(Job& job, const config::MethodSettings& method_settings) {
   state.limits.bos_id = config.bos_token_id;
   state.limits.eos_id = config.eos_token_ids.empty() ? 2 : config.eos_token_ids[0];
   std::vector<std::string> names;
-  for (const auto& m : bundle.methods.methods) names.push_back(std::string(m->field()));
+  for (const auto& m : bundle.methods.methods) {
+    if (m->Runner() != nullptr) names.push_back(std::string(m->field()));
+  }
   state.limits.method = absl::StrJoin(names, ", ");
   state.tokenizer = bundle.tokenizer.get();
   const std::string chat = absl::GetFlag(FLAGS_chat_template);

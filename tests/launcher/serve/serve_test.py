@@ -243,6 +243,44 @@ def check_chat(server, label):
           f"{label}: streamed chat deltas add up to the message ({text!r})")
 
 
+def prompt_logprobs(server, ids):
+    status, out = server.post("/v1/completions", {"prompt": ids, "max_tokens": 1, "echo": True,
+                                                  "logprobs": 1, "temperature": 0})
+    if status != 200:
+        return status, out
+    return status, out["choices"][0]["logprobs"]["token_logprobs"][1:len(ids)]
+
+
+def check_sparse_attention(binary, mpiexec):
+    """A method that changes attention (Top-k, k = 8) scores prompts through the server: the
+    same log-probabilities at tp 1 and tp 2, and not the dense ones."""
+    method = os.path.join(tempfile.mkdtemp(), "topk.textproto")
+    with open(method, "w") as f:
+        f.write("sparse_attention { kind: TOP_K k: 8 placement: PRE_SOFTMAX sdc: SDC_EXACT "
+                "vmc: true }\n")
+    text = open(os.path.join(ROOT, "configs/tasks/data/code_files.jsonl")).readline()
+    runs = {}
+    for label, tp, extra in (("dense", 1, []), ("topk tp1", 1, ["--method", method]),
+                             ("topk tp2", 2, ["--method", method])):
+        if tp > 1 and not mpiexec:
+            continue
+        server = Server(binary, mpiexec if tp > 1 else None, tp, extra=extra)
+        try:
+            ids = [1] + tokenize(server, json.loads(text)["text"])[:300]
+            status, values = prompt_logprobs(server, ids)
+            check(status == 200, f"sparse attention {label}: prompt log-probabilities answered "
+                                 f"{status} {values if status != 200 else ''}")
+            runs[label] = values if status == 200 else None
+        finally:
+            check(server.stop() == 0, f"sparse attention {label}: the server stops cleanly")
+    if runs.get("dense") and runs.get("topk tp1"):
+        moved = max(abs(a - b) for a, b in zip(runs["dense"], runs["topk tp1"]))
+        check(moved > 1e-3, f"sparse attention: Top-k changes the log-probabilities ({moved:.2e})")
+    if runs.get("topk tp1") and runs.get("topk tp2"):
+        diff = max(abs(a - b) for a, b in zip(runs["topk tp1"], runs["topk tp2"]))
+        check(diff < 2e-4, f"sparse attention: tp2 scores as tp1 (max |diff| {diff:.2e})")
+
+
 def check_data_parallel(binary, mpiexec, tp):
     """--dp 2: each replica's leader serves on its own port; both answer transformers'
     log-likelihoods, and SIGTERM ends every rank with 0."""
@@ -413,6 +451,7 @@ def main():
         check_rank_death(binary, mpiexec)
         for tp in (1, 2):
             check_data_parallel(binary, mpiexec, tp)
+    check_sparse_attention(binary, mpiexec)
     server = Server(binary, extra=["--chat-template", "llama-2"])
     try:
         check_chat(server, "tp1 chat")
