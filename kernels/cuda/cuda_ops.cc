@@ -86,6 +86,31 @@ absl::Status CudaBackend::DoGatherRows(const GatherRowsArgs& a) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// The fields AttentionParams and SparseAttentionParams share, from the op's arguments.
+template <typename Params>
+void FillAttentionParams(const AttentionArgs& a, int* error_flags, Params* p) {
+  p->q = a.q.as<const float>();
+  p->k_cache = a.k_cache.data;
+  p->v_cache = a.v_cache.data;
+  p->cache_type = cuda::StorageOf(a.k_cache.dtype);
+  p->slots = a.slots.as<const int32_t>();
+  p->entries = a.entries.as<const int32_t>();
+  p->out = a.out.as<float>();
+  p->lse = a.lse.empty() ? nullptr : a.lse.as<float>();
+  p->n = a.q.dim(0);
+  p->heads = a.q.dim(1);
+  p->kv_heads = a.k_cache.dim(2);
+  p->head_dim = a.q.dim(2);
+  p->n_slots = a.k_cache.dim(0);
+  p->max_seq = a.k_cache.dim(1);
+  p->scale = a.scale;
+  p->error_flags = error_flags;
+}
+
+}  // namespace
+
 absl::Status CudaBackend::DoAttention(const AttentionArgs& a) {
   if (a.variant.sparse() || a.variant.has_outputs()) return SparseAttention(a);
   RETURN_IF_ERROR(cuda::RequireDevice("Attention", {{"q", a.q},
@@ -103,22 +128,7 @@ absl::Status CudaBackend::DoAttention(const AttentionArgs& a) {
   if (n == 0 || heads == 0) return absl::OkStatus();
   RETURN_IF_ERROR(Activate());
   cuda::AttentionParams p;
-  p.q = a.q.as<const float>();
-  p.k_cache = a.k_cache.data;
-  p.v_cache = a.v_cache.data;
-  p.cache_type = cuda::StorageOf(a.k_cache.dtype);
-  p.slots = a.slots.as<const int32_t>();
-  p.entries = a.entries.as<const int32_t>();
-  p.out = a.out.as<float>();
-  p.lse = a.lse.empty() ? nullptr : a.lse.as<float>();
-  p.n = n;
-  p.heads = heads;
-  p.kv_heads = a.k_cache.dim(2);
-  p.head_dim = head_dim;
-  p.n_slots = a.k_cache.dim(0);
-  p.max_seq = a.k_cache.dim(1);
-  p.scale = a.scale;
-  p.error_flags = error_flags_device_;
+  FillAttentionParams(a, error_flags_device_, &p);
   const int splits = AttentionSplits(n, heads, p.kv_heads, p.max_seq);
   if (splits > 1) {
     const int64_t per = (p.max_seq + splits - 1) / splits;
@@ -165,22 +175,7 @@ absl::Status CudaBackend::SparseAttention(const AttentionArgs& a) {
   if (n == 0 || heads == 0) return absl::OkStatus();
   RETURN_IF_ERROR(Activate());
   cuda::SparseAttentionParams p;
-  p.q = a.q.as<const float>();
-  p.k_cache = a.k_cache.data;
-  p.v_cache = a.v_cache.data;
-  p.cache_type = cuda::StorageOf(a.k_cache.dtype);
-  p.slots = a.slots.as<const int32_t>();
-  p.entries = a.entries.as<const int32_t>();
-  p.out = a.out.as<float>();
-  p.lse = a.lse.empty() ? nullptr : a.lse.as<float>();
-  p.n = n;
-  p.heads = heads;
-  p.kv_heads = a.k_cache.dim(2);
-  p.head_dim = head_dim;
-  p.n_slots = a.k_cache.dim(0);
-  p.max_seq = a.k_cache.dim(1);
-  p.scale = a.scale;
-  p.error_flags = error_flags_device_;
+  FillAttentionParams(a, error_flags_device_, &p);
   p.kind = static_cast<int>(v.kind);
   p.post = v.placement == AttentionVariant::Placement::kPostSoftmax;
   p.sdc = static_cast<int>(v.sdc);

@@ -31,6 +31,7 @@
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/device_info.h"
 #include "kernels/cuda/launchers.h"
+#include "tests/kernels/sparse_variants.h"
 #include "tests/test_util.h"
 
 namespace tessera {
@@ -657,28 +658,12 @@ TEST_F(ParityTest, SparseAttentionVariants) {
       {"decode GQA 3:1 hd128", 12, 4, 128, 2, 1024, {0, 1}, {1023, 400}},
   };
   std::vector<V> variants;
-  for (V::Kind kind : {V::Kind::kTopTheta, V::Kind::kTopK}) {
-    for (V::Placement pl : {V::Placement::kPreSoftmax, V::Placement::kPostSoftmax}) {
-      for (V::Compensation sdc : {V::Compensation::kNone, V::Compensation::kExact,
-                                  V::Compensation::kExpThreshold, V::Compensation::kOffline}) {
-        if (pl == V::Placement::kPostSoftmax && sdc != V::Compensation::kNone) continue;
-        if (sdc == V::Compensation::kExpThreshold && kind != V::Kind::kTopTheta) continue;
-        for (bool vmc : {false, true}) {
-          if (vmc && pl == V::Placement::kPreSoftmax && sdc == V::Compensation::kNone) continue;
-          V v;
-          v.kind = kind;
-          v.placement = pl;
-          v.sdc = sdc;
-          v.vmc = vmc;
-          v.k = 8;
-          v.sdc_scale = 0.8f;
-          variants.push_back(v);
-          if (kind == V::Kind::kTopTheta && !vmc) {
-            v.cap_k = true;
-            variants.push_back(v);
-          }
-        }
-      }
+  for (V v : testing::ValidSparseVariants(8)) {
+    v.sdc_scale = 0.8f;
+    variants.push_back(v);
+    if (v.kind == V::Kind::kTopTheta && !v.vmc) {
+      v.cap_k = true;
+      variants.push_back(v);
     }
   }
   V record;  // dense forward with the calibration outputs

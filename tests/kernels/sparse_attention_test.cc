@@ -12,6 +12,7 @@
 
 #include "gtest/gtest.h"
 #include "kernels/backend.h"
+#include "tests/kernels/sparse_variants.h"
 #include "tests/test_util.h"
 
 namespace tessera {
@@ -172,24 +173,7 @@ V Variant(V::Kind kind, V::Placement placement, V::Compensation sdc, bool vmc, i
   return var;
 }
 
-// The valid (kind, placement, sdc, vmc) combinations of §5.
-std::vector<V> AllCombinations(int32_t k) {
-  std::vector<V> out;
-  for (V::Kind kind : {V::Kind::kTopTheta, V::Kind::kTopK}) {
-    for (V::Placement pl : {V::Placement::kPreSoftmax, V::Placement::kPostSoftmax}) {
-      for (V::Compensation sdc : {V::Compensation::kNone, V::Compensation::kExact,
-                                  V::Compensation::kExpThreshold, V::Compensation::kOffline}) {
-        if (pl == V::Placement::kPostSoftmax && sdc != V::Compensation::kNone) continue;
-        if (sdc == V::Compensation::kExpThreshold && kind != V::Kind::kTopTheta) continue;
-        for (bool vmc : {false, true}) {
-          if (vmc && pl == V::Placement::kPreSoftmax && sdc == V::Compensation::kNone) continue;
-          out.push_back(Variant(kind, pl, sdc, vmc, k));
-        }
-      }
-    }
-  }
-  return out;
-}
+std::vector<V> AllCombinations(int32_t k) { return testing::ValidSparseVariants(k); }
 
 std::string Describe(const V& v) {
   return "kind " + std::to_string(int(v.kind)) + " placement " + std::to_string(int(v.placement)) +
