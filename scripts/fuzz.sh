@@ -30,7 +30,8 @@ cmake -S . -B "$build_dir" -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++
   -DTESSERA_FUZZ=ON -DTESSERA_BUILD_TESTS=OFF -DTESSERA_MPI=OFF -DTESSERA_CUDA=OFF \
   -DTESSERA_NATIVE=OFF "${launcher[@]}" >/dev/null
 targets=(safetensors_header_fuzzer safetensors_index_fuzzer model_config_fuzzer
-         prompts_file_fuzzer eval_task_fuzzer run_config_fuzzer set_flag_fuzzer)
+         prompts_file_fuzzer eval_task_fuzzer run_config_fuzzer set_flag_fuzzer
+         threshold_file_fuzzer)
 cmake --build "$build_dir" -j "$(nproc)" --target "${targets[@]}"
-# One target per core: 7 targets x 25 s take about 90 s on CI's 2 cores.
+# One target per core: 8 targets x 25 s take about 100 s on CI's 2 cores.
 TESSERA_FUZZ_JOBS="${TESSERA_FUZZ_JOBS:-$(nproc)}" bash tests/fuzz/run_fuzzers.sh "$build_dir" "$seconds"

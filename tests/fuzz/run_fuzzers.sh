@@ -20,7 +20,8 @@ seconds=$2
 shift 2
 src=$(cd "$(dirname "$0")/../.." && pwd)
 all_targets=(safetensors_header_fuzzer safetensors_index_fuzzer model_config_fuzzer
-             prompts_file_fuzzer eval_task_fuzzer run_config_fuzzer set_flag_fuzzer)
+             prompts_file_fuzzer eval_task_fuzzer run_config_fuzzer set_flag_fuzzer
+             threshold_file_fuzzer)
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=("${all_targets[@]}")
 jobs=${TESSERA_FUZZ_JOBS:-1}
