@@ -148,10 +148,11 @@ absl::StatusOr<std::map<std::string, std::vector<int64_t>>> TopThetaMethod::RunC
   const int64_t layers = config_.num_hidden_layers, heads = config_.num_attention_heads,
                 kv_heads = config_.num_key_value_heads;
   // With KV heads replicated over tp ranks (tp > kv heads), every rank holding a copy counts
-  // the union over its own query heads of the group: the V-row counts are then a sum of
-  // partial unions, an upper bound of the group's union.
+  // the union over its own query heads of the group: the kept V rows are then a sum of partial
+  // unions, an upper bound of the group's union, and the visible rows are counted once (by the
+  // rank holding the group's first query head).
   const int64_t group = heads / kv_heads;
-  const bool counts_kv = plan_.head_begin % group == 0 || plan_.heads >= group;
+  const bool counts_visible_vrows = plan_.head_begin % group == 0;
   const char* phases[] = {"prefill", "decode"};
   for (int p = 0; p < 2; ++p) {
     std::vector<int64_t> kept(layers * heads, 0), visible(layers * heads, 0);
@@ -162,10 +163,12 @@ absl::StatusOr<std::map<std::string, std::vector<int64_t>>> TopThetaMethod::RunC
         kept[global * heads + plan_.head_begin + h] = c.kept[p][l * c.heads + h];
         visible[global * heads + plan_.head_begin + h] = c.visible[p][l * c.heads + h];
       }
-      for (int64_t g = 0; g < c.kv_heads && counts_kv; ++g) {
+      for (int64_t g = 0; g < c.kv_heads; ++g) {
         vrows[global * kv_heads + plan_.kv_head_begin + g] += c.vrows[p][l * c.kv_heads + g];
-        vvisible[global * kv_heads + plan_.kv_head_begin + g] +=
-            c.vrows_visible[p][l * c.kv_heads + g];
+        if (counts_visible_vrows) {
+          vvisible[global * kv_heads + plan_.kv_head_begin + g] +=
+              c.vrows_visible[p][l * c.kv_heads + g];
+        }
       }
     }
     const std::string phase = phases[p];

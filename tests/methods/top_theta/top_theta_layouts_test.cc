@@ -294,6 +294,18 @@ TEST(TopThetaLayoutsTest, EveryLayoutCalibratesAndScoresAsOneRank) {
       EXPECT_NEAR(a[i].value, b[i].value, 3e-4 * (1 + std::abs(a[i].value))) << name;
     }
     ExpectSameScores(*one, *o, name);
+    // V rows: the same visible rows; kept ones equal, except at tp 4, where the model's 2 KV
+    // heads are replicated and the count is a sum of per-rank unions (at least the group's).
+    double kept_one = 0, kept_here = 0;
+    for (int64_t v : one->counters.at("kept_vrows_prefill")) kept_one += v;
+    for (int64_t v : o->counters.at("kept_vrows_prefill")) kept_here += v;
+    EXPECT_EQ(one->counters.at("visible_vrows_prefill"), o->counters.at("visible_vrows_prefill"))
+        << name;
+    if (layout.tp == 4) {
+      EXPECT_GE(kept_here, kept_one) << name;
+    } else {
+      EXPECT_NEAR(kept_here, kept_one, 1e-4 * kept_one) << name;
+    }
   }
 }
 
