@@ -43,11 +43,6 @@ SparseAttentionPolicy::SparseAttentionPolicy(const AttentionVariant& base,
   counters_.Resize(static_cast<int64_t>(layers_.size()), heads, kv_heads);
 }
 
-void SparseAttentionPolicy::ResetCounters() {
-  for (Pending& p : pending_) p.set = false;
-  counters_.Resize(counters_.layers, heads_, kv_heads_);
-}
-
 absl::StatusOr<AttentionVariant> SparseAttentionPolicy::Variant(const LayerContext& ctx) {
   const int64_t l = ctx.local_layer;
   RETURN_IF_ERROR(Fold(l));

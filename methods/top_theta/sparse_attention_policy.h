@@ -50,7 +50,6 @@ class SparseAttentionPolicy : public AttentionPolicy {
   // Folds the counters of the last pass into counters(); call before reading them.
   absl::Status Flush();
   const AttentionCounters& counters() const { return counters_; }
-  void ResetCounters();
 
  private:
   // A layer's counter outputs of the last pass, not yet folded.
