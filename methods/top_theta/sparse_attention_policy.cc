@@ -46,7 +46,25 @@ SparseAttentionPolicy::SparseAttentionPolicy(const AttentionVariant& base,
 absl::StatusOr<AttentionVariant> SparseAttentionPolicy::Variant(const LayerContext& ctx) {
   const int64_t l = ctx.local_layer;
   RETURN_IF_ERROR(Fold(l));
+  const ForwardBatch& batch = *ctx.batch;
+  if (batch.kv_only) return AttentionVariant{};  // the layer writes K/V only: nothing is attended
   const Layer& layer = layers_[l];
+  const int64_t rows = static_cast<int64_t>(batch.tokens.size());
+  Pending& p = pending_[l];
+  p.n = VisibleKeys(batch, *ctx.cache, l);
+  p.decode.assign(rows, 0);
+  std::map<int32_t, int32_t> count;
+  for (int32_t s : batch.slots) ++count[s];
+  bool sparsified = false;  // some row has more than k keys
+  for (int64_t i = 0; i < rows; ++i) {
+    p.decode[i] = count[batch.slots[i]] == 1 && p.n[i] > 1;
+    sparsified = sparsified || (layer.k > 0 && p.n[i] > layer.k);
+  }
+  p.set = true;
+  // A dense layer, or a pass whose rows are all short, runs the plain kernel (the same bits as
+  // the sparse one on dense rows); every row then keeps its n keys.
+  p.dense = !sparsified;
+  if (p.dense) return AttentionVariant{};
   AttentionVariant v = base_;
   v.k = layer.k;
   v.bin_begin = bin_begin_;
@@ -58,34 +76,16 @@ absl::StatusOr<AttentionVariant> SparseAttentionPolicy::Variant(const LayerConte
     }
     return device.view();
   };
-  if (layer.k == 0) {
-    v.kind = AttentionVariant::Kind::kCausal;  // a dense layer
-    v.sdc = AttentionVariant::Compensation::kNone;
-    v.vmc = false;
-    v.cap_k = false;
-    v.empty_row_zero = false;
-  } else {
-    if (v.kind == AttentionVariant::Kind::kTopTheta) {
-      ASSIGN_OR_RETURN(v.thresholds, upload(layer.thresholds, thresholds_[l]));
-    }
-    if (v.sdc == AttentionVariant::Compensation::kOffline) {
-      ASSIGN_OR_RETURN(v.missing_mass, upload(layer.missing_mass, missing_mass_[l]));
-    }
+  if (v.kind == AttentionVariant::Kind::kTopTheta) {
+    ASSIGN_OR_RETURN(v.thresholds, upload(layer.thresholds, thresholds_[l]));
   }
-  const ForwardBatch& batch = *ctx.batch;
-  if (batch.kv_only) return v;  // the layer writes K/V only: nothing is attended
-  const int64_t rows = static_cast<int64_t>(batch.tokens.size());
-  Pending& p = pending_[l];
+  if (v.sdc == AttentionVariant::Compensation::kOffline) {
+    ASSIGN_OR_RETURN(v.missing_mass, upload(layer.missing_mass, missing_mass_[l]));
+  }
   RETURN_IF_ERROR(p.kept.Resize({rows, heads_}));
   RETURN_IF_ERROR(p.vrows.Resize({rows, kv_heads_}));
   v.kept = p.kept.view();
   v.kept_vrows = p.vrows.view();
-  p.n = VisibleKeys(batch, *ctx.cache, l);
-  p.decode.assign(rows, 0);
-  std::map<int32_t, int32_t> count;
-  for (int32_t s : batch.slots) ++count[s];
-  for (int64_t i = 0; i < rows; ++i) p.decode[i] = count[batch.slots[i]] == 1 && p.n[i] > 1;
-  p.set = true;
   return v;
 }
 
@@ -94,23 +94,25 @@ absl::Status SparseAttentionPolicy::Fold(int64_t l) {
   if (!p.set) return absl::OkStatus();
   p.set = false;
   const int64_t rows = static_cast<int64_t>(p.n.size());
-  host_kept_.resize(rows * heads_);
-  host_vrows_.resize(rows * kv_heads_);
-  RETURN_IF_ERROR(backend_->Synchronize());
-  RETURN_IF_ERROR(
-      backend_->CopyToHost(host_kept_.data(), p.kept.view().data, host_kept_.size() * 4));
-  RETURN_IF_ERROR(
-      backend_->CopyToHost(host_vrows_.data(), p.vrows.view().data, host_vrows_.size() * 4));
+  if (!p.dense) {
+    host_kept_.resize(rows * heads_);
+    host_vrows_.resize(rows * kv_heads_);
+    RETURN_IF_ERROR(backend_->Synchronize());
+    RETURN_IF_ERROR(
+        backend_->CopyToHost(host_kept_.data(), p.kept.view().data, host_kept_.size() * 4));
+    RETURN_IF_ERROR(
+        backend_->CopyToHost(host_vrows_.data(), p.vrows.view().data, host_vrows_.size() * 4));
+  }
   AttentionCounters& c = counters_;
   for (int64_t i = 0; i < rows; ++i) {
     const int phase = p.decode[i] ? kDecode : kPrefill;
     if (l == 0) ++c.rows[phase];
     for (int64_t h = 0; h < heads_; ++h) {
-      c.kept[phase][l * heads_ + h] += host_kept_[i * heads_ + h];
+      c.kept[phase][l * heads_ + h] += p.dense ? p.n[i] : host_kept_[i * heads_ + h];
       c.visible[phase][l * heads_ + h] += p.n[i];
     }
     for (int64_t g = 0; g < kv_heads_; ++g) {
-      c.vrows[phase][l * kv_heads_ + g] += host_vrows_[i * kv_heads_ + g];
+      c.vrows[phase][l * kv_heads_ + g] += p.dense ? p.n[i] : host_vrows_[i * kv_heads_ + g];
       c.vrows_visible[phase][l * kv_heads_ + g] += p.n[i];
     }
   }

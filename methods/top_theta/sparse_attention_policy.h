@@ -55,6 +55,7 @@ class SparseAttentionPolicy : public AttentionPolicy {
   // A layer's counter outputs of the last pass, not yet folded.
   struct Pending {
     bool set = false;
+    bool dense = false;           // no row sparsified: the plain kernel ran, nothing to read back
     std::vector<int32_t> n;       // visible keys per row
     std::vector<uint8_t> decode;  // per row
     Tensor kept, vrows;           // [rows, heads], [rows, kv_heads] I32
