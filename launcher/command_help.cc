@@ -1,5 +1,6 @@
 #include "launcher/command_help.h"
 
+#include <algorithm>
 #include <cstdint>
 
 #include "absl/flags/commandlineflag.h"
@@ -142,6 +143,22 @@ std::vector<std::string> CommandNames() {
 }
 
 bool IsCommand(const std::string& command) { return Find(command) != nullptr; }
+
+absl::Status CheckCommandFlags(const std::string& command, const std::vector<std::string>& given) {
+  const Command* c = Find(command);
+  if (c == nullptr) return absl::OkStatus();
+  for (const std::string& name : given) {
+    const bool listed =
+        std::find(c->flags.begin(), c->flags.end(), name) != c->flags.end() ||
+        (name.rfind("no", 0) == 0 &&
+         std::find(c->flags.begin(), c->flags.end(), name.substr(2)) != c->flags.end());
+    if (listed || name == "help") continue;
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--", absl::StrReplaceAll(name, {{"_", "-"}}), " is not a flag of `tessera ", command,
+        "` (it would have no effect); `tessera ", command, " --help` lists its flags"));
+  }
+  return absl::OkStatus();
+}
 
 std::vector<std::string> CommandFlags(const std::string& command) {
   const Command* c = Find(command);

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
+
 namespace tessera {
 
 // The subcommands, in the order the general usage lists them: generate, eval, bench, plan.
@@ -18,6 +20,11 @@ bool IsCommand(const std::string& command);
 // The flags `command` reads, with absl's underscore spelling ("max_new_tokens"), including "set"
 // (--set, repeatable, parsed by the launcher, not absl); empty for an unknown command.
 std::vector<std::string> CommandFlags(const std::string& command);
+
+// OK when every flag in `given` (underscore spelling; "noNAME" for a negated boolean) is one
+// `command` reads; else InvalidArgument naming the first that is not (it would have no effect)
+// and the command's --help.
+absl::Status CheckCommandFlags(const std::string& command, const std::vector<std::string>& given);
 
 // The help text of `command` (ends with a newline); empty for an unknown command.
 std::string CommandHelp(const std::string& command);

@@ -101,6 +101,10 @@ std::set<std::string>& GivenFlags() {
 
 bool FlagWasGiven(const std::string& name) { return GivenFlags().count(name) > 0; }
 
+std::vector<std::string> GivenFlagNames() {
+  return std::vector<std::string>(GivenFlags().begin(), GivenFlags().end());
+}
+
 std::vector<std::string> TakeRepeatedFlag(std::vector<std::string>* args, const std::string& name) {
   std::vector<std::string> values, rest;
   const std::string bare = "--" + name, with_value = bare + "=";

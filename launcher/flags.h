@@ -66,6 +66,8 @@ namespace tessera {
 // Rewrites "--max-new-tokens=4" to "--max_new_tokens=4" (flag names only, never values) and
 // records which flags were given, for FlagWasGiven().
 std::vector<std::string> NormalizeFlagNames(const std::vector<std::string>& args);
+// The flags NormalizeFlagNames saw, underscore spelling, sorted.
+std::vector<std::string> GivenFlagNames();
 
 // Sets the flags that the command line did not give from a run config's model, layout, sampling,
 // seed and max_batch fields (unset fields leave the flag defaults).

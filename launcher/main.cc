@@ -170,6 +170,11 @@ int main(int argc, char** argv) {
     return Fail("", absl::StrCat("unexpected argument \"", rest[1],
                                  "\"; flags take the form --name=value or --name value"));
   }
+  // A flag the command does not read would be silently ignored: refuse it.
+  if (const absl::Status s = tessera::CheckCommandFlags(command, tessera::GivenFlagNames());
+      !s.ok()) {
+    return FailBeforeStart(std::string(s.message()));
+  }
   if (const absl::Status flags = tessera::ValidateFlagValues(); !flags.ok()) {
     return FailBeforeStart(std::string(flags.message()));
   }

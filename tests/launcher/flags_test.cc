@@ -56,6 +56,22 @@ TEST(CommandHelpTest, EveryListedFlagIsDefined) {
   EXPECT_EQ(CommandHelp("frobnicate"), "");
 }
 
+// A flag that the command does not read is refused (it would have no effect), naming it with
+// dashes; every listed flag, a negated boolean and --help pass.
+TEST(CommandHelpTest, FlagsACommandDoesNotReadAreRefused) {
+  for (const std::string& command : CommandNames()) {
+    EXPECT_TRUE(CheckCommandFlags(command, CommandFlags(command)).ok()) << command;
+  }
+  EXPECT_TRUE(CheckCommandFlags("generate", {"max_new_tokens", "noignore_eos", "help"}).ok());
+  const absl::Status port = CheckCommandFlags("generate", {"model", "port"});
+  EXPECT_EQ(port.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(port.message()),
+              ::testing::HasSubstr("--port is not a flag of `tessera generate`"));
+  EXPECT_THAT(std::string(CheckCommandFlags("eval", {"calib_tac"}).message()),
+              ::testing::HasSubstr("--calib-tac is not a flag of `tessera eval`"));
+  EXPECT_FALSE(CheckCommandFlags("plan", {"method"}).ok());
+}
+
 TEST(CommandHelpTest, EntryGivesNameTypeDefaultAndHelp) {
   const std::string help = CommandHelp("generate");
   EXPECT_THAT(help, ::testing::StartsWith("usage: tessera generate "));
