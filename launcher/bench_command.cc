@@ -231,6 +231,11 @@ absl::Status RunBench(Job& job, const config::MethodSettings& method_settings) {
   if (batch > 1) {
     out["batch"] = batch;
     out["batched_decode_tokens_per_s"] = batch * decode_tokens / batched->decode_s;
+    out["batched_prefill_tokens_per_s"] = batch * prompt_tokens / batched->prefill_s;
+    // Every prompt and generated token over the whole run (prefill + decode), as
+    // llama.cpp's batched-bench reports its total speed.
+    out["batched_end_to_end_tokens_per_s"] =
+        batch * (prompt_tokens + decode_tokens) / (batched->prefill_s + batched->decode_s);
     if (!batched->method.empty()) out["batched_method_counters"] = batched->method;
     if (job.layout().pp > 1) {
       out["batched_decode_tokens_per_s_one_micro_batch"] =
