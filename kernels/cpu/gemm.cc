@@ -37,15 +37,19 @@ namespace {
 
 constexpr int64_t kGemvRowBlock = 16;            // weight rows per OpenMP work item
 constexpr int64_t kConvertBlockBytes = 4 << 20;  // F32 scratch per sgemm block
-// Below this many weight elements a GEMV runs on one thread: waking the team costs more.
-constexpr int64_t kParallelMinElements = 1 << 18;
+// Below this many weight elements a GEMV runs on one thread: waking the team costs more. Small
+// (16 KiB of BF16): a decode step of a small model is a chain of small GEMVs whose weights sit in
+// the last-level cache, and splitting each over the cores is most of what makes it fast.
+constexpr int64_t kGemvParallelMinElements = 1 << 12;
+// Below this many multiply-adds an sgemm runs on one thread.
+constexpr int64_t kSgemmParallelMinWork = 1 << 21;
 
 void Gemv(const GemmArgs& a, const cpu::GemmKernelSet& kernels) {
   const int64_t n = a.w.dim(0);
   const cpu::GemvTask task{a.x.as<const float>(), a.x.dim(0), a.x.dim(1), a.w.data, a.w.dtype,
                            a.y.as<float>(), n, a.accumulate};
   const int64_t blocks = (n + kGemvRowBlock - 1) / kGemvRowBlock;
-#pragma omp parallel for schedule(static) if (n * task.k >= kParallelMinElements)
+#pragma omp parallel for schedule(static) if (n * task.k >= kGemvParallelMinElements)
   for (int64_t block = 0; block < blocks; ++block) {
     kernels.gemv_rows(task, block * kGemvRowBlock, std::min(n, (block + 1) * kGemvRowBlock));
   }
@@ -78,7 +82,7 @@ void ParallelSgemm(const GemmArgs& a, const cpu::GemmKernelSet& kernels) {
   int64_t rows = std::max<int64_t>(1, kConvertBlockBytes / (k * 4));
   rows = std::min(rows, std::max<int64_t>(16, (n + threads - 1) / threads));
   const int64_t blocks = (n + rows - 1) / rows;
-#pragma omp parallel if (m * n * k >= kParallelMinElements * 8 && blocks > 1)
+#pragma omp parallel if (m * n * k >= kSgemmParallelMinWork && blocks > 1)
   {
     std::vector<float> scratch;
 #pragma omp for schedule(dynamic, 1)

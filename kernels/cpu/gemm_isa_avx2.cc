@@ -28,6 +28,7 @@ struct V {
     s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
     return _mm_cvtss_f32(s);
   }
+  TESSERA_GEMM_TARGET static void Pin(Reg& v) { asm("" : "+x"(v)); }
   TESSERA_GEMM_TARGET static void Store(float* p, Reg v) { _mm256_storeu_ps(p, v); }
 };
 

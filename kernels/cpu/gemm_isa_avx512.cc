@@ -24,6 +24,7 @@ struct V {
   }
   TESSERA_GEMM_TARGET static Reg Fma(Reg a, Reg b, Reg c) { return _mm512_fmadd_ps(a, b, c); }
   TESSERA_GEMM_TARGET static float Sum(Reg v) { return _mm512_reduce_add_ps(v); }
+  TESSERA_GEMM_TARGET static void Pin(Reg& v) { asm("" : "+v"(v)); }
   TESSERA_GEMM_TARGET static void Store(float* p, Reg v) { _mm512_storeu_ps(p, v); }
 };
 

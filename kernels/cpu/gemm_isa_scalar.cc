@@ -15,6 +15,7 @@ struct V {
   static Reg LoadF16(const uint16_t* p) { return F16ToFloat(*p); }
   static Reg Fma(Reg a, Reg b, Reg c) { return a * b + c; }
   static float Sum(Reg v) { return v; }
+  static void Pin(Reg&) {}
   static void Store(float* p, Reg v) { *p = v; }
 };
 

@@ -8,6 +8,7 @@
 //     static Reg LoadBf16(const uint16_t*);  static Reg LoadF16(const uint16_t*);
 //     static Reg Fma(Reg a, Reg b, Reg c);   // a * b + c
 //     static float Sum(Reg);          static void Store(float*, Reg);
+//     static void Pin(Reg&);          // keeps the value in a register (an empty asm)
 //   };
 //
 // Every function here has internal linkage, so the per-instruction-set copies never merge.
@@ -40,100 +41,108 @@ struct WeightLoad<F16Bits> {
   }
 };
 
-// Dots of the first `len` elements of R weight rows with MT activation rows (both of row stride
-// k): out[r][c]. A len % kLanes tail is copied into zero-padded lanes, so every element goes
-// through the same vector arithmetic.
+// acc[r][c] += w[r * k + i ...] * x[c * k + i ...] for one vector of lanes.
 template <typename T, int R, int MT>
-TESSERA_GEMM_TARGET inline void DotTile(const T* w, const float* x, int64_t k, int64_t len,
-                                        float out[R][MT]) {
+TESSERA_GEMM_TARGET inline void TileStep(const T* w, const float* x, int64_t k, int64_t i,
+                                         typename V::Reg acc[R][MT]) {
+  typename V::Reg wv[R];
+  for (int r = 0; r < R; ++r) {
+    wv[r] = WeightLoad<T>::Load(w + r * k + i);
+    V::Pin(wv[r]);  // F32 weights too: loaded once, not once per activation row
+  }
+  for (int c = 0; c < MT; ++c) {
+    typename V::Reg xv = V::LoadF32(x + c * k + i);
+    V::Pin(xv);  // one load for the R multiply-adds, not one folded into each
+    for (int r = 0; r < R; ++r) acc[r][c] = V::Fma(wv[r], xv, acc[r][c]);
+  }
+}
+
+// Dots of R weight rows with MT activation rows (both of length and row stride k): out[r][c].
+// The k % kLanes tail is copied into zero-padded lanes, so every element goes through the same
+// vector arithmetic. Prefetches may point past the end of w (a hint never faults).
+template <typename T, int R, int MT>
+TESSERA_GEMM_TARGET inline void DotTile(const T* w, const float* x, int64_t k, float out[R][MT]) {
   typename V::Reg acc[R][MT];
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < MT; ++c) acc[r][c] = V::Zero();
-  const int64_t vec_k = len - len % V::kLanes;
+  const int64_t vec_k = k - k % V::kLanes;
   for (int64_t i = 0; i < vec_k; i += V::kLanes) {
-    typename V::Reg wv[R];
-    for (int r = 0; r < R; ++r) wv[r] = WeightLoad<T>::Load(w + r * k + i);
-    for (int c = 0; c < MT; ++c) {
-      const typename V::Reg xv = V::LoadF32(x + c * k + i);
-      for (int r = 0; r < R; ++r) acc[r][c] = V::Fma(wv[r], xv, acc[r][c]);
-    }
+    // The same columns of the next tile's rows (R rows further on): with short rows the
+    // hardware prefetcher does not see R interleaved streams of a few lines each coming.
+    for (int r = 0; r < R; ++r) __builtin_prefetch(w + (R + r) * k + i);
+    TileStep<T, R, MT>(w, x, k, i, acc);
   }
-  if (vec_k < len) {
+  if (vec_k < k) {
     T w_tail[R][V::kLanes];
     float x_tail[MT][V::kLanes];
     for (int r = 0; r < R; ++r)
-      for (int64_t i = 0; i < V::kLanes; ++i) w_tail[r][i] = vec_k + i < len ? w[r * k + vec_k + i] : T{};
+      for (int64_t l = 0; l < V::kLanes; ++l) w_tail[r][l] = vec_k + l < k ? w[r * k + vec_k + l] : T{};
     for (int c = 0; c < MT; ++c)
-      for (int64_t i = 0; i < V::kLanes; ++i) x_tail[c][i] = vec_k + i < len ? x[c * k + vec_k + i] : 0.0f;
-    typename V::Reg wv[R];
-    for (int r = 0; r < R; ++r) wv[r] = WeightLoad<T>::Load(w_tail[r]);
-    for (int c = 0; c < MT; ++c) {
-      const typename V::Reg xv = V::LoadF32(x_tail[c]);
-      for (int r = 0; r < R; ++r) acc[r][c] = V::Fma(wv[r], xv, acc[r][c]);
-    }
+      for (int64_t l = 0; l < V::kLanes; ++l) x_tail[c][l] = vec_k + l < k ? x[c * k + vec_k + l] : 0.0f;
+    TileStep<T, R, MT>(&w_tail[0][0], &x_tail[0][0], V::kLanes, 0, acc);
   }
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < MT; ++c) out[r][c] = V::Sum(acc[r][c]);
 }
 
 // Weight rows per tile for MT activation rows: R weight registers + one activation register +
-// R * MT accumulators fit the 16 (AVX2) vector registers.
-constexpr int TileRows(int mt) { return mt <= 2 ? 4 : (mt == 3 ? 3 : 2); }
+// R * MT accumulators fit the 16 AVX2 vector registers (at MT = 4: 3 + 1 + 12).
+constexpr int TileRows(int mt) { return mt <= 2 ? 4 : 3; }
 
-// Writes (add = false) or adds the tile's dots to y.
+// Writes the tile's dots to y, or adds them (t.accumulate).
 template <int R, int MT>
-TESSERA_GEMM_TARGET inline void StoreTile(const GemvTask& t, int64_t j, int64_t c0, bool add,
-                                          const float dots[R][MT]) {
+TESSERA_GEMM_TARGET inline void StoreTile(const GemvTask& t, int64_t j, int64_t c0, const float dots[R][MT]) {
   for (int c = 0; c < MT; ++c) {
     float* dst = t.y + (c0 + c) * t.ldy + j;
-    for (int r = 0; r < R; ++r) dst[r] = add ? dst[r] + dots[r][c] : dots[r][c];
+    for (int r = 0; r < R; ++r) dst[r] = t.accumulate ? dst[r] + dots[r][c] : dots[r][c];
   }
 }
 
-// Rows [begin, end) of w times activation rows [c0, c0 + MT), over elements [k0, k0 + len).
+// Rows [begin, end) of w times activation rows [c0, c0 + MT).
 template <typename T, int MT>
-TESSERA_GEMM_TARGET void RowsTimesGroup(const GemvTask& t, int64_t begin, int64_t end, int64_t c0,
-                                        int64_t k0, int64_t len, bool add) {
+TESSERA_GEMM_TARGET void RowsTimesGroup(const GemvTask& t, int64_t begin, int64_t end, int64_t c0) {
   constexpr int R = TileRows(MT);
-  const T* w = static_cast<const T*>(t.w) + k0;
-  const float* x = t.x + c0 * t.k + k0;
+  const T* w = static_cast<const T*>(t.w);
+  const float* x = t.x + c0 * t.k;
   int64_t j = begin;
   for (; j + R <= end; j += R) {
     float dots[R][MT];
-    DotTile<T, R, MT>(w + j * t.k, x, t.k, len, dots);
-    StoreTile<R, MT>(t, j, c0, add, dots);
+    DotTile<T, R, MT>(w + j * t.k, x, t.k, dots);
+    StoreTile<R, MT>(t, j, c0, dots);
   }
   for (; j < end; ++j) {
     float dots[1][MT];
-    DotTile<T, 1, MT>(w + j * t.k, x, t.k, len, dots);
-    StoreTile<1, MT>(t, j, c0, add, dots);
+    DotTile<T, 1, MT>(w + j * t.k, x, t.k, dots);
+    StoreTile<1, MT>(t, j, c0, dots);
   }
 }
 
-// Elements per pass over the activations with more than four rows: a chunk of all (up to 8) rows, 16 KiB, stays in L1
-// while the weight rows stream past it, so the activation loads (one per multiply-add at 8 rows)
-// hit L1 instead of L2. A multiple of every instruction set's lane count.
-constexpr int64_t kChunk = 512;
-
+// Every group of up to four activation rows passes over rows [begin, end) of w in turn; the
+// caller keeps the range small enough (kernels/cpu/gemm.cc: 16 rows) that the rows stay in L2
+// for the second group. Splitting k into chunks that keep x in L1 was measured slower: each
+// chunk pays the tile's horizontal sums again.
 template <typename T>
 TESSERA_GEMM_TARGET void GemvRowsOf(const GemvTask& t, int64_t begin, int64_t end) {
-  const int64_t chunk = t.m > 4 ? kChunk : t.k;  // one group of rows reads x once anyway
-  for (int64_t k0 = 0; k0 < t.k; k0 += chunk) {
-    const int64_t len = t.k - k0 < chunk ? t.k - k0 : chunk;
-    const bool add = k0 > 0 || t.accumulate;
+  // F32 weights with more than one group: 12 rows (a multiple of every TileRows) at a time, so
+  // the second group reads them from L1 right after the first pulled them from memory and the
+  // memory stream does not wait for a whole second pass. Half weights are bound by the widening
+  // arithmetic, not by memory, and measured faster with the whole range per group.
+  const int64_t step = t.m > 4 && sizeof(T) == 4 ? 12 : end - begin;
+  for (int64_t b = begin; b < end; b += step) {
+    const int64_t e = end - b < step ? end : b + step;
     for (int64_t c0 = 0; c0 < t.m; c0 += 4) {
       switch (t.m - c0) {
         case 1:
-          RowsTimesGroup<T, 1>(t, begin, end, c0, k0, len, add);
+          RowsTimesGroup<T, 1>(t, b, e, c0);
           break;
         case 2:
-          RowsTimesGroup<T, 2>(t, begin, end, c0, k0, len, add);
+          RowsTimesGroup<T, 2>(t, b, e, c0);
           break;
         case 3:
-          RowsTimesGroup<T, 3>(t, begin, end, c0, k0, len, add);
+          RowsTimesGroup<T, 3>(t, b, e, c0);
           break;
         default:
-          RowsTimesGroup<T, 4>(t, begin, end, c0, k0, len, add);
+          RowsTimesGroup<T, 4>(t, b, e, c0);
       }
     }
   }

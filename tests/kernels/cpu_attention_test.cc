@@ -8,6 +8,7 @@
 
 #include "gtest/gtest.h"
 #include "kernels/backend.h"
+#include "kernels/cpu/cpu_backend.h"
 #include "tests/test_util.h"
 
 namespace tessera {
@@ -85,6 +86,39 @@ const auto kAttnCases =
                       AttnCase{16, 2, 64, {299, 17, 130}, {0, 2, 1}},  // decode, ragged, long
                       AttnCase{6, 3, 10, {4, 0, 9, 2, 1}, {2, 0, 2, 1, 0}});
 INSTANTIATE_TEST_SUITE_P(Shapes, AttentionTest, kAttnCases);
+
+// Long sequences with fewer (token, KV head) pairs than twice the threads: the kernel splits
+// the keys over the cores (at least 1024 per split) and merges the partial softmax states.
+TEST(LongAttentionTest, KeysSplitOverThreadsMatchNaiveSoftmax) {
+  auto backend = *MakeBackend(BackendKind::kCpu);
+  const int threads_before = CpuBackend::threads();
+  CpuBackend::SetThreads(2);
+  for (const AttnCase& p : {AttnCase{8, 1, 64, {4999}, {1}},             // 1 pair: 4 splits
+                            AttnCase{4, 2, 32, {2047, 3}, {0, 1}},       // 2 long splits + short
+                            AttnCase{16, 2, 64, {3100, 1023}, {1, 0}}}) {  // 4 pairs: none
+    SCOPED_TRACE(::testing::Message() << "heads " << p.heads << "/" << p.kv_heads << " len "
+                                      << p.positions[0] + 1);
+    const int64_t n = p.positions.size(), max_seq = 5000, n_slots = 2;
+    const int64_t cache_size = n_slots * max_seq * p.kv_heads * p.head_dim;
+    std::vector<float> k = RandomFloats(cache_size, 31), v = RandomFloats(cache_size, 32);
+    std::vector<float> q = RandomFloats(n * p.heads * p.head_dim, 33, 3.0f);  // peaked softmax
+    std::vector<float> out(q.size(), NAN), lse(n * p.heads, NAN);
+    const float scale = 1.0f / std::sqrt(float(p.head_dim));
+    ASSERT_OK(backend->Attention(
+        {TensorView::Of(q.data(), DType::kF32, {n, p.heads, p.head_dim}),
+         TensorView::Of(k.data(), DType::kF32, {n_slots, max_seq, p.kv_heads, p.head_dim}),
+         TensorView::Of(v.data(), DType::kF32, {n_slots, max_seq, p.kv_heads, p.head_dim}),
+         TensorView::Of(p.slots.data(), DType::kI32, {n}),
+         TensorView::Of(p.positions.data(), DType::kI32, {n}),
+         TensorView::Of(out.data(), DType::kF32, {n, p.heads, p.head_dim}),
+         TensorView::Of(lse.data(), DType::kF32, {n, p.heads}), scale}));
+    std::vector<float> ref_out, ref_lse;
+    NaiveAttention(p, max_seq, q, k, v, scale, &ref_out, &ref_lse);
+    EXPECT_LT(RelativeError(out.data(), ref_out.data(), out.size()), 1e-5);
+    EXPECT_LT(RelativeError(lse.data(), ref_lse.data(), lse.size()), 1e-5);
+  }
+  CpuBackend::SetThreads(threads_before);
+}
 
 // `values` rounded to `dtype` (F16 or BF16, nearest even), as 16-bit words and widened back.
 std::vector<uint16_t> Round(const std::vector<float>& values, DType dtype,

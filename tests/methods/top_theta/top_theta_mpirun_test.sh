@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Top-theta and Top-k through the `tessera` binary with ranks as processes:
 # - `tessera calibrate` at tp2 x pp2 and dp 2 writes one rank's th.txt: the same bins and
-#   sample counts, 99 % of the values within 1e-5 (1 + |v|) and all within 1e-3 (1 + |v|) (the
-#   residual stream is summed in another order, and top-k at calibration amplifies that in the
-#   deepest layers);
+#   sample counts, 99 % of the values within 1e-5 (1 + |v|) and all within 2e-3 (1 + |v|) (the
+#   residual stream is summed in another order, a replica's smaller batch is rounded otherwise
+#   by OpenBLAS's kernel for the CPU, and top-k at calibration amplifies that in the deepest
+#   layers: up to 1.4e-3 measured in last-layer bins of 2-3 samples on an AVX2 machine, on the
+#   runtime before and after the GEMV kernels per instruction set alike);
 # - `tessera eval` (rolling perplexity, and next-line generation for the decode counters) with
 #   those thresholds at tp 2, pp 2, tp2 x pp2 and dp 2 gives one rank's metrics and counters,
 #   and so does the thresholds.safetensors archive alone;
@@ -64,7 +66,7 @@ if a.keys() != b.keys():
 close = 0
 for key in a:
     (va, sa, ka), (vb, sb, kb) = a[key], b[key]
-    if sa != sb or ka != kb or abs(va - vb) > 1e-3 * (1 + abs(va)):
+    if sa != sb or ka != kb or abs(va - vb) > 2e-3 * (1 + abs(va)):
         sys.exit(f"{key}: {a[key]} vs {b[key]}")
     close += abs(va - vb) <= 1e-5 * (1 + abs(va))
 if close < 0.99 * len(a):
