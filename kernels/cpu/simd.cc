@@ -1,27 +1,12 @@
 #include "kernels/cpu/simd.h"
 
-#include <cstring>
+#include "kernels/cpu/gemm_kernels.h"
 
 namespace tessera::cpu {
 
+// One widening for the whole backend: the run-time instruction set's (kernels/cpu/gemv_tiles.h).
 void ConvertRowToF32(const void* src, DType dtype, int64_t count, float* dst) {
-  if (dtype == DType::kF32) {
-    std::memcpy(dst, src, count * sizeof(float));
-    return;
-  }
-  const uint16_t* p = static_cast<const uint16_t*>(src);
-  int64_t i = 0;
-#if defined(TESSERA_SIMD_AVX512) || defined(TESSERA_SIMD_AVX2)
-  for (; i + kLanes <= count; i += kLanes) {
-    VecF v = dtype == DType::kBF16 ? LoadBf16(p + i) : LoadF16(p + i);
-#if defined(TESSERA_SIMD_AVX512)
-    _mm512_storeu_ps(dst + i, v);
-#else
-    _mm256_storeu_ps(dst + i, v);
-#endif
-  }
-#endif
-  for (; i < count; ++i) dst[i] = LoadScalar(src, dtype, i);
+  GemmKernelsFor(GemmIsa()).widen(src, dtype, count, dst);
 }
 
 float DotF32(const float* x, const float* y, int64_t count) {
