@@ -64,6 +64,8 @@ class Backend {
   absl::Status SiluMul(const SiluMulArgs& a) { return Run(a, &Backend::DoSiluMul); }
   absl::Status Add(const AddArgs& a) { return Run(a, &Backend::DoAdd); }
   absl::Status Lerp(const LerpArgs& a) { return Run(a, &Backend::DoLerp); }
+  absl::Status Average(const AverageArgs& a) { return Run(a, &Backend::DoAverage); }
+  absl::Status KeyScores(const KeyScoresArgs& a) { return Run(a, &Backend::DoKeyScores); }
   absl::Status PhiloxDropout(const PhiloxDropoutArgs& a) {
     return Run(a, &Backend::DoPhiloxDropout);
   }
@@ -84,6 +86,8 @@ class Backend {
   virtual absl::Status DoSiluMul(const SiluMulArgs& a) = 0;
   virtual absl::Status DoAdd(const AddArgs& a) = 0;
   virtual absl::Status DoLerp(const LerpArgs& a) = 0;
+  virtual absl::Status DoAverage(const AverageArgs& a) = 0;
+  virtual absl::Status DoKeyScores(const KeyScoresArgs& a) = 0;
   virtual absl::Status DoPhiloxDropout(const PhiloxDropoutArgs& a) = 0;
   virtual absl::Status DoCast(const CastArgs& a) = 0;
   virtual absl::Status DoArgMax(const ArgMaxArgs& a) = 0;

@@ -106,6 +106,11 @@ struct AttentionVariant {
   // on the scores before any sparsification of this call:
   TensorView row_threshold;   // [n, heads] F32: the (k+1)-th largest x_j
   TensorView topk_dropped;    // [n, heads] F32: sum of e_j outside the top k (Top-k's exact M)
+  // Optional, computed by the model after the attention op (Backend::KeyScores), not by it:
+  // HOMER's significance of every key query row `score_row` sees, [entries[score_row] + 1] F32,
+  // max over this rank's query heads of scale * q . k (a tensor-parallel rank reduces the MAX).
+  TensorView key_scores;
+  int32_t score_row = -1;
 
   bool sparse() const { return kind != Kind::kCausal; }
   bool has_outputs() const {
@@ -175,6 +180,27 @@ struct LerpArgs {
   TensorView b;    // F32, same shape
   TensorView out;  // F32, same shape
   float weight = 0.0f;
+};
+
+// out = (a + b) / 2 elementwise, computed in F32 and rounded once to the operands' dtype (F32,
+// F16 or BF16, the same for all three): the average of a prompt suffix's copies in HOMER's merges
+// (hidden states and cached K/V rows). `out` may alias a or b.
+struct AverageArgs {
+  TensorView a;
+  TensorView b;    // the dtype and shape of a
+  TensorView out;  // the dtype and shape of a
+};
+
+// Token significance for HOMER (shared/specs/homer.md §1.5): for one rotated query row q and the
+// first out.dim(0) entries of cache slot `slot`, out[j] = max over heads h of
+// scale * q_h . k[slot, j, h / (heads / kv_heads)] (grouped-query attention), in F32: the largest
+// pre-softmax logit any head gives key j.
+struct KeyScoresArgs {
+  TensorView q;        // [heads, head_dim] F32
+  TensorView k_cache;  // [n_slots, max_seq, kv_heads, head_dim] F32 | F16 | BF16
+  TensorView out;      // [count] F32, count <= max_seq
+  int32_t slot = 0;    // in [0, n_slots)
+  float scale = 1.0f;
 };
 
 // Counter-based dropout in place, without the 1 / (1 - rate) rescaling: element (i, h) of x

@@ -240,6 +240,43 @@ absl::Status Validate(const LerpArgs& a) {
   return CheckSameShape("Lerp", a.a, a.out);
 }
 
+absl::Status Validate(const AverageArgs& a) {
+  constexpr absl::string_view op = "Average";
+  if (a.a.dtype != DType::kF32 && a.a.dtype != DType::kF16 && a.a.dtype != DType::kBF16) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": operands must be F32, F16 or BF16"));
+  }
+  if (a.b.dtype != a.a.dtype || a.out.dtype != a.a.dtype) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": a, b and out differ in dtype"));
+  }
+  RETURN_IF_ERROR(CheckSameShape(op, a.a, a.b));
+  return CheckSameShape(op, a.a, a.out);
+}
+
+absl::Status Validate(const KeyScoresArgs& a) {
+  constexpr absl::string_view op = "KeyScores";
+  if (a.k_cache.rank != 4 || (a.k_cache.dtype != DType::kF32 && a.k_cache.dtype != DType::kF16 &&
+                              a.k_cache.dtype != DType::kBF16)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        op, ": k_cache must be [n_slots, max_seq, kv_heads, head_dim] of F32, F16 or BF16"));
+  }
+  RETURN_IF_ERROR(Check(op, "q", a.q, DType::kF32, {kAny, a.k_cache.dim(3)}));
+  const int64_t heads = a.q.dim(0), kv_heads = a.k_cache.dim(2);
+  if (kv_heads == 0 || heads % kv_heads != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        op, ": ", heads, " query heads are not a multiple of ", kv_heads, " KV heads"));
+  }
+  RETURN_IF_ERROR(Check(op, "out", a.out, DType::kF32, {kAny}));
+  if (a.out.dim(0) > a.k_cache.dim(1)) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": ", a.out.dim(0),
+                                                   " keys asked for from a cache of ",
+                                                   a.k_cache.dim(1), " entries per slot"));
+  }
+  if (a.slot < 0 || a.slot >= a.k_cache.dim(0)) {
+    return absl::OutOfRangeError(absl::StrCat(op, ": slot ", a.slot, " does not exist"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Validate(const PhiloxDropoutArgs& a) {
   RETURN_IF_ERROR(Check("PhiloxDropout", "x", a.x, DType::kF32, {kAny, kAny}));
   RETURN_IF_ERROR(

@@ -19,6 +19,8 @@ absl::Status Validate(const MergeAttentionArgs& a);
 absl::Status Validate(const SiluMulArgs& a);
 absl::Status Validate(const AddArgs& a);
 absl::Status Validate(const LerpArgs& a);
+absl::Status Validate(const AverageArgs& a);
+absl::Status Validate(const KeyScoresArgs& a);
 absl::Status Validate(const PhiloxDropoutArgs& a);
 absl::Status Validate(const CastArgs& a);
 absl::Status Validate(const ArgMaxArgs& a);

@@ -7,6 +7,7 @@
 #include "kernels/status_macros.h"
 #include "methods/early_exit/early_exit_method.h"
 #include "methods/harp/harp_method.h"
+#include "methods/homer/homer_method.h"
 #include "methods/top_theta/top_theta_method.h"
 
 namespace tessera {
@@ -85,6 +86,7 @@ MethodRegistry BuiltInMethods() {
   MethodRegistry registry;
   (void)registry.Register("early_exit", "Early exit", EarlyExitMethod::Create);
   (void)registry.Register("harp", "HARP", HarpMethod::Create);
+  (void)registry.Register("homer", "HOMER", HomerMethod::Create);
   (void)registry.Register("sparse_attention", "Sparse attention (Top-theta / Top-k)",
                           top_theta::TopThetaMethod::Create);
   return registry;

@@ -43,8 +43,8 @@ class MethodRegistry {
   std::map<std::string, Entry> factories_;
 };
 
-// The methods built into this version of Tessera: early_exit (FREE, STATIC, CALM) and harp
-// (modes EXACT, SHADOW_LAZY, KV_NOISE).
+// The methods built into this version of Tessera: early_exit (FREE, STATIC, CALM), harp
+// (modes EXACT, SHADOW_LAZY, KV_NOISE), homer and sparse_attention (Top-theta, Top-k).
 MethodRegistry BuiltInMethods();
 
 }  // namespace tessera

@@ -25,7 +25,8 @@ double MsSince(Clock::time_point start) {
 struct Sequence {
   size_t request = 0;
   int32_t slot = 0;
-  int32_t length = 0;             // tokens already in the cache
+  int32_t length = 0;             // tokens fed so far (the next position, for the runner)
+  int64_t entries = 0;            // KV cache entries the sequence holds once `pending` is fed
   std::vector<int32_t> pending;   // tokens to feed in the next step
   std::vector<int32_t> context;   // trailing prompt ids for decoding
   size_t emitted = 0;             // bytes of result.text already streamed
@@ -63,7 +64,7 @@ absl::Status Generator::Validate(const std::vector<GenerationRequest>& requests)
     const std::string where =
         r.source.empty() ? absl::StrCat("request ", i, ": ") : absl::StrCat(r.source, ": ");
     if (r.prompt_ids.empty()) return absl::InvalidArgumentError(where + "the prompt is empty");
-    if (static_cast<int64_t>(r.prompt_ids.size()) >= limit) {
+    if (runner_->PromptEntries(static_cast<int64_t>(r.prompt_ids.size())) >= limit) {
       const std::string context =
           options_.max_seq_len > 0
               ? absl::StrCat("max_seq_len is ", options_.max_seq_len)
@@ -112,7 +113,8 @@ absl::StatusOr<std::vector<GenerationResult>> Generator::Generate(
   int64_t max_seq = admitting ? limit : options_.max_seq_len;
   if (max_seq == 0) {
     for (const GenerationRequest& r : requests) {
-      max_seq = std::max<int64_t>(max_seq, r.prompt_ids.size() + r.max_new_tokens);
+      max_seq = std::max<int64_t>(
+          max_seq, runner_->PromptEntries(r.prompt_ids.size()) + r.max_new_tokens);
     }
   }
   max_seq = std::min(max_seq, limit);
@@ -164,7 +166,7 @@ absl::StatusOr<std::vector<GenerationResult>> Generator::Generate(
     }
     RETURN_IF_ERROR(Validate(more));
     for (GenerationRequest& r : more) {
-      if (static_cast<int64_t>(r.prompt_ids.size()) >= max_seq) {
+      if (runner_->PromptEntries(r.prompt_ids.size()) >= max_seq) {
         return absl::InvalidArgumentError(absl::StrCat(
             "an admitted prompt of ", r.prompt_ids.size(), " tokens leaves no room in the ",
             max_seq, "-token cache"));
@@ -190,6 +192,7 @@ absl::StatusOr<std::vector<GenerationResult>> Generator::Generate(
       RETURN_IF_ERROR(runner_->StartSequence(
           s.slot, r.id == GenerationRequest::kIndex ? s.request : r.id));
       s.pending = r.prompt_ids;
+      s.entries = runner_->PromptEntries(r.prompt_ids.size());
       const size_t keep = std::min(kDecodeContext, r.prompt_ids.size());
       s.context.assign(r.prompt_ids.end() - keep, r.prompt_ids.end());
       s.result.prompt_tokens = static_cast<int32_t>(r.prompt_ids.size());
@@ -243,6 +246,7 @@ absl::StatusOr<std::vector<GenerationResult>> Generator::Generate(
       const int32_t token = static_cast<int32_t>(chosen[i]);
       s.length += static_cast<int32_t>(s.pending.size());
       s.pending = {token};
+      if (out.token_ids.size() > 1) ++s.entries;  // the previous token is now in the cache
       out.token_ids.push_back(token);
       if (out.token_ids.size() == 1) out.time_to_first_token_ms = MsSince(start);
 
@@ -264,7 +268,7 @@ absl::StatusOr<std::vector<GenerationResult>> Generator::Generate(
         }
       }
       if (!s.finished && (static_cast<int32_t>(out.token_ids.size()) >= r.max_new_tokens ||
-                          s.length + 1 > max_seq)) {
+                          s.entries + 1 > max_seq)) {
         s.finished = true;
         out.finish_reason = FinishReason::kLength;
       }

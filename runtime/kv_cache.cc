@@ -153,6 +153,73 @@ absl::Status KvCache::Compact(int64_t slot, absl::Span<const int32_t> keep) {
   return absl::OkStatus();
 }
 
+TensorView KvCache::SlotRows(TensorView cache, int64_t slot, int64_t begin, int64_t count) const {
+  const int64_t row = cache.row_size() / capacity_;
+  return cache.Rows(slot, slot + 1).Reshaped({capacity_, row}).Rows(begin, begin + count);
+}
+
+absl::Status KvCache::CheckEntries(absl::string_view op, int64_t layer, int64_t slot,
+                                   int64_t begin, int64_t count, int64_t limit) const {
+  if (layer < 0 || layer >= layers() || slot < 0 || slot >= n_slots_ || begin < 0 || count < 0 ||
+      begin + count > limit) {
+    return absl::OutOfRangeError(absl::StrCat("KvCache::", op, ": layer ", layer, " slot ", slot,
+                                              " has no entries [", begin, ", ", begin + count,
+                                              ") (limit ", limit, ")"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status KvCache::CopyEntries(const KvCache& src, int64_t layer, int64_t src_slot,
+                                  int32_t src_begin, int32_t count, int64_t dst_slot,
+                                  int32_t dst_begin) {
+  if (&src == this && src_slot == dst_slot) {
+    return absl::InvalidArgumentError("KvCache::CopyEntries: source and destination slot are one");
+  }
+  if (src.layers() != layers() || src.dtype() != dtype() || shared_storage_ ||
+      src.shared_storage_ || src.k(0).row_size() / src.capacity_ != k(0).row_size() / capacity_) {
+    return absl::InvalidArgumentError(
+        "KvCache::CopyEntries: the caches differ in layers, KV heads, head_dim or dtype");
+  }
+  RETURN_IF_ERROR(src.CheckEntries("CopyEntries", layer, src_slot, src_begin, count,
+                                   src.length(layer, src_slot)));
+  RETURN_IF_ERROR(CheckEntries("CopyEntries", layer, dst_slot, dst_begin, count, capacity_));
+  if (dst_begin > length(layer, dst_slot)) {
+    return absl::OutOfRangeError(absl::StrCat("KvCache::CopyEntries: row ", dst_begin,
+                                              " is past the destination's length ",
+                                              length(layer, dst_slot)));
+  }
+  if (count > 0) {
+    for (const bool keys : {true, false}) {
+      const TensorView from =
+          src.SlotRows(keys ? src.k(layer) : src.v(layer), src_slot, src_begin, count);
+      const TensorView to = SlotRows(keys ? k(layer) : v(layer), dst_slot, dst_begin, count);
+      RETURN_IF_ERROR(backend_->CopyWithinDevice(to.data, from.data, to.bytes()));
+    }
+  }
+  const absl::Span<const int32_t> positions = src.positions(layer, src_slot);
+  std::copy(positions.begin() + src_begin, positions.begin() + src_begin + count,
+            positions_.begin() + Index(layer, dst_slot) * capacity_ + dst_begin);
+  lengths_[Index(layer, dst_slot)] = dst_begin + count;
+  return absl::OkStatus();
+}
+
+absl::Status KvCache::AverageEntries(int64_t layer, int64_t slot, int32_t begin,
+                                     int64_t other_slot, int32_t other_begin, int32_t count) {
+  if (slot == other_slot) {
+    return absl::InvalidArgumentError("KvCache::AverageEntries: the two slots must differ");
+  }
+  RETURN_IF_ERROR(CheckEntries("AverageEntries", layer, slot, begin, count, length(layer, slot)));
+  RETURN_IF_ERROR(CheckEntries("AverageEntries", layer, other_slot, other_begin, count,
+                               length(layer, other_slot)));
+  if (count == 0) return absl::OkStatus();
+  for (const TensorView cache : {k(layer), v(layer)}) {
+    const TensorView mine = SlotRows(cache, slot, begin, count);
+    RETURN_IF_ERROR(
+        backend_->Average({mine, SlotRows(cache, other_slot, other_begin, count), mine}));
+  }
+  return absl::OkStatus();
+}
+
 size_t KvCache::BytesPerToken(const ModelConfig& c, DType dtype) {
   return static_cast<size_t>(2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim) *
          DTypeSize(dtype);

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 
 #include "runtime/model_config.h"
@@ -88,6 +89,19 @@ class KvCache {
   // The same in every layer.
   absl::Status Compact(int64_t slot, absl::Span<const int32_t> keep);
 
+  // Copies `count` entries of `src` (a cache of the same layers' shape and dtype, or this one)
+  // from row `src_begin` of its (layer, src_slot) to rows [dst_begin, dst_begin + count) of this
+  // cache's (layer, dst_slot), positions included; the destination's length becomes
+  // dst_begin + count (dst_begin <= its length: entries after it are dropped). Enqueued on the
+  // backend. A copy within one slot is refused (the rows could overlap).
+  absl::Status CopyEntries(const KvCache& src, int64_t layer, int64_t src_slot,
+                           int32_t src_begin, int32_t count, int64_t dst_slot, int32_t dst_begin);
+  // Rows [begin, begin + count) of (layer, slot) become (row + row of (layer, other_slot) from
+  // other_begin) / 2, keys and values (Backend::Average; positions unchanged). The two slots
+  // must differ.
+  absl::Status AverageEntries(int64_t layer, int64_t slot, int32_t begin, int64_t other_slot,
+                              int32_t other_begin, int32_t count);
+
   // Bytes per cached token across all layers (keys and values) of a whole, unsharded model with
   // a cache of `dtype`.
   static size_t BytesPerToken(const ModelConfig& config, DType dtype);
@@ -101,6 +115,10 @@ class KvCache {
                                                         DType dtype, bool shared_storage);
   int64_t Index(int64_t layer, int64_t slot) const { return layer * n_slots_ + slot; }
   absl::Status GatherSlotRows(TensorView cache, int64_t slot, int64_t count);
+  // Rows [begin, begin + count) of `slot` in the layer tensor `cache`.
+  TensorView SlotRows(TensorView cache, int64_t slot, int64_t begin, int64_t count) const;
+  absl::Status CheckEntries(absl::string_view op, int64_t layer, int64_t slot, int64_t begin,
+                            int64_t count, int64_t limit) const;
 
   Backend* backend_;
   int64_t n_slots_, capacity_;

@@ -172,6 +172,16 @@ absl::Status LlamaModel::Layer(const LayerWeights& w, const LayerContext& ctx,
   aa.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   aa.variant = variant;
   RETURN_IF_ERROR(be.Attention(aa));
+  if (!variant.key_scores.empty()) {
+    const int64_t r = variant.score_row;
+    if (r < 0 || r >= n) {
+      return absl::InvalidArgumentError(absl::StrCat("AttentionVariant: score_row ", r,
+                                                     " is outside the ", n, " rows"));
+    }
+    RETURN_IF_ERROR(be.KeyScores({q.Rows(r, r + 1).Reshaped({plan_.heads, c.head_dim}),
+                                  cache.k(layer), variant.key_scores, ctx.batch->slots[r],
+                                  aa.scale}));
+  }
   RETURN_IF_ERROR(RowParallelResidual(attn_.view(), w.wo));
 
   RETURN_IF_ERROR(be.RmsNorm({x_.view(), w.mlp_norm, h_.view(), eps}));
@@ -249,7 +259,7 @@ absl::Status LlamaModel::EnableDecodeGraphs(bool enable) {
 // rotary frequencies that do not depend on the length.
 bool LlamaModel::GraphEligible(const ForwardBatch& batch) const {
   if (graphs_ == nullptr || plan_.tp_size != 1 || plan_.pp_size != 1 || batch.first_layer > 0 ||
-      batch.kv_only ||
+      batch.kv_only || batch.last_layer > 0 ||
       RopeDependsOnLength(config_) || !uniform_entries_ ||
       batch.logit_rows.size() != batch.tokens.size()) {
     return false;
@@ -263,15 +273,20 @@ bool LlamaModel::GraphEligible(const ForwardBatch& batch) const {
   return true;
 }
 
-int LlamaModel::InputStage(const ForwardBatch& batch) const {
+int LlamaModel::StageOf(int64_t layer) const {
   const std::vector<int64_t> counts =
       StageLayerCounts(config_, plan_.pp_size, parallel_.stage_layers);
   int64_t end = 0;
   for (size_t s = 0; s < counts.size(); ++s) {
     end += counts[s];
-    if (batch.first_layer - 1 < end) return static_cast<int>(s);
+    if (layer < end) return static_cast<int>(s);
   }
   return plan_.pp_size - 1;
+}
+
+int64_t LlamaModel::LocalEnd(const ForwardBatch& batch) const {
+  if (batch.last_layer <= 0) return plan_.layers();
+  return std::clamp<int64_t>(batch.last_layer - plan_.layer_begin, 0, plan_.layers());
 }
 
 absl::Status LlamaModel::Resume(const ForwardBatch& batch, int64_t* first_local, bool* sent) {
@@ -317,7 +332,8 @@ absl::Status LlamaModel::Enqueue(const ForwardBatch& batch, KvCache& cache,
       return absl::OkStatus();
     }
   }
-  for (int64_t l = first_local; l < plan_.layers(); ++l) {
+  const int64_t local_end = LocalEnd(batch);
+  for (int64_t l = first_local; l < local_end; ++l) {
     ctx = LayerContext{plan_.layer_begin + l, l, &plan_, running_, x_.view(), &cache,
                        backend_, this, &message};
     AttentionVariant variant;
@@ -335,6 +351,10 @@ absl::Status LlamaModel::Enqueue(const ForwardBatch& batch, KvCache& cache,
     }
   }
   out->message = message;
+  if (batch.last_layer > 0 && batch.last_layer <= plan_.layer_end) {  // a layer range ends here
+    out->hidden = x_.view().Rows(0, static_cast<int64_t>(running_->tokens.size()));
+    return absl::OkStatus();
+  }
   if (!plan_.last_stage()) {
     RETURN_IF_ERROR(backend_->Synchronize());
     StageHeader header{static_cast<int32_t>(running_->tokens.size()), batch.step,
@@ -361,6 +381,8 @@ absl::StatusOr<ForwardOutput> LlamaModel::Forward(const ForwardBatch& batch, KvC
   ForwardOutput out;
   // A resumed pass does nothing on the stages before the one holding its input.
   if (batch.first_layer > 0 && plan_.pp_rank < InputStage(batch)) return out;
+  // A layer range does nothing on the stages after the one that ends it.
+  if (batch.last_layer > 0 && plan_.pp_rank > StageOf(batch.last_layer - 1)) return out;
   base_lengths_.clear();
   for (int64_t l = 0; l < plan_.layers(); ++l) {
     for (int32_t slot : batch.slots) base_lengths_[{l, slot}] = cache.length(l, slot);

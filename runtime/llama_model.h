@@ -75,6 +75,11 @@ struct ForwardBatch {
   // communication) and no logits are made: CALM's state propagation after an exit, with
   // first_layer the exit and `input` the exited state.
   bool kv_only = false;
+  // > 0: the pass ends after global layer last_layer - 1 (> first_layer - 1): the stage that ran
+  // that layer returns the residual stream leaving it (ForwardOutput::hidden) and makes no
+  // logits; later stages do nothing, and layers from last_layer on read and write no K/V. With
+  // first_layer, a pass over a layer range: HOMER's tree nodes. 0: to the last layer.
+  int64_t last_layer = 0;
 };
 
 // What one Forward call produced on this rank.
@@ -87,6 +92,10 @@ struct ForwardOutput {
   std::vector<int32_t> logit_rows;  // indices into batch.logit_rows, one per row of `logits`
   int64_t exit_layer = -1;  // the global layer after which a hook ended the pass; -1: none
   StageMessage message;     // the control word as it left (or reached) this stage
+  // With ForwardBatch::last_layer, on the stage that ran layer last_layer - 1: the residual
+  // stream leaving it, [rows still running, hidden_size] F32 in the backend's memory, valid until
+  // the next Forward. Empty elsewhere.
+  TensorView hidden;
 };
 
 // How the model is split across ranks. The communicators are not owned and may be null when
@@ -216,7 +225,11 @@ class LlamaModel {
                        ForwardOutput* out);
   bool GraphEligible(const ForwardBatch& batch) const;
   // The pipeline stage that ran layer batch.first_layer - 1 (holds a resumed pass's input).
-  int InputStage(const ForwardBatch& batch) const;
+  int InputStage(const ForwardBatch& batch) const { return StageOf(batch.first_layer - 1); }
+  // The pipeline stage holding global layer `layer` (the last one past the model's layers).
+  int StageOf(int64_t layer) const;
+  // This stage's local layers the batch runs: [first, end).
+  int64_t LocalEnd(const ForwardBatch& batch) const;
   // A resumed pass on the stage holding its input: the input into x_, then either this stage's
   // layers from first_layer on, or (first_layer on the next stage) a send to the next stage.
   absl::Status Resume(const ForwardBatch& batch, int64_t* first_local, bool* sent);

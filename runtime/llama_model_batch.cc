@@ -40,6 +40,12 @@ absl::Status LlamaModel::CheckBatch(const ForwardBatch& b, const KvCache& cache)
         "ForwardBatch: a pass resuming at layer ", b.first_layer, " needs its input as F32 [",
         n, ", ", config_.hidden_size, "] on pipeline stage ", plan_.pp_rank));
   }
+  if (b.last_layer != 0 &&
+      (b.last_layer <= b.first_layer || b.last_layer > config_.num_hidden_layers || b.kv_only)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ForwardBatch: last_layer ", b.last_layer, " must be in (first_layer ", b.first_layer,
+        ", ", config_.num_hidden_layers, "], without kv_only"));
+  }
   for (int32_t r : b.logit_rows) {
     if (r < 0 || static_cast<size_t>(r) >= n) {
       return absl::InvalidArgumentError(absl::StrCat("logit row ", r, " is outside the batch"));
@@ -79,7 +85,8 @@ absl::Status LlamaModel::ReserveEntries(const ForwardBatch& b, KvCache& cache, i
   // from before this step.
   std::map<int32_t, std::vector<int32_t>> rows_of_slot;
   for (int64_t i = 0; i < n; ++i) rows_of_slot[b.slots[i]].push_back(static_cast<int32_t>(i));
-  for (int64_t l = from; l < layers; ++l) {
+  const int64_t end = LocalEnd(b);
+  for (int64_t l = from; l < end; ++l) {
     for (const auto& [slot, rows] : rows_of_slot) {
       const int32_t base = base_lengths_.at({l, slot});
       if (base + static_cast<int64_t>(rows.size()) > cache.max_seq()) {
@@ -92,7 +99,7 @@ absl::Status LlamaModel::ReserveEntries(const ForwardBatch& b, KvCache& cache, i
   }
   entries_host_.assign(layers * n, 0);
   std::vector<int32_t> positions;
-  for (int64_t l = from; l < layers; ++l) {
+  for (int64_t l = from; l < end; ++l) {
     for (const auto& [slot, rows] : rows_of_slot) {
       RETURN_IF_ERROR(cache.Truncate(l, slot, base_lengths_.at({l, slot})));
       positions.clear();
@@ -104,7 +111,7 @@ absl::Status LlamaModel::ReserveEntries(const ForwardBatch& b, KvCache& cache, i
     }
   }
   uniform_entries_ = true;
-  for (int64_t l = from + 1; l < layers && uniform_entries_; ++l) {
+  for (int64_t l = from + 1; l < end && uniform_entries_; ++l) {
     uniform_entries_ = std::equal(entries_host_.begin() + from * n,
                                   entries_host_.begin() + (from + 1) * n,
                                   entries_host_.begin() + l * n);

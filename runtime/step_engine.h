@@ -84,6 +84,10 @@ class StepRunner {
   virtual absl::StatusOr<std::vector<float>> Run(const std::vector<ForwardBatch>& micro_batches,
                                                  KvCache& cache,
                                                  const StepReduction& reduction) = 0;
+  // The KV cache entries a prompt of `prompt_tokens` leaves in its slot once prefilled: fewer
+  // for a method that compresses prompts (HOMER), which then also keeps the positions inside the
+  // model's window itself. The generator sizes the cache and checks lengths with it.
+  virtual int64_t PromptEntries(int64_t prompt_tokens) const { return prompt_tokens; }
   // The sequences in `slots` ended (all ranks, same order); their counters.
   virtual absl::StatusOr<std::vector<SequenceCounters>> EndSequences(
       const std::vector<int32_t>& slots, KvCache& cache) {

@@ -43,6 +43,25 @@ absl::Status CpuBackend::DoLerp(const LerpArgs& a) {
   return absl::OkStatus();
 }
 
+absl::Status CpuBackend::DoAverage(const AverageArgs& a) {
+  const int64_t count = a.a.numel();
+  for (int64_t i = 0; i < count; ++i) {
+    const float v = (cpu::LoadScalar(a.a.data, a.a.dtype, i) +
+                     cpu::LoadScalar(a.b.data, a.b.dtype, i)) * 0.5f;
+    switch (a.out.dtype) {
+      case DType::kBF16:
+        a.out.as<uint16_t>()[i] = FloatToBf16(v);
+        break;
+      case DType::kF16:
+        a.out.as<uint16_t>()[i] = FloatToF16(v);
+        break;
+      default:
+        a.out.as<float>()[i] = v;
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CpuBackend::DoPhiloxDropout(const PhiloxDropoutArgs& a) {
   const int64_t n = a.x.dim(0), h = a.x.dim(1);
   const uint32_t* words = a.row_words.as<const uint32_t>();

@@ -252,6 +252,33 @@ absl::Status CudaBackend::DoAdd(const AddArgs& a) {
   return absl::OkStatus();
 }
 
+absl::Status CudaBackend::DoAverage(const AverageArgs& a) {
+  RETURN_IF_ERROR(cuda::RequireDevice("Average", {{"a", a.a}, {"b", a.b}, {"out", a.out}}));
+  const int64_t count = a.a.numel();
+  if (count == 0) return absl::OkStatus();
+  RETURN_IF_ERROR(Activate());
+  CUDA_RETURN_IF_ERROR(cuda::LaunchAverage(a.a.data, a.b.data, a.out.data,
+                                           cuda::StorageOf(a.a.dtype), count, stream_),
+                       Describe("Average", {{"a", a.a}}));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::DoKeyScores(const KeyScoresArgs& a) {
+  RETURN_IF_ERROR(
+      cuda::RequireDevice("KeyScores", {{"q", a.q}, {"k_cache", a.k_cache}, {"out", a.out}}));
+  const int64_t count = a.out.dim(0);
+  if (count == 0) return absl::OkStatus();
+  RETURN_IF_ERROR(Activate());
+  const int64_t kv_heads = a.k_cache.dim(2), head_dim = a.k_cache.dim(3);
+  const int64_t slot_base = static_cast<int64_t>(a.slot) * a.k_cache.dim(1) * kv_heads * head_dim;
+  CUDA_RETURN_IF_ERROR(
+      cuda::LaunchKeyScores(a.q.as<const float>(), a.k_cache.data, cuda::StorageOf(a.k_cache.dtype),
+                            slot_base, count, a.q.dim(0), kv_heads, head_dim, a.scale,
+                            a.out.as<float>(), stream_),
+      Describe("KeyScores", {{"q", a.q}, {"k_cache", a.k_cache}}));
+  return absl::OkStatus();
+}
+
 absl::Status CudaBackend::DoLerp(const LerpArgs& a) {
   RETURN_IF_ERROR(cuda::RequireDevice("Lerp", {{"a", a.a}, {"b", a.b}, {"out", a.out}}));
   const int64_t count = a.a.numel();

@@ -138,6 +138,13 @@ cudaError_t LaunchAdd(const float* a, const float* b, float* out, int64_t count,
 // out = fma(weight, b - a, a); out may alias a or b.
 cudaError_t LaunchLerp(const float* a, const float* b, float* out, float weight, int64_t count,
                        cudaStream_t stream);
+// key_scores.cu: KeyScoresArgs (kernels/op_args.h) over the `count` keys from element slot_base
+// of k_cache; and AverageArgs, out = (a + b) / 2 of `count` elements of storage `type`.
+cudaError_t LaunchKeyScores(const float* q, const void* k_cache, Storage cache_type,
+                            int64_t slot_base, int64_t count, int64_t heads, int64_t kv_heads,
+                            int64_t head_dim, float scale, float* out, cudaStream_t stream);
+cudaError_t LaunchAverage(const void* a, const void* b, void* out, Storage type, int64_t count,
+                          cudaStream_t stream);
 // PhiloxDropoutArgs (kernels/op_args.h) on x [n, h] in place; row_words [n, 4].
 cudaError_t LaunchPhiloxDropout(float* x, const uint32_t* row_words, int64_t n, int64_t h,
                                 int64_t column_offset, uint32_t stream_word, float rate,

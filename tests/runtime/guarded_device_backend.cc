@@ -270,6 +270,13 @@ absl::Status GuardedDeviceBackend::DoAdd(const AddArgs& a) {
 absl::Status GuardedDeviceBackend::DoLerp(const LerpArgs& a) {
   return Forward("Lerp", {{"a", a.a}, {"b", a.b}, {"out", a.out}}, a, &Backend::Lerp);
 }
+absl::Status GuardedDeviceBackend::DoAverage(const AverageArgs& a) {
+  return Forward("Average", {{"a", a.a}, {"b", a.b}, {"out", a.out}}, a, &Backend::Average);
+}
+absl::Status GuardedDeviceBackend::DoKeyScores(const KeyScoresArgs& a) {
+  return Forward("KeyScores", {{"q", a.q}, {"k_cache", a.k_cache}, {"out", a.out}}, a,
+                 &Backend::KeyScores);
+}
 absl::Status GuardedDeviceBackend::DoPhiloxDropout(const PhiloxDropoutArgs& a) {
   return Forward("PhiloxDropout", {{"x", a.x}, {"row_words", a.row_words}}, a,
                  &Backend::PhiloxDropout);

@@ -82,6 +82,8 @@ class GuardedDeviceBackend final : public Backend {
   absl::Status DoSiluMul(const SiluMulArgs& a) override;
   absl::Status DoAdd(const AddArgs& a) override;
   absl::Status DoLerp(const LerpArgs& a) override;
+  absl::Status DoAverage(const AverageArgs& a) override;
+  absl::Status DoKeyScores(const KeyScoresArgs& a) override;
   absl::Status DoPhiloxDropout(const PhiloxDropoutArgs& a) override;
   absl::Status DoCast(const CastArgs& a) override;
   absl::Status DoArgMax(const ArgMaxArgs& a) override;

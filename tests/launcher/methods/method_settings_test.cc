@@ -64,22 +64,22 @@ TEST(MethodPresetsTest, EveryPresetValidatesAndOnlyBuiltMethodsPassTheAvailabili
                                                      "harp", "beacon"));
 }
 
-TEST(MethodAvailabilityTest, NoMethodIsAvailableAndEachIsNamed) {
+TEST(MethodAvailabilityTest, AMethodNotBuiltIsRefusedAndNamed) {
   EXPECT_OK(CheckMethodsAvailable(config::MethodSettings()));
   config::MethodSettings m;
-  m.mutable_homer();  // present, even empty: the method is on
+  m.mutable_beacon();  // present, even empty: the method is on
   absl::Status s = CheckMethodsAvailable(m);
   EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented);
   EXPECT_EQ(std::string(s.message()),
-            "method.homer: HOMER is not built in this version of Tessera (Unimplemented); remove "
-            "it from the run config (the method section of --config, the --method file, or --set "
-            "method.homer.*)");
-  m.mutable_beacon();
+            "method.beacon: Activation Beacon is not built in this version of Tessera "
+            "(Unimplemented); remove it from the run config (the method section of --config, the "
+            "--method file, or --set method.beacon.*)");
+  m.mutable_homer();
   m.mutable_harp();  // built: not named
   s = CheckMethodsAvailable(m);
-  EXPECT_THAT(std::string(s.message()), HasSubstr("method.homer: HOMER is not built"));
   EXPECT_THAT(std::string(s.message()), HasSubstr("method.beacon: Activation Beacon is not built"));
   EXPECT_THAT(std::string(s.message()), ::testing::Not(HasSubstr("harp")));
+  EXPECT_THAT(std::string(s.message()), ::testing::Not(HasSubstr("homer")));
 }
 
 TEST(MethodSetTest, SetReachesMethodFieldsAndTurnsTheMethodOn) {
@@ -252,6 +252,11 @@ TEST(HomerValidationTest, BadValuesNameTheField) {
               StartsWith("method.homer.layers_warmup: must be >= 0, got -1"));
   EXPECT_THAT(ErrorAfter({"method.homer.max_chunk_len=4096"}),
               StartsWith("method.homer.bias_path: is required"));
+  EXPECT_THAT(ErrorAfter({bias, "method.homer.prefix_len=0"}),
+              StartsWith("method.homer.prefix_len: must be > 0, got 0"));
+  EXPECT_THAT(ErrorAfter({bias, "method.homer.max_chunk_len=201"}),
+              StartsWith("method.homer.max_chunk_len: is 201 but prefix_len + suffix_len is 200"));
+  EXPECT_EQ(ErrorAfter({bias, "method.homer.max_chunk_len=202"}), "");
 }
 
 TEST(HarpValidationTest, BadValuesNameTheField) {
