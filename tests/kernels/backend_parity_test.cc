@@ -22,6 +22,7 @@
 #include <stdexcept>
 #include <string>
 #include <utility>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -956,6 +957,34 @@ TEST_F(ParityTest, LerpAndPhiloxDropout) {
       ASSERT_OK(cpu_->PhiloxDropout({x->cpu(), row_words->cpu(), 0x4852u, rate, 64}));
       ASSERT_OK(gpu_->PhiloxDropout({x->gpu(), row_words->gpu(), 0x4852u, rate, 64}));
       ExpectExact(*x, "PhiloxDropout", DType::kF32, absl::StrCat(shape, " rate ", rate));
+    }
+  }
+}
+
+// HOMER's ops: significance scores over one slot of a cache of every dtype (MHA and GQA), and
+// the average of two rows sets (exact: one F32 sum, one rounding).
+TEST_F(ParityTest, KeyScoresAndAverage) {
+  for (const auto [heads, kv_heads, head_dim] :
+       {std::tuple<int64_t, int64_t, int64_t>{32, 32, 128}, {64, 8, 128}, {8, 2, 32}}) {
+    const int64_t n_slots = 3, max_seq = 2100, count = 2048;
+    for (DType cache_type : kWeightTypes) {
+      const std::string shape = absl::StrCat(heads, ":", kv_heads, " d", head_dim, " ",
+                                             DTypeName(cache_type));
+      SCOPED_TRACE(shape);
+      auto q = Floats(RandomFloats(heads * head_dim, 70), DType::kF32, {heads, head_dim});
+      auto k = Floats(RandomFloats(n_slots * max_seq * kv_heads * head_dim, 71), cache_type,
+                      {n_slots, max_seq, kv_heads, head_dim});
+      auto out = Make(DType::kF32, {count});
+      out->Poison();
+      const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+      ASSERT_OK(cpu_->KeyScores({q->cpu(), k->cpu(), out->cpu(), 2, scale}));
+      ASSERT_OK(gpu_->KeyScores({q->gpu(), k->gpu(), out->gpu(), 2, scale}));
+      ExpectClose(*out, "KeyScores", cache_type, shape, Threshold(DType::kF32));
+      auto a = Floats(RandomFloats(5 * 1024, 72), cache_type, {5, 1024});
+      auto b = Floats(RandomFloats(5 * 1024, 73), cache_type, {5, 1024});
+      ASSERT_OK(cpu_->Average({a->cpu(), b->cpu(), a->cpu()}));
+      ASSERT_OK(gpu_->Average({a->gpu(), b->gpu(), a->gpu()}));
+      ExpectExact(*a, "Average", cache_type, shape);
     }
   }
 }

@@ -153,6 +153,72 @@ TEST_F(CpuOpsTest, SiluMulAndAdd) {
   }
 }
 
+// HOMER's significance: max over query heads of scale * q . k, with GQA groups (heads h and
+// h + 1 share a KV head for heads = 2 kv_heads), against a double reference, for every cache
+// dtype; only slot 1's first `count` keys are read.
+TEST_F(CpuOpsTest, KeyScoresTakeTheMaxOverHeadsOfEachGroup) {
+  for (const auto [heads, kv_heads] : {std::pair<int64_t, int64_t>{4, 4}, {8, 2}, {6, 1}}) {
+    const int64_t n_slots = 2, max_seq = 37, head_dim = 24, count = 29;
+    const std::vector<float> q = RandomFloats(heads * head_dim, 60);
+    const std::vector<float> k = RandomFloats(n_slots * max_seq * kv_heads * head_dim, 61);
+    for (DType dtype : {DType::kF32, DType::kF16, DType::kBF16}) {
+      SCOPED_TRACE(::testing::Message() << heads << ":" << kv_heads << " " << DTypeName(dtype));
+      const Weights cache = MakeWeights(k, dtype);
+      std::vector<float> out(count, -1.0f);
+      const float scale = 0.2f;
+      ASSERT_OK(backend_->KeyScores({TensorView::Of(q.data(), DType::kF32, {heads, head_dim}),
+                                     cache.View({n_slots, max_seq, kv_heads, head_dim}),
+                                     TensorView::Of(out.data(), DType::kF32, {count}), 1, scale}));
+      for (int64_t j = 0; j < count; ++j) {
+        double best = -1e30;
+        for (int64_t h = 0; h < heads; ++h) {
+          const int64_t g = h / (heads / kv_heads);
+          double dot = 0;
+          for (int64_t d = 0; d < head_dim; ++d) {
+            dot += double(q[h * head_dim + d]) *
+                   cache.f32[((max_seq + j) * kv_heads + g) * head_dim + d];
+          }
+          best = std::max(best, dot * scale);
+        }
+        EXPECT_NEAR(out[j], best, 1e-5 * (1 + std::abs(best))) << j;
+      }
+    }
+  }
+  std::vector<float> q(8), k(2 * 4 * 8), out(5);
+  EXPECT_FALSE(backend_->KeyScores({TensorView::Of(q.data(), DType::kF32, {1, 8}),
+                                    TensorView::Of(k.data(), DType::kF32, {2, 4, 1, 8}),
+                                    TensorView::Of(out.data(), DType::kF32, {5}), 0, 1.0f})
+                   .ok());  // more keys than a slot holds
+}
+
+TEST_F(CpuOpsTest, AverageRoundsOnceInTheOperandsDtype) {
+  const std::vector<float> a = RandomFloats(301, 62), b = RandomFloats(301, 63);
+  for (DType dtype : {DType::kF32, DType::kF16, DType::kBF16}) {
+    const Weights wa = MakeWeights(a, dtype), wb = MakeWeights(b, dtype);
+    Weights out = MakeWeights(std::vector<float>(301, 0.0f), dtype);
+    ASSERT_OK(backend_->Average({wa.View({301}), wb.View({301}), out.View({301})}));
+    for (int64_t i = 0; i < 301; ++i) {
+      const float want = (wa.f32[i] + wb.f32[i]) * 0.5f;
+      switch (dtype) {
+        case DType::kF32:
+          EXPECT_EQ(out.f32[i], want);
+          break;
+        case DType::kBF16:
+          EXPECT_EQ(out.half[i], FloatToBf16(want));
+          break;
+        default:
+          EXPECT_EQ(out.half[i], FloatToF16(want));
+      }
+    }
+  }
+  std::vector<float> x(4);
+  std::vector<uint16_t> y(4);
+  EXPECT_FALSE(backend_->Average({TensorView::Of(x.data(), DType::kF32, {4}),
+                                  TensorView::Of(y.data(), DType::kBF16, {4}),
+                                  TensorView::Of(x.data(), DType::kF32, {4})})
+                   .ok());
+}
+
 TEST_F(CpuOpsTest, GatherRowsCopiesRowsAndChecksIndices) {
   std::vector<uint16_t> in(5 * 3), out(4 * 3);
   for (size_t i = 0; i < in.size(); ++i) in[i] = static_cast<uint16_t>(i);
