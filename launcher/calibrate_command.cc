@@ -1,4 +1,5 @@
-// `tessera calibrate`: Top-theta calibration from the command line (launcher/commands.h).
+// `tessera calibrate`: Top-theta thresholds, or with method.homer the HOMER bias table, from the
+// command line (launcher/commands.h).
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -11,10 +12,13 @@
 #include "launcher/flags.h"
 #include "launcher/model_bundle.h"
 #include "launcher/model_from_flags.h"
+#include "methods/homer/bias_calibration.h"
+#include "methods/homer/bias_table.h"
 #include "methods/top_theta/calibration_run.h"
 #include "methods/top_theta/threshold_safetensors.h"
 #include "methods/top_theta/top_theta_method.h"
 #include "nlohmann/json.hpp"
+#include "runtime/context_limit.h"
 #include "runtime/file_io.h"
 
 namespace tessera {
@@ -114,9 +118,78 @@ json Metadata(const SparseAttentionSettings& s, const top_theta::CalibrationRun&
           {"recorded_rows", rows}};
 }
 
+// The HOMER bias table (shared/specs/homer.md §3) of the plain model over windows of
+// max_chunk_len tokens cut from --data, written to method.homer.bias_path.
+absl::Status RunHomerCalibrate(Job& job, const config::HomerSettings& s) {
+  const int64_t length = s.has_max_chunk_len() ? s.max_chunk_len() : 2048;
+  const std::string path = s.bias_path();
+  if (path.empty()) {
+    return CheckPhase(job, absl::InvalidArgumentError(
+                               "method.homer.bias_path: names the bias table calibrate writes"));
+  }
+  absl::StatusOr<std::vector<std::string>> texts = ReadTexts(absl::GetFlag(FLAGS_data), 0);
+  RETURN_IF_ERROR(CheckPhase(job, texts.status()));
+  ASSIGN_OR_RETURN(ModelBundle bundle,
+                   LoadModelFromFlags(job, config::MethodSettings(), /*require_tokenizer=*/true));
+  LlamaModel& model = *bundle.model;
+  const ModelConfig& config = model.config();
+  if (length > config.max_position_embeddings) {
+    return CheckPhase(job, absl::InvalidArgumentError(absl::StrCat(
+                               "method.homer.max_chunk_len ", length, " is past the model's ",
+                               config.max_position_embeddings,
+                               "-token window; calibrate (and run HOMER) with a chunk inside it")));
+  }
+  std::vector<std::vector<int32_t>> encoded;
+  for (const std::string& text : *texts) {
+    absl::StatusOr<std::vector<int32_t>> ids = bundle.tokenizer->Encode(text);
+    RETURN_IF_ERROR(CheckPhase(job, ids.status()));
+    encoded.push_back(*std::move(ids));
+  }
+  const std::vector<std::vector<int32_t>> windows = homer::CalibrationWindows(
+      encoded, static_cast<int32_t>(config.bos_token_id), length, absl::GetFlag(FLAGS_limit));
+  if (windows.empty()) {
+    return CheckPhase(job, absl::InvalidArgumentError(absl::StrCat(
+                               absl::GetFlag(FLAGS_data), ": the texts hold fewer than ",
+                               length, " tokens, not one window of max_chunk_len")));
+  }
+  const WorldLayout& layout = job.layout();
+  homer::BiasCalibration run;
+  for (size_t i = layout.dp_rank(); i < windows.size(); i += layout.dp) {
+    run.sequences.push_back(windows[i]);
+  }
+  run.total = static_cast<int64_t>(windows.size());
+  run.world = job.groups.world.get();
+  Progress progress("calibrate", run.total, layout.dp, job.is_root());
+  run.progress = [&progress](int64_t n) { progress.Advance(n); };
+  absl::StatusOr<homer::BiasTable> table = homer::CalibrateBias(model, run);
+  RETURN_IF_ERROR(CheckPhase(job, table.status()));
+  progress.Finish();
+  absl::Status written = absl::OkStatus();
+  if (job.is_root()) {
+    table->provenance["model"] = absl::GetFlag(FLAGS_model);
+    table->provenance["data"] = absl::GetFlag(FLAGS_data);
+    table->provenance["rope_scaling"] = RopeScalingName(config.rope_scaling.type);
+    table->provenance["rope_theta"] = absl::StrCat(config.rope_theta);
+    written = homer::WriteBiasTable(path, *table);
+    if (written.ok()) {
+      std::fprintf(stderr, "[calibrate] HOMER bias [%lld layers, %lld distances] from %lld "
+                   "windows: %s\n", static_cast<long long>(table->layers),
+                   static_cast<long long>(table->distances), static_cast<long long>(run.total),
+                   path.c_str());
+    }
+  }
+  return CheckPhase(job, written);
+}
+
 }  // namespace
 
 absl::Status RunCalibrate(Job& job, const config::MethodSettings& methods) {
+  if (methods.has_homer() && methods.has_sparse_attention()) {
+    return CheckPhase(job, absl::InvalidArgumentError(
+                               "calibrate makes one artifact per run: set method.homer or "
+                               "method.sparse_attention, not both"));
+  }
+  if (methods.has_homer()) return RunHomerCalibrate(job, methods.homer());
   RETURN_IF_ERROR(CheckPhase(job, CheckSettings(methods)));
   const SparseAttentionSettings& s = methods.sparse_attention();
   absl::StatusOr<std::vector<std::string>> texts =

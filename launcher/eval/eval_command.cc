@@ -121,8 +121,17 @@ absl::Status RunEval(Job& job, const config::RunConfig& c) {
   const std::string name = TaskName(c, **task);
   // A method that runs generation steps changes generated tokens only: a task that scores given
   // tokens runs them as a prompt, at full depth, and the method would change nothing.
-  if (bundle.methods.runner != nullptr &&
-      ((*task)->kind() == "perplexity" || (*task)->kind() == "multiple_choice")) {
+  const bool scores_given_tokens =
+      (*task)->kind() == "perplexity" || (*task)->kind() == "multiple_choice";
+  if (bundle.methods.runner != nullptr && scores_given_tokens &&
+      bundle.methods.methods[0]->field() == "homer") {
+    return CheckPhase(job, absl::UnimplementedError(absl::StrCat(
+                               "method.homer: the ", (*task)->kind(), " task with HOMER (each "
+                               "segment scored on a fresh compression of everything before it) "
+                               "is not built in this version; run HOMER with a generation task "
+                               "(passkey, code_generation, generation)")));
+  }
+  if (bundle.methods.runner != nullptr && scores_given_tokens) {
     return CheckPhase(job, absl::InvalidArgumentError(absl::StrCat(
                                "method.", bundle.methods.methods[0]->field(), ": acts on generated "
                                "tokens, and the ", (*task)->kind(), " task scores given tokens "
