@@ -62,11 +62,16 @@ absl::StatusOr<Schedule> MakeSchedule(const PromptShape& shape, const ScheduleSe
   const int64_t merge_layers = L - W;
   s.per_level = merge_layers / (s.height + 1);
   if (s.per_level < 1 && !settings.allow_empty_levels) {
+    const std::string fix =
+        L - s.height - 1 >= 0
+            ? absl::StrCat("lower layers_warmup to at most ", L - s.height - 1,
+                           " or raise max_chunk_len")
+            : absl::StrCat("the model's ", L, " layers cannot hold that many levels: raise "
+                           "max_chunk_len (fewer chunks) or shorten the prompt");
     return absl::InvalidArgumentError(absl::StrCat(
         "HOMER: a context of ", N, " tokens needs ", s.height, " merge levels (", s.chunks,
         " chunks of at most ", s.budget, " tokens), but the ", merge_layers,
-        " layers after layers_warmup (", W, ") give each level none: lower layers_warmup to at "
-        "most ", L - s.height - 1, " or raise max_chunk_len"));
+        " layers after layers_warmup (", W, ") give each level none: ", fix));
   }
   s.leftover = merge_layers - s.per_level * (s.height + 1);
   s.half_target = P + s.budget / 2 + S;
