@@ -96,6 +96,43 @@ TEST_F(KvCacheTest, CompactMovesTheKeptRowsAndPositions) {
   EXPECT_EQ(cache_->length(1, 2), 0);
 }
 
+// HOMER's merge: a child's rows appended after another's, and the two suffix copies averaged.
+TEST_F(KvCacheTest, CopyEntriesAndAverageEntries) {
+  for (int64_t s = 0; s < kSlots; ++s) Fill(1, s);
+  ASSERT_OK(cache_->Append(1, 0, std::vector<int32_t>{0, 1, 2, 3, 4}));
+  ASSERT_OK(cache_->Append(1, 1, std::vector<int32_t>{0, 11, 12, 13}));
+  // Slot 1's rows 2..3 become the mean of its rows and slot 0's rows 3..4.
+  ASSERT_OK(cache_->AverageEntries(1, 1, 2, 0, 3, 2));
+  EXPECT_EQ(K(1, 1, 2), (1102.0f + 1003.0f) * 0.5f);
+  EXPECT_EQ(V(1, 1, 3, kRow - 1), -(1103.0f + 1004.0f) * 0.5f);
+  EXPECT_EQ(K(1, 0, 3), 1003.0f);  // the other slot is read only
+  // Slot 1's rows 1..3 to slot 0 from row 3: slot 0 ends at 6 entries, positions copied.
+  ASSERT_OK(cache_->CopyEntries(*cache_, 1, 1, 1, 3, 0, 3));
+  EXPECT_EQ(cache_->length(1, 0), 6);
+  const auto pos = cache_->positions(1, 0);
+  EXPECT_EQ(std::vector<int32_t>(pos.begin(), pos.end()), (std::vector<int32_t>{0, 1, 2, 11, 12, 13}));
+  EXPECT_EQ(K(1, 0, 2), 1002.0f);
+  EXPECT_EQ(K(1, 0, 3), 1101.0f);
+  EXPECT_EQ(K(1, 0, 4), (1102.0f + 1003.0f) * 0.5f);
+  EXPECT_EQ(V(1, 0, 5), -(1103.0f + 1004.0f) * 0.5f);
+  // Into another cache of the same shape, from row 0.
+  ASSERT_OK_AND_ASSIGN(auto other, KvCache::Create(backend_.get(), kLayers, kKvHeads, kHeadDim,
+                                                   1, kCapacity, DType::kF32));
+  ASSERT_OK(other->CopyEntries(*cache_, 1, 0, 0, 6, 0, 0));
+  EXPECT_EQ(other->length(1, 0), 6);
+  EXPECT_EQ(other->k(1).as<float>()[4 * kRow], (1102.0f + 1003.0f) * 0.5f);
+  // Refused: one slot onto itself, past the source's length, a gap after the destination's
+  // entries, another shape.
+  EXPECT_FALSE(cache_->CopyEntries(*cache_, 1, 0, 0, 2, 0, 0).ok());
+  EXPECT_FALSE(cache_->CopyEntries(*cache_, 1, 1, 2, 3, 2, 0).ok());
+  EXPECT_FALSE(cache_->CopyEntries(*cache_, 1, 1, 0, 2, 2, 1).ok());
+  EXPECT_FALSE(cache_->AverageEntries(1, 1, 0, 1, 0, 1).ok());
+  EXPECT_FALSE(cache_->AverageEntries(1, 1, 3, 0, 0, 2).ok());
+  ASSERT_OK_AND_ASSIGN(auto narrow, KvCache::Create(backend_.get(), kLayers, 1, kHeadDim, 1,
+                                                    kCapacity, DType::kF32));
+  EXPECT_FALSE(narrow->CopyEntries(*cache_, 1, 0, 0, 1, 0, 0).ok());
+}
+
 TEST_F(KvCacheTest, CompactRefusesABadKeepList) {
   ASSERT_OK(cache_->Append(0, 0, std::vector<int32_t>{0, 1, 2, 3}));
   for (const std::vector<int32_t>& bad :
