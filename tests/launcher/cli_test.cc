@@ -303,7 +303,7 @@ TEST(CliHelpTest, HelpAmongOtherFlags) {
   EXPECT_THAT(r.out, ::testing::StartsWith("usage: tessera bench")) << r;
 }
 
-// ---- Methods: none is built yet, so setting one fails before the model is loaded ----
+// ---- Methods: one not built (Activation Beacon) fails before the model is loaded ----
 
 constexpr char kNotBuilt[] = "is not built in this version of Tessera (Unimplemented)";
 
@@ -315,10 +315,11 @@ TEST(CliMethodTest, AMethodFileFailsEveryCommandBeforeTheModelLoads) {
       {"eval", "--config", "configs/tasks/passkey.textproto", "--model", "/nonexistent/model"}};
   for (std::vector<std::string> run : runs) {
     run.push_back("--method");
-    run.push_back("configs/methods/homer.textproto");
+    run.push_back("configs/methods/beacon.textproto");
     SCOPED_TRACE(run[0]);
     const CliRun r = Tessera(run);
-    ExpectFailure(r, {"method.homer: HOMER ", kNotBuilt, "remove it from the run config"});
+    ExpectFailure(r, {"method.beacon: Activation Beacon ", kNotBuilt,
+                      "remove it from the run config"});
     EXPECT_THAT(r.err, ::testing::Not(HasSubstr("/nonexistent/model"))) << r;
   }
 }
