@@ -126,7 +126,10 @@ absl::Status RunBench(Job& job, const config::MethodSettings& method_settings) {
   }
   const int32_t max_seq_len = absl::GetFlag(FLAGS_max_seq_len);
   ASSIGN_OR_RETURN(const int64_t limit, ContextLimit(b.model->config(), max_seq_len));
-  if (prompt_tokens + decode_tokens + 1 > limit) {
+  // A method that compresses prompts (HOMER) holds fewer entries than the prompt's tokens.
+  const int64_t held = b.methods.runner != nullptr ? b.methods.runner->PromptEntries(prompt_tokens)
+                                                   : prompt_tokens;
+  if (held + decode_tokens + 1 > limit) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--prompt-tokens + --decode-tokens + 1 exceed the context of ", limit,
         max_seq_len > 0 ? " (--max-seq-len)" : " (max_position_embeddings)",

@@ -246,7 +246,7 @@ absl::StatusOr<std::vector<GenerationResult>> Generator::Generate(
       const int32_t token = static_cast<int32_t>(chosen[i]);
       s.length += static_cast<int32_t>(s.pending.size());
       s.pending = {token};
-      if (out.token_ids.size() > 1) ++s.entries;  // the previous token is now in the cache
+      if (!out.token_ids.empty()) ++s.entries;  // the token fed this step is now in the cache
       out.token_ids.push_back(token);
       if (out.token_ids.size() == 1) out.time_to_first_token_ms = MsSince(start);
 

@@ -274,14 +274,7 @@ bool LlamaModel::GraphEligible(const ForwardBatch& batch) const {
 }
 
 int LlamaModel::StageOf(int64_t layer) const {
-  const std::vector<int64_t> counts =
-      StageLayerCounts(config_, plan_.pp_size, parallel_.stage_layers);
-  int64_t end = 0;
-  for (size_t s = 0; s < counts.size(); ++s) {
-    end += counts[s];
-    if (layer < end) return static_cast<int>(s);
-  }
-  return plan_.pp_size - 1;
+  return StageOfLayer(config_, plan_.pp_size, parallel_.stage_layers, layer);
 }
 
 int64_t LlamaModel::LocalEnd(const ForwardBatch& batch) const {

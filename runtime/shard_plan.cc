@@ -90,4 +90,15 @@ absl::StatusOr<ShardPlan> MakeShardPlan(const ModelConfig& c, const WorldLayout&
   return p;
 }
 
+int StageOfLayer(const ModelConfig& config, int pp, const std::vector<int64_t>& stage_layers,
+                 int64_t layer) {
+  const std::vector<int64_t> counts = StageLayerCounts(config, pp, stage_layers);
+  int64_t end = 0;
+  for (size_t s = 0; s < counts.size(); ++s) {
+    end += counts[s];
+    if (layer < end) return static_cast<int>(s);
+  }
+  return pp - 1;
+}
+
 }  // namespace tessera

@@ -45,6 +45,10 @@ absl::StatusOr<ShardPlan> MakeShardPlan(const ModelConfig& config, const WorldLa
 // remainder).
 std::vector<int64_t> StageLayerCounts(const ModelConfig& config, int pp,
                                       const std::vector<int64_t>& stage_layers);
+// The pipeline stage holding global layer `layer` under that split (the last stage for a layer
+// past the model's).
+int StageOfLayer(const ModelConfig& config, int pp, const std::vector<int64_t>& stage_layers,
+                 int64_t layer);
 
 // Tensor-parallel sizes in 1..max_tp that this model supports, e.g. "{1, 2, 4, 8}".
 std::string SupportedTensorParallelSizes(const ModelConfig& config, int max_tp = 64);

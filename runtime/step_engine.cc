@@ -14,14 +14,8 @@ StepEngine::StepEngine(LlamaModel* model, StepPolicy* policy)
     : model_(model), policy_(policy), combined_(&model->backend(), DType::kF32) {}
 
 int StepEngine::StageOfLayer(int64_t layer) const {
-  const std::vector<int64_t> counts = StageLayerCounts(
-      model_->config(), model_->plan().pp_size, model_->parallel().stage_layers);
-  int64_t end = 0;
-  for (size_t s = 0; s < counts.size(); ++s) {
-    end += counts[s];
-    if (layer < end) return static_cast<int>(s);
-  }
-  return model_->plan().pp_size - 1;
+  return tessera::StageOfLayer(model_->config(), model_->plan().pp_size,
+                               model_->parallel().stage_layers, layer);
 }
 
 absl::StatusOr<ForwardOutput> StepEngine::RunPasses(const ForwardBatch& batch, KvCache& cache,

@@ -1,4 +1,4 @@
-// Elementwise ops: SiLU-multiply, add, lerp, counter-based dropout, dtype cast.
+// Elementwise ops: SiLU-multiply, add, lerp, average, counter-based dropout, dtype cast.
 #include <cmath>
 
 #include "kernels/philox.h"
@@ -7,6 +7,23 @@
 #include "kernels/cpu/simd.h"
 
 namespace tessera {
+namespace {
+
+// Element i of `out` (F32, or F16 / BF16 rounded to nearest even) set to v.
+void StoreRounded(const TensorView& out, int64_t i, float v) {
+  switch (out.dtype) {
+    case DType::kBF16:
+      out.as<uint16_t>()[i] = FloatToBf16(v);
+      break;
+    case DType::kF16:
+      out.as<uint16_t>()[i] = FloatToF16(v);
+      break;
+    default:
+      out.as<float>()[i] = v;
+  }
+}
+
+}  // namespace
 
 absl::Status CpuBackend::DoSiluMul(const SiluMulArgs& a) {
   const int64_t count = a.gate.numel();
@@ -46,18 +63,9 @@ absl::Status CpuBackend::DoLerp(const LerpArgs& a) {
 absl::Status CpuBackend::DoAverage(const AverageArgs& a) {
   const int64_t count = a.a.numel();
   for (int64_t i = 0; i < count; ++i) {
-    const float v = (cpu::LoadScalar(a.a.data, a.a.dtype, i) +
-                     cpu::LoadScalar(a.b.data, a.b.dtype, i)) * 0.5f;
-    switch (a.out.dtype) {
-      case DType::kBF16:
-        a.out.as<uint16_t>()[i] = FloatToBf16(v);
-        break;
-      case DType::kF16:
-        a.out.as<uint16_t>()[i] = FloatToF16(v);
-        break;
-      default:
-        a.out.as<float>()[i] = v;
-    }
+    StoreRounded(a.out, i,
+                 (cpu::LoadScalar(a.a.data, a.a.dtype, i) + cpu::LoadScalar(a.b.data, a.b.dtype, i)) *
+                     0.5f);
   }
   return absl::OkStatus();
 }
@@ -81,23 +89,13 @@ absl::Status CpuBackend::DoPhiloxDropout(const PhiloxDropoutArgs& a) {
 }
 
 absl::Status CpuBackend::DoCast(const CastArgs& a) {
+  if (a.out.dtype == DType::kI32 || a.out.dtype == DType::kU8) {
+    return absl::InvalidArgumentError("Cast: integer output");
+  }
   const int64_t count = a.in.numel();
   for (int64_t i = 0; i < count; ++i) {
     const float v = cpu::LoadScalar(a.in.data, a.in.dtype, i);
-    switch (a.out.dtype) {
-      case DType::kF32:
-        a.out.as<float>()[i] = std::isnan(v) ? CanonicalNan(v) : v;
-        break;
-      case DType::kBF16:
-        a.out.as<uint16_t>()[i] = FloatToBf16(v);
-        break;
-      case DType::kF16:
-        a.out.as<uint16_t>()[i] = FloatToF16(v);
-        break;
-      case DType::kI32:
-      case DType::kU8:
-        return absl::InvalidArgumentError("Cast: integer output");
-    }
+    StoreRounded(a.out, i, std::isnan(v) && a.out.dtype == DType::kF32 ? CanonicalNan(v) : v);
   }
   return absl::OkStatus();
 }

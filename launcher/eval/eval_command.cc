@@ -116,7 +116,7 @@ absl::Status RunEval(Job& job, const config::RunConfig& c) {
   bundle.methods = *std::move(methods);
   RETURN_IF_ERROR(CheckPhase(job, AttachMethods(bundle.methods, *bundle.model)));
   absl::StatusOr<std::unique_ptr<EvalTask>> task =
-      MakeEvalTask(c, bundle.model->config(), *bundle.tokenizer);
+      MakeEvalTask(c, bundle.model->config(), *bundle.tokenizer, bundle.methods.runner);
   RETURN_IF_ERROR(CheckPhase(job, task.status()));
   const std::string name = TaskName(c, **task);
   // A method that runs generation steps changes generated tokens only: a task that scores given

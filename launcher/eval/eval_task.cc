@@ -18,12 +18,13 @@ std::string BosName(config::BosConvention bos) {
 
 absl::StatusOr<std::unique_ptr<EvalTask>> MakeEvalTask(const config::RunConfig& c,
                                                        const ModelConfig& model,
-                                                       const Tokenizer& tokenizer) {
+                                                       const Tokenizer& tokenizer,
+                                                       const StepRunner* runner) {
   switch (c.task().kind_case()) {
     case config::Task::kPerplexity:
       return MakePerplexityTask(c, model, tokenizer);
     case config::Task::kPasskey:
-      return MakePasskeyTask(c, model, tokenizer);
+      return MakePasskeyTask(c, model, tokenizer, runner);
     case config::Task::kMultipleChoice:
       return MakeMultipleChoiceTask(c, model, tokenizer);
     case config::Task::kCodeGeneration:

@@ -49,10 +49,12 @@ class EvalTask {
   virtual nlohmann::json Describe() const = 0;
 };
 
-// Reads and tokenizes the task's data.
+// Reads and tokenizes the task's data. `runner` (may be null): the method that will run
+// generation, whose PromptEntries decide which prompts fit the context.
 absl::StatusOr<std::unique_ptr<EvalTask>> MakeEvalTask(const config::RunConfig& config,
                                                        const ModelConfig& model,
-                                                       const Tokenizer& tokenizer);
+                                                       const Tokenizer& tokenizer,
+                                                       const StepRunner* runner = nullptr);
 
 // Mean and standard error of the mean (sample standard deviation / sqrt(n)), as
 // lm-evaluation-harness reports them.

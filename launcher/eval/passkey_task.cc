@@ -125,7 +125,12 @@ absl::StatusOr<std::string> BuildPrompt(const Tokenizer& tok, int32_t length, fl
 
 absl::StatusOr<std::unique_ptr<EvalTask>> MakePasskeyTask(const config::RunConfig& c,
                                                           const ModelConfig& model,
-                                                          const Tokenizer& tokenizer) {
+                                                          const Tokenizer& tokenizer,
+                                                          const StepRunner* runner) {
+  // The cache entries a prompt leaves once prefilled.
+  auto held = [runner](int64_t tokens) {
+    return runner != nullptr ? runner->PromptEntries(tokens) : tokens;
+  };
   const config::PasskeyTask& p = c.task().passkey();
   std::vector<int32_t> lengths(p.context_lengths().begin(), p.context_lengths().end());
   if (lengths.empty()) lengths = {256, 512, 1024};
@@ -155,7 +160,7 @@ absl::StatusOr<std::unique_ptr<EvalTask>> MakePasskeyTask(const config::RunConfi
   } else {
     uint32_t counter = 0;
     for (int32_t length : lengths) {
-      if (length > *limit) {
+      if (held(length) > *limit) {
         return absl::InvalidArgumentError(
             absl::StrCat("task.passkey.context_lengths: ", length, " exceeds the context (",
                          limit_name, "=", *limit, " tokens)",
@@ -180,7 +185,7 @@ absl::StatusOr<std::unique_ptr<EvalTask>> MakePasskeyTask(const config::RunConfi
   for (const PasskeySample& s : samples) {
     ASSIGN_OR_RETURN(auto ids, tokenizer.Encode(s.prompt));
     ids.insert(ids.begin(), model.bos_token_id);
-    if (static_cast<int64_t>(ids.size()) + defaults.max_new_tokens > *limit) {
+    if (held(static_cast<int64_t>(ids.size())) + defaults.max_new_tokens > *limit) {
       return absl::InvalidArgumentError(absl::StrCat(
           "task.passkey: a prompt of ", ids.size(), " tokens plus ", defaults.max_new_tokens,
           " new tokens exceeds the context (", limit_name, "=", *limit, " tokens)",

@@ -12,9 +12,12 @@ absl::StatusOr<std::unique_ptr<EvalTask>> MakePerplexityTask(const config::RunCo
 absl::StatusOr<std::unique_ptr<EvalTask>> MakeMultipleChoiceTask(const config::RunConfig& c,
                                                                  const ModelConfig& model,
                                                                  const Tokenizer& tokenizer);
+// `runner` (may be null): the method running generation, whose PromptEntries decide whether a
+// prompt fits the context (HOMER compresses prompts past it).
 absl::StatusOr<std::unique_ptr<EvalTask>> MakePasskeyTask(const config::RunConfig& c,
                                                           const ModelConfig& model,
-                                                          const Tokenizer& tokenizer);
+                                                          const Tokenizer& tokenizer,
+                                                          const StepRunner* runner = nullptr);
 absl::StatusOr<std::unique_ptr<EvalTask>> MakeCodeGenerationTask(const config::RunConfig& c,
                                                                  const ModelConfig& model,
                                                                  const Tokenizer& tokenizer);

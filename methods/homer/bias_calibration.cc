@@ -2,34 +2,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
+#include "methods/homer/key_score_policy.h"
 
 namespace tessera::homer {
-namespace {
-
-// The last row's key scores in every layer of this stage, one row of `scores` each.
-class EveryLayerScores : public AttentionPolicy {
- public:
-  EveryLayerScores(AttentionPolicy* base, TensorView scores, int64_t layer_begin)
-      : base_(base), scores_(scores), layer_begin_(layer_begin) {}
-  absl::StatusOr<AttentionVariant> Variant(const LayerContext& ctx) override {
-    AttentionVariant v;
-    if (base_ != nullptr) {
-      ASSIGN_OR_RETURN(v, base_->Variant(ctx));
-    }
-    const int64_t row = ctx.layer - layer_begin_;
-    v.key_scores = scores_.Rows(row, row + 1).Reshaped({scores_.dim(1)});
-    v.score_row = static_cast<int32_t>(scores_.dim(1)) - 1;
-    return v;
-  }
-
- private:
-  AttentionPolicy* base_;
-  TensorView scores_;
-  int64_t layer_begin_;
-};
-
-}  // namespace
-
 std::vector<std::vector<int32_t>> CalibrationWindows(const std::vector<std::vector<int32_t>>& texts,
                                                      int32_t bos, int64_t length, int64_t limit) {
   std::vector<std::vector<int32_t>> windows;
@@ -63,7 +38,7 @@ absl::StatusOr<BiasTable> CalibrateBias(LlamaModel& model, const BiasCalibration
   Tensor scores(&model.backend(), DType::kF32);
   RETURN_IF_ERROR(scores.Resize({std::max<int64_t>(plan.layers(), 1), length}));
   ASSIGN_OR_RETURN(auto cache, model.MakeCache(1, length));
-  EveryLayerScores policy(model.attention_policy(), scores.view(), plan.layer_begin);
+  KeyScorePolicy policy(model.attention_policy(), plan.layer_begin, scores.view());
   for (const std::vector<int32_t>& sequence : run.sequences) {
     if (static_cast<int64_t>(sequence.size()) != length) {
       return absl::InvalidArgumentError(absl::StrCat("HOMER calibration: a sequence of ",

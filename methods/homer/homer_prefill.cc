@@ -5,37 +5,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
+#include "methods/homer/key_score_policy.h"
 #include "methods/homer/token_selection.h"
 
 namespace tessera::homer {
-namespace {
-
-// The model's own attention variant in every layer, plus the significance scores of the last
-// row in layer `layer`.
-class ScoringPolicy : public AttentionPolicy {
- public:
-  ScoringPolicy(AttentionPolicy* base, int64_t layer, TensorView scores)
-      : base_(base), layer_(layer), scores_(scores) {}
-  absl::StatusOr<AttentionVariant> Variant(const LayerContext& ctx) override {
-    AttentionVariant v;
-    if (base_ != nullptr) {
-      ASSIGN_OR_RETURN(v, base_->Variant(ctx));
-    }
-    if (ctx.layer == layer_) {
-      v.key_scores = scores_;
-      v.score_row = static_cast<int32_t>(scores_.dim(0)) - 1;
-    }
-    return v;
-  }
-
- private:
-  AttentionPolicy* base_;
-  int64_t layer_;
-  TensorView scores_;
-};
-
-}  // namespace
-
 // A tree node as every rank sees it (host bookkeeping, replicated), plus its hidden rows on the
 // stage that ran its last layer.
 struct HomerPrefill::Node {
@@ -55,14 +28,8 @@ HomerPrefill::HomerPrefill(LlamaModel* model, PrefillOptions options)
 }
 
 int HomerPrefill::StageOf(int64_t layer) const {
-  const std::vector<int64_t> counts = StageLayerCounts(
-      model_->config(), model_->plan().pp_size, model_->parallel().stage_layers);
-  int64_t end = 0;
-  for (size_t s = 0; s < counts.size(); ++s) {
-    end += counts[s];
-    if (layer < end) return static_cast<int>(s);
-  }
-  return model_->plan().pp_size - 1;
+  return StageOfLayer(model_->config(), model_->plan().pp_size, model_->parallel().stage_layers,
+                      layer);
 }
 
 absl::Status HomerPrefill::EnsureCache(int64_t slots, int64_t capacity) {
@@ -176,11 +143,11 @@ absl::Status HomerPrefill::RunNode(Node& node, int64_t level, int64_t target, bo
       batch.last_layer = end;
     }
     ForwardHooks hooks;
-    std::unique_ptr<ScoringPolicy> scoring;
-    if (prune) {
-      RETURN_IF_ERROR(scores_.Resize({rows}));
-      scoring = std::make_unique<ScoringPolicy>(model_->attention_policy(), end - 1,
-                                                scores_.view());
+    std::unique_ptr<KeyScorePolicy> scoring;
+    if (prune) {  // the scores of the node's last layer
+      RETURN_IF_ERROR(scores_.Resize({1, rows}));
+      scoring = std::make_unique<KeyScorePolicy>(model_->attention_policy(), end - 1,
+                                                 scores_.view());
       hooks.attention = scoring.get();
     }
     ASSIGN_OR_RETURN(ForwardOutput out, model_->Forward(batch, *cache_, hooks));

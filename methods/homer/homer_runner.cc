@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
+#include "runtime/context_limit.h"
 
 namespace tessera::homer {
 
@@ -16,6 +17,7 @@ HomerConfig ResolveSettings(const config::HomerSettings& s, const ModelConfig& m
   c.schedule.layers = model.num_hidden_layers;
   c.prefix_len = s.has_prefix_len() ? s.prefix_len() : 100;
   c.suffix_len = s.has_suffix_len() ? s.suffix_len() : 100;
+  c.position_limit = RopeExtendsContext(model) ? 0 : model.max_position_embeddings;
   return c;
 }
 
@@ -62,6 +64,10 @@ absl::StatusOr<std::vector<float>> HomerRunner::Prefill(size_t micro_batch,
   v["homer_nodes"] = static_cast<double>(result.nodes);
   v["homer_cache_entries"] = static_cast<double>(result.positions.size());
   v["homer_next_position"] = static_cast<double>(result.next_position);
+  // The K/V the tree needed on this rank: h + 2 slots of max_chunk_len entries (DFS-bounded).
+  const KvCache& tree = prefill_.tree_cache();
+  v["homer_tree_kv_bytes"] = static_cast<double>(tree.bytes() / tree.n_slots()) *
+                             static_cast<double>(result.schedule.height + 2);
   if (result.logits.empty()) return std::vector<float>();
   ForwardOutput out;
   out.logits = result.logits;
@@ -97,8 +103,17 @@ absl::StatusOr<std::vector<float>> HomerRunner::Run(const std::vector<ForwardBat
       const int32_t slot = batch.slots[i];
       if (prompt_slots.count(slot)) continue;
       new_row[i] = static_cast<int32_t>(decode.tokens.size());
+      const int32_t position = batch.positions[i] + sequences_[slot].position_shift;
+      if (config_.position_limit > 0 && position >= config_.position_limit) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "HOMER: a generated token would sit at position ", position, ", past the model's ",
+            config_.position_limit, "-token window (plain RoPE): the compressed prompt's "
+            "next position is ", sequences_[slot].counters.values["homer_next_position"],
+            "; lower method.homer.max_chunk_len (half the window leaves the other half for "
+            "generation) or generate fewer tokens"));
+      }
       decode.tokens.push_back(batch.tokens[i]);
-      decode.positions.push_back(batch.positions[i] + sequences_[slot].position_shift);
+      decode.positions.push_back(position);
       decode.slots.push_back(slot);
     }
     std::vector<int32_t> decode_index;  // the batch's logit index of each decode logit row

@@ -8,7 +8,8 @@
 // plain model.
 //
 // Per sequence counters: homer_chunks, homer_levels, homer_nodes, homer_cache_entries,
-// homer_next_position.
+// homer_next_position, homer_tree_kv_bytes (the K/V the merge tree held at its peak on this
+// rank: height + 2 slots of max_chunk_len entries).
 #ifndef TESSERA_METHODS_HOMER_HOMER_RUNNER_H_
 #define TESSERA_METHODS_HOMER_HOMER_RUNNER_H_
 
@@ -30,6 +31,9 @@ struct HomerConfig {
   ScheduleSettings schedule;
   int64_t prefix_len = 100;
   int64_t suffix_len = 100;
+  // Decode positions must stay below this (max_position_embeddings for plain RoPE); 0: no
+  // limit (a rope_scaling that runs past the window).
+  int64_t position_limit = 0;
 };
 HomerConfig ResolveSettings(const config::HomerSettings& settings, const ModelConfig& model);
 

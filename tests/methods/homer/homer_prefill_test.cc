@@ -293,6 +293,25 @@ TEST(HomerPrefillTest, BadPromptsAndSettingsAreRefused) {
               ::testing::HasSubstr("raise max_chunk_len or shorten prefix_len / suffix_len"));
   EXPECT_THAT(std::string(prefill.Run(prompt, 800, 300).status().message()),
               ::testing::HasSubstr("has no prefix of 800 and suffix of 300 tokens"));
+  // Generation past the plain-RoPE window: chunks of 1000 tokens compressed to 200 entries leave
+  // the cache room but only about 24 positions.
+  config::HomerSettings s;
+  s.set_max_chunk_len(1000);
+  s.set_target_len(200);
+  s.set_layers_warmup(2);
+  s.set_prefix_len(8);
+  s.set_suffix_len(8);
+  homer::HomerRunner runner(f.model.get(), homer::ResolveSettings(s, f.model->config()),
+                            std::make_unique<homer::BiasTable>(f.bias));
+  GeneratorOptions options;
+  options.runner = &runner;
+  Generator generator(f.model.get(), nullptr, options);
+  GenerationRequest request;
+  request.prompt_ids = RandomPrompt(3000, 4);
+  request.max_new_tokens = 60;
+  request.ignore_eos = true;
+  EXPECT_THAT(std::string(generator.Generate({request}).status().message()),
+              ::testing::HasSubstr("past the model's 1024-token window"));
   // 64 chunks of 112 need 6 levels; W = 6 leaves 2 layers.
   HomerPrefill deep(f.model.get(), Options(f, 128, 128, 6));
   EXPECT_THAT(std::string(deep.Run(RandomPrompt(7000, 2), 8, 8).status().message()),
