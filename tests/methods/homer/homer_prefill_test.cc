@@ -293,8 +293,8 @@ TEST(HomerPrefillTest, BadPromptsAndSettingsAreRefused) {
               ::testing::HasSubstr("raise max_chunk_len or shorten prefix_len / suffix_len"));
   EXPECT_THAT(std::string(prefill.Run(prompt, 800, 300).status().message()),
               ::testing::HasSubstr("has no prefix of 800 and suffix of 300 tokens"));
-  // Generation past the plain-RoPE window: chunks of 1000 tokens compressed to 200 entries leave
-  // the cache room but only about 24 positions.
+  // Generation past the plain-RoPE window: the cache of 200 entries has room for 300 tokens, the
+  // positions after 762 do not.
   config::HomerSettings s;
   s.set_max_chunk_len(1000);
   s.set_target_len(200);
@@ -307,8 +307,8 @@ TEST(HomerPrefillTest, BadPromptsAndSettingsAreRefused) {
   options.runner = &runner;
   Generator generator(f.model.get(), nullptr, options);
   GenerationRequest request;
-  request.prompt_ids = RandomPrompt(3000, 4);
-  request.max_new_tokens = 60;
+  request.prompt_ids = RandomPrompt(3000, 4);  // next position 8 + 746 + 8 = 762
+  request.max_new_tokens = 300;
   request.ignore_eos = true;
   EXPECT_THAT(std::string(generator.Generate({request}).status().message()),
               ::testing::HasSubstr("past the model's 1024-token window"));
