@@ -37,18 +37,18 @@ class ExitAtLayer : public Method, public LayerHook {
   int64_t layer_;
 };
 
-config::MethodSettings EarlyExitAndHomer() {
+config::MethodSettings EarlyExitAndBeacon() {
   config::MethodSettings s;
   s.mutable_early_exit()->set_exit_layer(1);
-  s.mutable_homer();
+  s.mutable_beacon();
   return s;
 }
 
 TEST(MethodRegistryTest, BuiltInMethodsRefuseEveryMethodThatIsNotBuilt) {
-  const absl::Status s = BuiltInMethods().CheckAvailable(EarlyExitAndHomer());
+  const absl::Status s = BuiltInMethods().CheckAvailable(EarlyExitAndBeacon());
   EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented);
   EXPECT_FALSE(absl::StrContains(s.message(), "early_exit")) << s;  // built
-  EXPECT_TRUE(absl::StrContains(s.message(), "method.homer: HOMER is not built"));
+  EXPECT_TRUE(absl::StrContains(s.message(), "method.beacon: Activation Beacon is not built"));
   // Every early-exit policy is built.
   for (auto policy : {config::EarlyExitSettings::FREE, config::EarlyExitSettings::CALM,
                       config::EarlyExitSettings::STATIC}) {
@@ -67,7 +67,7 @@ TEST(MethodRegistryTest, CreatesRegisteredMethodsAndRefusesTheRest) {
   }));
   EXPECT_EQ(registry.Register("early_exit", "again", nullptr).code(),
             absl::StatusCode::kAlreadyExists);
-  const auto both = registry.Create(EarlyExitAndHomer());
+  const auto both = registry.Create(EarlyExitAndBeacon());
   EXPECT_EQ(both.status().code(), absl::StatusCode::kUnimplemented);
   EXPECT_FALSE(absl::StrContains(both.status().message(), "early_exit")) << both.status();
 
