@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "kernels/status_macros.h"
+#include "methods/beacon/beacon_method.h"
 #include "methods/early_exit/early_exit_method.h"
 #include "methods/harp/harp_method.h"
 #include "methods/homer/homer_method.h"
@@ -38,7 +39,11 @@ std::vector<SetMethod> SetMethods(const config::MethodSettings& m) {
 ModelOptions MergedModelOptions(const std::vector<std::unique_ptr<Method>>& methods) {
   ModelOptions merged;
   for (const auto& m : methods) {
-    for (int64_t l : m->Requirements().head_after_layers) {
+    const ModelOptions options = m->Requirements();
+    merged.extra_weights.insert(merged.extra_weights.end(), options.extra_weights.begin(),
+                                options.extra_weights.end());
+    if (options.extension.count > 0) merged.extension = options.extension;
+    for (int64_t l : options.head_after_layers) {
       if (std::find(merged.head_after_layers.begin(), merged.head_after_layers.end(), l) ==
           merged.head_after_layers.end()) {
         merged.head_after_layers.push_back(l);
@@ -87,6 +92,7 @@ MethodRegistry BuiltInMethods() {
   (void)registry.Register("early_exit", "Early exit", EarlyExitMethod::Create);
   (void)registry.Register("harp", "HARP", HarpMethod::Create);
   (void)registry.Register("homer", "HOMER", HomerMethod::Create);
+  (void)registry.Register("beacon", "Activation Beacon", BeaconMethod::Create);
   (void)registry.Register("sparse_attention", "Sparse attention (Top-theta / Top-k)",
                           top_theta::TopThetaMethod::Create);
   return registry;

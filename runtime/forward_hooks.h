@@ -56,13 +56,33 @@ class InputHook {
   virtual absl::Status OnEmbeddings(const LayerContext& ctx) { return absl::OkStatus(); }
 };
 
-// The attention variant of a layer (data passed to the attention op, never a callback).
+// Query rows whose keys are not their causal prefix (Activation Beacon's beacon rows): row
+// rows[j] (a running row, increasing in j) sees its slot's entries [0, prefix_end[j]), the entries
+// extra[extra_begin[j] .. extra_begin[j + 1]) (each >= prefix_end[j], increasing, below the
+// row's own entry), and its own key rotated at its query position; nothing else. Entries are
+// those of this step (the slot's length before the step plus the row's index among the slot's
+// rows in the batch). The model computes these rows' attention as the merge (by log-sum-exp) of
+// a prefix attention over the cache and an attention over a scratch cache holding the extra
+// keys and the row's own; the plain attention's result for them is discarded.
+struct RowKeys {
+  std::vector<int32_t> rows;
+  std::vector<int32_t> prefix_end;
+  std::vector<int32_t> extra_begin;  // [rows + 1]
+  std::vector<int32_t> extra;
+
+  bool empty() const { return rows.empty(); }
+};
+
+// The attention variant of a layer (data passed to the attention op, never a callback), and the
+// rows of the layer that see other keys than their causal prefix.
 class AttentionPolicy {
  public:
   virtual ~AttentionPolicy() = default;
   virtual absl::StatusOr<AttentionVariant> Variant(const LayerContext& ctx) {
     return AttentionVariant{};
   }
+  // Owned by the policy, valid during the layer; null or empty: every row is causal.
+  virtual const RowKeys* KeyVisibility(const LayerContext& ctx) { return nullptr; }
 };
 
 // After a layer: go on, stop this pass here (an early exit: the logits come from the head of

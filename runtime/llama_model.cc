@@ -38,6 +38,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
   ASSIGN_OR_RETURN(m->weights_,
                    LoadLlamaWeights(*m->checkpoint_, m->config_, m->plan_, options));
   if (backend->device() != Device::kCpu) RETURN_IF_ERROR(m->UploadWeights());
+  RETURN_IF_ERROR(m->ResolveExtension());
   for (auto [tensor, width] : m->Activations()) *tensor = Tensor(backend, DType::kF32);
   for (Tensor* t : {&m->tokens_, &m->positions_, &m->slots_, &m->rows_, &m->entries_}) {
     *t = Tensor(backend, DType::kI32);
@@ -47,6 +48,10 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
   m->exit_normed_ = Tensor(backend, DType::kF32);
   m->partial_ = Tensor(backend, DType::kF32);
   m->keep_rows_ = Tensor(backend, DType::kI32);
+  for (Tensor* t : {&m->ext_rows_, &m->ext_map_, &m->ext_ids_, &m->key_positions_}) {
+    *t = Tensor(backend, DType::kI32);
+  }
+  for (Tensor* t : {&m->ext_in_, &m->ext_cat_, &m->k_alt_}) *t = Tensor(backend, DType::kF32);
   RopeFrequencies rope = ComputeRopeFrequencies(m->config_, /*seq_len=*/0);
   RETURN_IF_ERROR(m->Upload(rope.inv_freq, &m->inv_freq_));
   m->attention_scaling_ = rope.attention_scaling;
@@ -140,7 +145,7 @@ absl::Status LlamaModel::ApplyRope(const ForwardBatch& b, TensorView q, TensorVi
 //   x += o_proj(attention(rope(q_proj(norm(x))), rope(k_proj(..)), v_proj(..)))
 //   x += down_proj(silu(gate_proj(norm(x))) * up_proj(norm(x)))
 absl::Status LlamaModel::Layer(const LayerWeights& w, const LayerContext& ctx,
-                               const AttentionVariant& variant) {
+                               const AttentionVariant& variant, const RowKeys* row_keys) {
   const ModelConfig& c = config_;
   const int64_t n = x_.dim(0), layer = ctx.local_layer;
   const float eps = static_cast<float>(c.rms_norm_eps);
@@ -151,27 +156,54 @@ absl::Status LlamaModel::Layer(const LayerWeights& w, const LayerContext& ctx,
   Backend& be = *backend_;
 
   RETURN_IF_ERROR(be.RmsNorm({x_.view(), w.attn_norm, h_.view(), eps}));
+  const bool moved_keys = !ctx.batch->key_positions.empty();
+  TensorView k = k_.view().Reshaped({n, plan_.kv_heads, c.head_dim});
+  TensorView v = v_.view().Reshaped({n, plan_.kv_heads, c.head_dim});
+  // The keys the cache gets: rotated at the key positions where those differ from the queries'.
+  auto write_kv = [&]() -> absl::Status {
+    TensorView cached = k;
+    if (moved_keys) {
+      cached = k_alt_.view().Reshaped({n, plan_.kv_heads, c.head_dim});
+      RETURN_IF_ERROR(RotateKeysAtKeyPositions(cached));
+    }
+    return be.KvWrite({cached, v, cache.k(layer), cache.v(layer), slots, entries});
+  };
+  auto keep_unrotated_keys = [&]() -> absl::Status {
+    if (!moved_keys) return absl::OkStatus();
+    RETURN_IF_ERROR(k_alt_.Resize({n, plan_.kv_heads * c.head_dim}));
+    return be.CopyWithinDevice(k_alt_.view().data, k_.view().data, k_.view().bytes());
+  };
   if (ctx.batch->kv_only) {
     RETURN_IF_ERROR(be.Gemm({h_.view(), w.wk, k_.view()}));
     RETURN_IF_ERROR(be.Gemm({h_.view(), w.wv, v_.view()}));
-    TensorView k = k_.view().Reshaped({n, plan_.kv_heads, c.head_dim});
-    TensorView v = v_.view().Reshaped({n, plan_.kv_heads, c.head_dim});
+    RETURN_IF_ERROR(ProjectExtensionRows(h_.view(), w.ext_wk, k_.view()));
+    RETURN_IF_ERROR(ProjectExtensionRows(h_.view(), w.ext_wv, v_.view()));
+    RETURN_IF_ERROR(keep_unrotated_keys());
     RETURN_IF_ERROR(ApplyRope(*ctx.batch, TensorView(), k));
-    return be.KvWrite({k, v, cache.k(layer), cache.v(layer), slots, entries});
+    return write_kv();
   }
   RETURN_IF_ERROR(be.Gemm({h_.view(), w.wq, q_.view()}));
   RETURN_IF_ERROR(be.Gemm({h_.view(), w.wk, k_.view()}));
   RETURN_IF_ERROR(be.Gemm({h_.view(), w.wv, v_.view()}));
+  RETURN_IF_ERROR(ProjectExtensionRows(h_.view(), w.ext_wq, q_.view()));
+  RETURN_IF_ERROR(ProjectExtensionRows(h_.view(), w.ext_wk, k_.view()));
+  RETURN_IF_ERROR(ProjectExtensionRows(h_.view(), w.ext_wv, v_.view()));
   TensorView q = q_.view().Reshaped({n, plan_.heads, c.head_dim});
-  TensorView k = k_.view().Reshaped({n, plan_.kv_heads, c.head_dim});
-  TensorView v = v_.view().Reshaped({n, plan_.kv_heads, c.head_dim});
+  RETURN_IF_ERROR(keep_unrotated_keys());
   RETURN_IF_ERROR(ApplyRope(*ctx.batch, q, k));
-  RETURN_IF_ERROR(be.KvWrite({k, v, cache.k(layer), cache.v(layer), slots, entries}));
+  RETURN_IF_ERROR(write_kv());
   TensorView attn = attn_.view().Reshaped({n, plan_.heads, c.head_dim});
   AttentionArgs aa{q, cache.k(layer), cache.v(layer), slots, entries, attn};
   aa.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   aa.variant = variant;
   RETURN_IF_ERROR(be.Attention(aa));
+  if (row_keys != nullptr && !row_keys->empty()) {
+    if (variant.sparse() || variant.has_outputs() || !variant.key_scores.empty()) {
+      return absl::InvalidArgumentError(
+          "RowKeys rows cannot be combined with a sparse attention variant or its outputs");
+    }
+    RETURN_IF_ERROR(AttendRowKeys(*row_keys, ctx, q, k, v, attn, aa.scale));
+  }
   if (!variant.key_scores.empty()) {
     const int64_t r = variant.score_row;
     if (r < 0 || r >= n) {
@@ -182,7 +214,7 @@ absl::Status LlamaModel::Layer(const LayerWeights& w, const LayerContext& ctx,
                                   cache.k(layer), variant.key_scores, ctx.batch->slots[r],
                                   aa.scale}));
   }
-  RETURN_IF_ERROR(RowParallelResidual(attn_.view(), w.wo));
+  RETURN_IF_ERROR(RowParallelResidual(attn_.view(), w.wo, w.ext_wo));
 
   RETURN_IF_ERROR(be.RmsNorm({x_.view(), w.mlp_norm, h_.view(), eps}));
   RETURN_IF_ERROR(be.Gemm({h_.view(), w.w_gate, gate_.view()}));
@@ -191,10 +223,14 @@ absl::Status LlamaModel::Layer(const LayerWeights& w, const LayerContext& ctx,
   return RowParallelResidual(gate_.view(), w.w_down);
 }
 
-absl::Status LlamaModel::RowParallelResidual(TensorView x, TensorView w) {
-  if (plan_.tp_size == 1) return backend_->Gemm({x, w, x_.view(), /*accumulate=*/true});
+absl::Status LlamaModel::RowParallelResidual(TensorView x, TensorView w, TensorView ext_w) {
+  const bool ext = !ext_w.empty() && !ext_rows_host_.empty();
+  if (plan_.tp_size == 1 && !ext) return backend_->Gemm({x, w, x_.view(), /*accumulate=*/true});
   RETURN_IF_ERROR(partial_.Resize({x.dim(0), w.dim(0)}));
   RETURN_IF_ERROR(backend_->Gemm({x, w, partial_.view()}));
+  // Both row sets' partial sums share one all-reduce.
+  if (ext) RETURN_IF_ERROR(ProjectExtensionRows(x, ext_w, partial_.view()));
+  if (plan_.tp_size == 1) return backend_->Add({x_.view(), partial_.view(), x_.view()});
   RETURN_IF_ERROR(backend_->Synchronize());
   RETURN_IF_ERROR(parallel_.tp->AllReduce(partial_.view(), ReduceOp::kSum));
   return backend_->Add({x_.view(), partial_.view(), x_.view()});
@@ -315,6 +351,7 @@ absl::Status LlamaModel::Enqueue(const ForwardBatch& batch, KvCache& cache,
       RETURN_IF_ERROR(backend_->Synchronize());
       RETURN_IF_ERROR(parallel_.tp->AllReduce(x_.view(), ReduceOp::kSum));
     }
+    RETURN_IF_ERROR(EmbedExtensionRows());
     if (hooks.input != nullptr) RETURN_IF_ERROR(hooks.input->OnEmbeddings(ctx));
   } else {
     bool exited = false;
@@ -330,10 +367,13 @@ absl::Status LlamaModel::Enqueue(const ForwardBatch& batch, KvCache& cache,
     ctx = LayerContext{plan_.layer_begin + l, l, &plan_, running_, x_.view(), &cache,
                        backend_, this, &message};
     AttentionVariant variant;
+    const RowKeys* row_keys = nullptr;
     if (hooks.attention != nullptr) {
       ASSIGN_OR_RETURN(variant, hooks.attention->Variant(ctx));
+      row_keys = hooks.attention->KeyVisibility(ctx);
+      if (row_keys != nullptr) RETURN_IF_ERROR(CheckRowKeys(*row_keys, l));
     }
-    RETURN_IF_ERROR(Layer(weights_.layers[l], ctx, variant));
+    RETURN_IF_ERROR(Layer(weights_.layers[l], ctx, variant, row_keys));
     if (hooks.layer == nullptr) continue;
     ctx.hidden = x_.view();
     ASSIGN_OR_RETURN(const LayerAction action, AfterLayer(hooks, ctx));

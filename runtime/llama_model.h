@@ -80,6 +80,12 @@ struct ForwardBatch {
   // logits; later stages do nothing, and layers from last_layer on read and write no K/V. With
   // first_layer, a pass over a layer range: HOMER's tree nodes. 0: to the last layer.
   int64_t last_layer = 0;
+  // [n] or empty (= positions): the position at which each row's key is rotated, written to the
+  // cache and recorded there, where it differs from the query's (a beacon row's key moves to its
+  // memory position while its query condenses at its production position). The row's own key in
+  // attention is the cache's; RowKeys rows see their own key at the query position instead.
+  // Refused with a rope_scaling whose frequencies depend on the length (dynamic).
+  std::vector<int32_t> key_positions;
 };
 
 // What one Forward call produced on this rank.
@@ -198,7 +204,26 @@ class LlamaModel {
   }
   // Rotates q (skipped when empty) and k at the batch's positions.
   absl::Status ApplyRope(const ForwardBatch& batch, TensorView q, TensorView k);
-  absl::Status Layer(const LayerWeights& w, const LayerContext& ctx, const AttentionVariant& variant);
+  absl::Status Layer(const LayerWeights& w, const LayerContext& ctx, const AttentionVariant& variant,
+                     const RowKeys* row_keys);
+  // Extension rows (ModelOptions::extension; runtime/llama_model_extension.cc). Resolves each
+  // layer's extension projections from weights_.extra and checks them against the options.
+  absl::Status ResolveExtension();
+  // The extension rows of the uploaded batch, and the device index maps for merging them.
+  absl::Status UploadExtensionRows(const ForwardBatch& batch);
+  // Replaces the embeddings of the extension rows (after any tp all-reduce).
+  absl::Status EmbedExtensionRows();
+  // out's extension rows become in's extension rows x w^T (w empty: nothing to do).
+  absl::Status ProjectExtensionRows(TensorView in, TensorView w, TensorView out);
+  // Rows of `target` [n, width] at the extension rows replaced by `rows` [m, width], or at the
+  // rows `map` names (map: [n] I32 into [target ; rows]).
+  absl::Status MergeRows(TensorView target, TensorView rows, TensorView map);
+  // The attention of `row_keys`' rows (see RowKeys) into their rows of `attn`.
+  absl::Status AttendRowKeys(const RowKeys& row_keys, const LayerContext& ctx, TensorView q,
+                             TensorView k, TensorView v, TensorView attn, float scale);
+  absl::Status CheckRowKeys(const RowKeys& row_keys, int64_t layer) const;
+  // Rotates k_alt_ (the projected, unrotated keys) at the batch's key positions.
+  absl::Status RotateKeysAtKeyPositions(TensorView k_alt);
   // Runs the after-layer hook and checks that the tp group agrees on its decision.
   absl::StatusOr<LayerAction> AfterLayer(const ForwardHooks& hooks, const LayerContext& ctx);
   // Keeps the running rows `keep` (indices into the running rows): gathers the hidden states,
@@ -215,7 +240,7 @@ class LlamaModel {
   absl::Status ReceiveFromPreviousStage(const ForwardBatch& batch, KvCache& cache,
                                         StageMessage* message, bool* exited);
   // out = x * w^T summed over the tensor-parallel group (RowParallel), then added to the residual.
-  absl::Status RowParallelResidual(TensorView x, TensorView w);
+  absl::Status RowParallelResidual(TensorView x, TensorView w, TensorView ext_w = TensorView());
   absl::Status LmHead(const ForwardBatch& batch, TensorView hidden, TensorView rows, Tensor* out);
   absl::Status CopyLogits(const ForwardBatch& batch, Tensor* logits);
   // Resizes activations (first to `rows_capacity` rows, when > 0) and uploads the index arrays.
@@ -265,6 +290,20 @@ class LlamaModel {
   Tensor x_, h_, q_, k_, v_, attn_, gate_, up_, selected_, partial_, head_, inv_freq_;
   Tensor tokens_, positions_, slots_, rows_, entries_;
   std::vector<int32_t> entries_host_;  // the cache entry of each token, see ReserveEntries
+  // Extension rows of the uploaded batch: their indices (host and device), the merge map
+  // [n] (row i -> i, or n + its index among them), each row's embedding row, and scratch.
+  std::vector<int32_t> ext_rows_host_;
+  Tensor ext_rows_, ext_map_, ext_ids_, ext_in_, ext_cat_;
+  TensorView ext_embed_;  // [count, hidden] or empty (fallback token)
+  // Key positions (ForwardBatch::key_positions) and the unrotated keys.
+  Tensor key_positions_, k_alt_;
+  // AttendRowKeys' scratch: the rows, their prefix entries, slots, scratch entries, gather
+  // indices, the gathered q/k/v rows, the scratch cache, the two partial results and the merge.
+  struct RowKeyBuffers {
+    Tensor rows, prefix_entries, prefix_slots, own_slots, own_entries, gather, lse_map, attn_map;
+    Tensor q, k, v, k_cache, v_cache, out_a, lse_a, out_b, lse_b, lse_cat, out_cat;
+  };
+  std::unique_ptr<RowKeyBuffers> row_key_buffers_;
   bool uniform_entries_ = true;
 };
 

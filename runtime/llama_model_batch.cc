@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
 #include "runtime/llama_model.h"
+#include "runtime/rope_frequencies.h"
 
 namespace tessera {
 
@@ -16,10 +17,13 @@ absl::Status LlamaModel::CheckBatch(const ForwardBatch& b, const KvCache& cache)
     return absl::InvalidArgumentError("ForwardBatch: tokens, positions and slots differ in length");
   }
   for (size_t i = 0; i < n; ++i) {
-    if (b.tokens[i] < 0 || b.tokens[i] >= config_.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat("token id ", b.tokens[i],
-                                                     " is outside the vocabulary [0, ",
-                                                     config_.vocab_size, ")"));
+    const int64_t ids = config_.vocab_size + options_.extension.count;
+    if (b.tokens[i] < 0 || b.tokens[i] >= ids) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "token id ", b.tokens[i], " is outside the vocabulary [0, ", config_.vocab_size, ")",
+          options_.extension.count > 0
+              ? absl::StrCat(" and the extension tokens [", config_.vocab_size, ", ", ids, ")")
+              : ""));
     }
     if (b.positions[i] < 0) {
       return absl::OutOfRangeError(absl::StrCat("position ", b.positions[i], " is negative"));
@@ -49,6 +53,23 @@ absl::Status LlamaModel::CheckBatch(const ForwardBatch& b, const KvCache& cache)
   for (int32_t r : b.logit_rows) {
     if (r < 0 || static_cast<size_t>(r) >= n) {
       return absl::InvalidArgumentError(absl::StrCat("logit row ", r, " is outside the batch"));
+    }
+    if (b.tokens[r] >= config_.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "logit row ", r, " is an extension token (id ", b.tokens[r], "): it has no logits"));
+    }
+  }
+  if (!b.key_positions.empty()) {
+    if (b.key_positions.size() != n) {
+      return absl::InvalidArgumentError("ForwardBatch: key_positions and tokens differ in length");
+    }
+    if (RopeDependsOnLength(config_)) {
+      return absl::UnimplementedError(
+          "ForwardBatch: key_positions with a rope_scaling whose frequencies depend on the "
+          "sequence length (dynamic) are not supported");
+    }
+    for (int32_t p : b.key_positions) {
+      if (p < 0) return absl::OutOfRangeError(absl::StrCat("key position ", p, " is negative"));
     }
   }
   return absl::OkStatus();
@@ -103,7 +124,8 @@ absl::Status LlamaModel::ReserveEntries(const ForwardBatch& b, KvCache& cache, i
     for (const auto& [slot, rows] : rows_of_slot) {
       RETURN_IF_ERROR(cache.Truncate(l, slot, base_lengths_.at({l, slot})));
       positions.clear();
-      for (int32_t r : rows) positions.push_back(b.positions[r]);
+      const std::vector<int32_t>& recorded = b.key_positions.empty() ? b.positions : b.key_positions;
+      for (int32_t r : rows) positions.push_back(recorded[r]);
       ASSIGN_OR_RETURN(const int32_t first, cache.Append(l, slot, positions));
       for (size_t j = 0; j < rows.size(); ++j) {
         entries_host_[l * n + rows[j]] = first + static_cast<int32_t>(j);
@@ -124,7 +146,8 @@ absl::Status LlamaModel::ReserveEntries(const ForwardBatch& b, KvCache& cache, i
 }
 
 absl::Status LlamaModel::UploadBatch(const ForwardBatch& batch) {
-  RETURN_IF_ERROR(Upload(batch.tokens, &tokens_));
+  RETURN_IF_ERROR(UploadExtensionRows(batch));
+  if (!batch.key_positions.empty()) RETURN_IF_ERROR(Upload(batch.key_positions, &key_positions_));
   RETURN_IF_ERROR(Upload(batch.positions, &positions_));
   RETURN_IF_ERROR(Upload(batch.slots, &slots_));
   RETURN_IF_ERROR(Upload(entries_host_, &entries_));  // [n], or [layers * n] when they differ

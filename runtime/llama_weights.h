@@ -36,6 +36,9 @@ namespace tessera {
 struct LayerWeights {
   TensorView attn_norm, wq, wk, wv, wo;
   TensorView mlp_norm, w_gate, w_up, w_down;
+  // ModelOptions::extension's projections of this layer (empty: the layer's own), this rank's
+  // slices, set by LlamaModel from `extra`.
+  TensorView ext_wq, ext_wk, ext_wv, ext_wo;
 };
 
 struct LlamaWeights {

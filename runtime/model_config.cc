@@ -172,6 +172,7 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text,
     return FieldError(source, "architectures", "is missing (expected [\"LlamaForCausalLM\"])");
   }
   ModelConfig c;
+  c.source = source;
   ASSIGN_OR_RETURN(c.hidden_size, f.Int("hidden_size", 1, kInt32Max));
   ASSIGN_OR_RETURN(c.intermediate_size, f.Int("intermediate_size", 1, kInt32Max));
   ASSIGN_OR_RETURN(c.num_hidden_layers, f.Int("num_hidden_layers", 1, kInt32Max));

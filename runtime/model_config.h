@@ -60,6 +60,9 @@ struct ModelConfig {
   // increasing) a checkpoint was trained to exit at through its final norm and LM head; empty
   // when absent. The early-exit method's default exits.
   std::vector<int32_t> exit_layers;
+  // The config.json this was read from (ParseModelConfig's `source`): a method reads its own keys
+  // there (Activation Beacon's beacon_*).
+  std::string source;
 };
 
 // Parses `json_text` (the contents of config.json; `source` names it in messages).

@@ -36,11 +36,26 @@ struct ExtraWeight {
   bool optional = false;  // absent from the checkpoint: not loaded (the method has a default)
 };
 
+// Extension tokens: ids [vocab_size, vocab_size + count) that a ForwardBatch may carry beside the
+// vocabulary (Activation Beacon's beacon tokens). Such a row embeds as row (id - vocab_size) of
+// the extra weight `embedding` ([count, hidden_size], kReplicated), or as the embedding of
+// `fallback_token` when that weight is not loaded; in every layer it projects q, k, v and o with
+// the per-layer extra weights `q`, `k`, `v`, `o` ("{layer}" names, sliced like the layer's own
+// q/k/v/o_proj), or with the layer's own weight where one is not loaded; the norms and the MLP
+// are the layer's. An extension row has no logits. Every name must be one of extra_weights.
+struct ExtensionTokens {
+  int64_t count = 0;  // 0: none
+  std::string embedding;
+  int32_t fallback_token = 0;
+  std::string q, k, v, o;
+};
+
 struct ModelOptions {
   // Global layers after which a head (final norm + LM head) may be applied: the stages holding
   // them load a copy of the head (an early exit's shallow head, LayerContext users of HeadLogits).
   std::vector<int64_t> head_after_layers;
   std::vector<ExtraWeight> extra_weights;
+  ExtensionTokens extension;
 };
 
 // A rank's slice of an extra weight: rows (axis 0) or columns (axis 1) [begin, begin + count).
