@@ -88,6 +88,10 @@ class StepRunner {
   // for a method that compresses prompts (HOMER), which then also keeps the positions inside the
   // model's window itself. The generator sizes the cache and checks lengths with it.
   virtual int64_t PromptEntries(int64_t prompt_tokens) const { return prompt_tokens; }
+  // Whether a text of any length runs as one prompt, its cache growing slower than the text
+  // (Activation Beacon's memory): perplexity then scores each text as one stream through Run,
+  // every row's logits asked for, instead of windows of the model's context.
+  virtual bool StreamsLongInputs() const { return false; }
   // The sequences in `slots` ended (all ranks, same order); their counters.
   virtual absl::StatusOr<std::vector<SequenceCounters>> EndSequences(
       const std::vector<int32_t>& slots, KvCache& cache) {

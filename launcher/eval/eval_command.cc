@@ -131,7 +131,15 @@ absl::Status RunEval(Job& job, const config::RunConfig& c) {
                                "is not built in this version; run HOMER with a generation task "
                                "(passkey, code_generation, generation)")));
   }
-  if (bundle.methods.runner != nullptr && scores_given_tokens) {
+  const bool streams = bundle.methods.runner != nullptr &&
+                       bundle.methods.runner->StreamsLongInputs();
+  if (streams && (*task)->kind() == "multiple_choice") {
+    return CheckPhase(job, absl::UnimplementedError(absl::StrCat(
+                               "method.", bundle.methods.methods[0]->field(), ": the "
+                               "multiple_choice task through a streaming method is not built in "
+                               "this version; use perplexity, passkey or a generation task")));
+  }
+  if (bundle.methods.runner != nullptr && scores_given_tokens && !streams) {
     return CheckPhase(job, absl::InvalidArgumentError(absl::StrCat(
                                "method.", bundle.methods.methods[0]->field(), ": acts on generated "
                                "tokens, and the ", (*task)->kind(), " task scores given tokens "

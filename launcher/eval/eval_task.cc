@@ -22,7 +22,7 @@ absl::StatusOr<std::unique_ptr<EvalTask>> MakeEvalTask(const config::RunConfig& 
                                                        const StepRunner* runner) {
   switch (c.task().kind_case()) {
     case config::Task::kPerplexity:
-      return MakePerplexityTask(c, model, tokenizer);
+      return MakePerplexityTask(c, model, tokenizer, runner);
     case config::Task::kPasskey:
       return MakePasskeyTask(c, model, tokenizer, runner);
     case config::Task::kMultipleChoice:

@@ -60,8 +60,9 @@ std::vector<LoglikelihoodRequest> SlidingWindows(const std::vector<int32_t>& ids
 class PerplexityTask final : public EvalTask {
  public:
   PerplexityTask(std::vector<PerplexityText> texts, int32_t window, int32_t stride,
-                 int32_t max_batch, int32_t max_seq_len, std::string data)
-      : texts_(std::move(texts)),
+                 int32_t max_batch, int32_t max_seq_len, std::string data, bool streamed)
+      : streamed_(streamed),
+        texts_(std::move(texts)),
         window_(window),
         stride_(stride),
         max_batch_(max_batch),
@@ -73,6 +74,7 @@ class PerplexityTask final : public EvalTask {
 
   absl::StatusOr<std::vector<nlohmann::json>> Evaluate(const std::vector<size_t>& indices,
                                                        EvalContext& ctx) override {
+    if (streamed_) return Streamed(indices, ctx);
     Scorer scorer(ctx.model, max_batch_, std::max(2048, window_), max_seq_len_);
     std::vector<nlohmann::json> records;
     for (size_t index : indices) {
@@ -102,6 +104,55 @@ class PerplexityTask final : public EvalTask {
     return records;
   }
 
+  // Each text as one stream through the runner (the reference harness of Activation Beacon: the
+  // labels shifted once over the whole text, every token after BOS scored).
+  absl::StatusOr<std::vector<nlohmann::json>> Streamed(const std::vector<size_t>& indices,
+                                                       EvalContext& ctx) {
+    std::vector<nlohmann::json> records;
+    for (size_t index : indices) {
+      const std::vector<int32_t>& ids = texts_[index].ids;
+      const int64_t n = static_cast<int64_t>(ids.size());
+      ASSIGN_OR_RETURN(KvCache * cache, ctx.model->AcquireCache(1, ctx.runner->PromptEntries(n)));
+      RETURN_IF_ERROR(ctx.runner->StartSequence(0, index));
+      ForwardBatch batch;
+      batch.tokens = ids;
+      for (int64_t i = 0; i < n; ++i) {
+        batch.positions.push_back(static_cast<int32_t>(i));
+        batch.slots.push_back(0);
+        if (i + 1 < n) batch.logit_rows.push_back(static_cast<int32_t>(i));
+      }
+      StepReduction reduction;
+      reduction.reduce = [&](size_t, const ForwardBatch& b, const ForwardOutput& out)
+          -> absl::StatusOr<std::vector<float>> {
+        std::vector<int32_t> targets;
+        for (int32_t r : out.logit_rows) targets.push_back(b.tokens[b.logit_rows[r] + 1]);
+        ASSIGN_OR_RETURN(const auto logprobs, ctx.model->vocab().LogProbs(out.logits, targets));
+        std::vector<float> words;
+        for (const TokenLogProb& t : logprobs) words.push_back(static_cast<float>(t.logprob));
+        return words;
+      };
+      ASSIGN_OR_RETURN(const std::vector<float> logprobs,
+                       ctx.runner->Run({batch}, *cache, reduction));
+      ASSIGN_OR_RETURN(const std::vector<SequenceCounters> counters,
+                       ctx.runner->EndSequences({0}, *cache));
+      double nll = 0;
+      for (float lp : logprobs) nll -= lp;
+      ctx.tokens_processed += n;
+      const int64_t tokens = static_cast<int64_t>(logprobs.size());
+      nlohmann::json record = {{"index", index},
+                               {"tokens", tokens},
+                               {"windows", "one stream"},
+                               {"words", texts_[index].words},
+                               {"bytes", texts_[index].bytes},
+                               {"nll", nll},
+                               {"perplexity", tokens > 0 ? std::exp(nll / tokens) : NAN}};
+      for (const auto& [name, value] : counters[0].values) record["method"][name] = value;
+      records.push_back(std::move(record));
+      if (ctx.progress) ctx.progress(1);
+    }
+    return records;
+  }
+
   nlohmann::json Aggregate(const std::vector<nlohmann::json>& records) const override {
     double nll = 0;
     int64_t tokens = 0, words = 0, bytes = 0;
@@ -123,6 +174,12 @@ class PerplexityTask final : public EvalTask {
   }
 
   nlohmann::json Describe() const override {
+    if (streamed_) {
+      return {{"data", data_},
+              {"windows", "one stream per text through the method"},
+              {"bos", "prefix of the text"},
+              {"output_type", "loglikelihood_rolling"}};
+    }
     return {{"data", data_},
             {"window", window_},
             {"stride", stride_},
@@ -132,6 +189,7 @@ class PerplexityTask final : public EvalTask {
   }
 
  private:
+  bool streamed_;
   std::vector<PerplexityText> texts_;
   int32_t window_, stride_, max_batch_, max_seq_len_;
   std::string data_;
@@ -141,8 +199,14 @@ class PerplexityTask final : public EvalTask {
 
 absl::StatusOr<std::unique_ptr<EvalTask>> MakePerplexityTask(const config::RunConfig& c,
                                                              const ModelConfig& model,
-                                                             const Tokenizer& tokenizer) {
+                                                             const Tokenizer& tokenizer,
+                                                             const StepRunner* runner) {
   const config::PerplexityTask& p = c.task().perplexity();
+  if (runner != nullptr && runner->StreamsLongInputs() && (p.window() != 0 || p.stride() != 0)) {
+    return absl::InvalidArgumentError(
+        "task.perplexity.window / stride: the method scores each text as one stream (its memory "
+        "holds the whole text), so windows are not used; remove them");
+  }
   const int32_t max_seq_len = c.model().max_seq_len();
   absl::StatusOr<int64_t> limit = ContextLimit(model, max_seq_len);
   if (!limit.ok()) return limit.status();
@@ -184,7 +248,8 @@ absl::StatusOr<std::unique_ptr<EvalTask>> MakePerplexityTask(const config::RunCo
     texts.push_back(std::move(t));
   }
   return std::unique_ptr<EvalTask>(
-      new PerplexityTask(std::move(texts), window, stride, MaxBatch(c), max_seq_len, p.data()));
+      new PerplexityTask(std::move(texts), window, stride, MaxBatch(c), max_seq_len, p.data(),
+                         runner != nullptr && runner->StreamsLongInputs()));
 }
 
 }  // namespace tessera

@@ -6,9 +6,12 @@
 
 namespace tessera {
 
+// `runner` (may be null): a method that streams long inputs (StepRunner::StreamsLongInputs)
+// scores each text as one stream, and then task.perplexity.window and stride must be unset.
 absl::StatusOr<std::unique_ptr<EvalTask>> MakePerplexityTask(const config::RunConfig& c,
                                                              const ModelConfig& model,
-                                                             const Tokenizer& tokenizer);
+                                                             const Tokenizer& tokenizer,
+                                                             const StepRunner* runner = nullptr);
 absl::StatusOr<std::unique_ptr<EvalTask>> MakeMultipleChoiceTask(const config::RunConfig& c,
                                                                  const ModelConfig& model,
                                                                  const Tokenizer& tokenizer);

@@ -54,6 +54,7 @@ class BeaconRunner : public StepRunner {
   int64_t PromptEntries(int64_t prompt_tokens) const override;
   absl::StatusOr<std::vector<SequenceCounters>> EndSequences(const std::vector<int32_t>& slots,
                                                              KvCache& cache) override;
+  bool StreamsLongInputs() const override { return true; }
 
   // The stream of `slot` (for tests and counters).
   const StreamState& stream(int32_t slot) { return streams_[slot]; }
