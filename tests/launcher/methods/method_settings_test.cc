@@ -38,7 +38,7 @@ std::string ErrorAfter(const std::vector<std::string>& sets) {
   return std::string(ValidateMethodSettings(c.method()).message());
 }
 
-TEST(MethodPresetsTest, EveryPresetValidatesAndOnlyBuiltMethodsPassTheAvailabilityCheck) {
+TEST(MethodPresetsTest, EveryPresetValidatesAndItsMethodIsBuilt) {
   std::vector<std::string> names;
   for (const auto& entry : std::filesystem::directory_iterator("configs/methods")) {
     if (entry.path().extension() != ".textproto") continue;
@@ -48,39 +48,22 @@ TEST(MethodPresetsTest, EveryPresetValidatesAndOnlyBuiltMethodsPassTheAvailabili
     EXPECT_OK(ValidateMethodSettings(m));
     // A preset turns on exactly the method it is named after.
     const std::string name = entry.path().stem().string();
-    const absl::Status available = CheckMethodsAvailable(m);
-    if (name == "early_exit" || name == "harp" || name == "sparse_attention" ||
-        name == "homer") {  // built
-      EXPECT_OK(available);
-      names.push_back(name);
-      continue;
-    }
-    EXPECT_EQ(available.code(), absl::StatusCode::kUnimplemented) << available;
-    EXPECT_THAT(std::string(available.message()), StartsWith("method." + name + ": "));
-    EXPECT_THAT(std::string(available.message()), ::testing::Not(HasSubstr("\n")))
-        << "one method only";
+    EXPECT_OK(CheckMethodsAvailable(m));  // every method is built
     names.push_back(name);
   }
   EXPECT_THAT(names, ::testing::UnorderedElementsAre("early_exit", "sparse_attention", "homer",
                                                      "harp", "beacon"));
 }
 
-TEST(MethodAvailabilityTest, AMethodNotBuiltIsRefusedAndNamed) {
+TEST(MethodAvailabilityTest, EveryMethodIsBuilt) {
   EXPECT_OK(CheckMethodsAvailable(config::MethodSettings()));
   config::MethodSettings m;
   m.mutable_beacon();  // present, even empty: the method is on
-  absl::Status s = CheckMethodsAvailable(m);
-  EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented);
-  EXPECT_EQ(std::string(s.message()),
-            "method.beacon: Activation Beacon is not built in this version of Tessera "
-            "(Unimplemented); remove it from the run config (the method section of --config, the "
-            "--method file, or --set method.beacon.*)");
   m.mutable_homer();
-  m.mutable_harp();  // built: not named
-  s = CheckMethodsAvailable(m);
-  EXPECT_THAT(std::string(s.message()), HasSubstr("method.beacon: Activation Beacon is not built"));
-  EXPECT_THAT(std::string(s.message()), ::testing::Not(HasSubstr("harp")));
-  EXPECT_THAT(std::string(s.message()), ::testing::Not(HasSubstr("homer")));
+  m.mutable_harp();
+  m.mutable_early_exit();
+  m.mutable_sparse_attention();
+  EXPECT_OK(CheckMethodsAvailable(m));
 }
 
 TEST(MethodSetTest, SetReachesMethodFieldsAndTurnsTheMethodOn) {
@@ -282,13 +265,20 @@ TEST(BeaconValidationTest, BadValuesNameTheField) {
               StartsWith("method.beacon.window: must be > 0, got 0"));
   EXPECT_THAT(ErrorAfter({"method.beacon.window=512", "method.beacon.stride=1024"}),
               StartsWith("method.beacon.stride: must be <= window (512), got 1024"));
-  EXPECT_THAT(ErrorAfter({"method.beacon.ratios=8,3"}),
+  // What the checkpoint's config.json may set (window, stride, attention) is only checked here
+  // when the settings set it too.
+  EXPECT_EQ(ErrorAfter({"method.beacon.ratios=8,3"}), "");
+  EXPECT_THAT(ErrorAfter({"method.beacon.window=1024", "method.beacon.attention=STEP_EXPANSION",
+                          "method.beacon.ratios=8,3"}),
               StartsWith("method.beacon.ratios[1]: 3 does not divide stride 1024"));
-  EXPECT_EQ(ErrorAfter({"method.beacon.ratios=8,3", "method.beacon.attention=FULL_COVERAGE"}), "");
-  EXPECT_THAT(ErrorAfter({"method.beacon.ratios=2048"}),
+  EXPECT_EQ(ErrorAfter({"method.beacon.window=1024", "method.beacon.ratios=8,3",
+                        "method.beacon.attention=FULL_COVERAGE"}),
+            "");
+  EXPECT_THAT(ErrorAfter({"method.beacon.window=1024", "method.beacon.ratios=2048"}),
               StartsWith("method.beacon.ratios[0]: must be <= stride (1024), got 2048"));
-  EXPECT_THAT(ErrorAfter({"method.beacon.adapt_new_tokens=512"}),
-              StartsWith("method.beacon.adapt_new_tokens: applies only when ratios lists several"));
+  EXPECT_EQ(ErrorAfter({"method.beacon.adapt_new_tokens=512"}), "");  // config.json's ratios
+  EXPECT_THAT(ErrorAfter({"method.beacon.ratios=8", "method.beacon.adapt_new_tokens=512"}),
+              StartsWith("method.beacon.adapt_new_tokens: applies only when several ratios"));
 }
 
 // The run config validates its method section too, so `tessera eval` refuses bad settings.
