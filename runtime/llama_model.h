@@ -215,8 +215,8 @@ class LlamaModel {
   absl::Status EmbedExtensionRows();
   // out's extension rows become in's extension rows x w^T (w empty: nothing to do).
   absl::Status ProjectExtensionRows(TensorView in, TensorView w, TensorView out);
-  // Rows of `target` [n, width] at the extension rows replaced by `rows` [m, width], or at the
-  // rows `map` names (map: [n] I32 into [target ; rows]).
+  // target [n, width] = rows of [target ; rows] (rows: [m, width]) picked by `map` ([n] I32):
+  // row i of target becomes row map[i] of the concatenation.
   absl::Status MergeRows(TensorView target, TensorView rows, TensorView map);
   // The attention of `row_keys`' rows (see RowKeys) into their rows of `attn`.
   absl::Status AttendRowKeys(const RowKeys& row_keys, const LayerContext& ctx, TensorView q,

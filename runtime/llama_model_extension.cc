@@ -59,7 +59,8 @@ absl::Status LlamaModel::UploadExtensionRows(const ForwardBatch& batch) {
     map[i] = static_cast<int32_t>(n + ext_rows_host_.size());
     ext_rows_host_.push_back(static_cast<int32_t>(i));
     table_rows.push_back(static_cast<int32_t>(batch.tokens[i] - config_.vocab_size));
-    // Without the extension table the row embeds as the fallback token (kept below with it).
+    // The lookup embeds the fallback token; EmbedExtensionRows then puts the table's row there
+    // when there is a table.
     ids[i] = options_.extension.fallback_token;
   }
   RETURN_IF_ERROR(Upload(ids, &tokens_));
@@ -105,6 +106,7 @@ absl::Status LlamaModel::RotateKeysAtKeyPositions(TensorView k_alt) {
 }
 
 absl::Status LlamaModel::CheckRowKeys(const RowKeys& rk, int64_t layer) const {
+  if (rk.empty()) return absl::OkStatus();
   const size_t m = rk.rows.size();
   const int64_t n = static_cast<int64_t>(running_->tokens.size());
   if (rk.prefix_end.size() != m || rk.extra_begin.size() != m + 1 || rk.extra_begin[0] != 0 ||
@@ -114,13 +116,13 @@ absl::Status LlamaModel::CheckRowKeys(const RowKeys& rk, int64_t layer) const {
   if (m > 0 && subset_) {
     return absl::UnimplementedError("RowKeys with a row subset (KeepRows)");
   }
-  const int64_t width = uniform_entries_ ? 0 : layer * n;
+  const int64_t offset = uniform_entries_ ? 0 : layer * n;  // into entries_host_
   for (size_t j = 0; j < m; ++j) {
     const int32_t row = rk.rows[j];
     if (row < 0 || row >= n || (j > 0 && row <= rk.rows[j - 1])) {
       return absl::InvalidArgumentError(absl::StrCat("RowKeys: row ", row, " is out of order"));
     }
-    const int32_t own = entries_host_[width + row];
+    const int32_t own = entries_host_[offset + row];
     if (rk.prefix_end[j] < 0 || rk.prefix_end[j] > own) {
       return absl::InvalidArgumentError(absl::StrCat("RowKeys: row ", row, " prefix_end ",
                                                      rk.prefix_end[j], " is past its entry ", own));
