@@ -188,16 +188,7 @@ def plot(results, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for name, cells in results["retrieval"].items():
-        xs = sorted(int(x) for x in cells)
-        a.plot(xs, [(cells[x] if x in cells else cells[str(x)])["acc"] for x in xs], marker="o",
-               label=name)
-    a.set_xscale("log", base=2)
-    a.axvline(1024, color="gray", linestyle=":", linewidth=1)
-    a.set_xlabel("context tokens (trained on 1024)")
-    a.set_ylabel("key retrieval accuracy")
-    a.set_title("Key retrieval in code, embedded model")
-    a.legend(fontsize=8)
+    shared.plot_retrieval(a, results["retrieval"])
     rows = results["prefill"]
     xs = sorted(int(x) for x in rows)
     get = lambda x, k: (rows[x] if x in rows else rows[str(x)]).get(k)  # noqa: E731

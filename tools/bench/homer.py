@@ -190,12 +190,9 @@ def main():
     plot(results, args.plot)
 
 
-def plot(results, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for name, cells in results["retrieval"].items():
+def plot_retrieval(a, retrieval):
+    """Accuracy against the context length, one line per method ({name: {length: {"acc"}}})."""
+    for name, cells in retrieval.items():
         xs = sorted(int(x) for x in cells)
         a.plot(xs, [cells[x]["acc"] if x in cells else cells[str(x)]["acc"] for x in xs],
                marker="o", label=name)
@@ -205,6 +202,14 @@ def plot(results, path):
     a.set_ylabel("key retrieval accuracy")
     a.set_title("Key retrieval in code, embedded model")
     a.legend(fontsize=8)
+
+
+def plot(results, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
+    plot_retrieval(a, results["retrieval"])
     rows = results["prefill"]
     xs = sorted(int(x) for x in rows)
     get = lambda x, k: (rows[x] if x in rows else rows[str(x)]).get(k)  # noqa: E731

@@ -34,7 +34,8 @@ json CaseKeys(const json& c) {
 }
 
 absl::StatusOr<std::string> MakeBeaconCheckpoint(const std::string& tag, const json& keys,
-                                                 bool with_beacon_tensors) {
+                                                 bool with_beacon_tensors,
+                                                 const std::string& beacon_file) {
   const char* tmp = std::getenv("TEST_TMPDIR");
   const fs::path dir = fs::path(tmp != nullptr ? tmp : fs::temp_directory_path().string()) /
                        absl::StrCat("beacon_", tag, "_", ::getpid());
@@ -48,7 +49,9 @@ absl::StatusOr<std::string> MakeBeaconCheckpoint(const std::string& tag, const j
   ASSIGN_OR_RETURN(auto base_file, SafetensorsFile::Open((base / "model.safetensors").string()));
   for (const auto& [name, entry] : base_file->tensors()) map[name] = "base.safetensors";
   if (with_beacon_tensors) {
-    const fs::path beacon = fs::absolute(kBeaconFixtures) / "beacon.safetensors";
+    const fs::path beacon = beacon_file.empty()
+                                ? fs::absolute(kBeaconFixtures) / "beacon.safetensors"
+                                : fs::absolute(beacon_file);
     fs::create_symlink(beacon, dir / "beacon.safetensors");
     ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(beacon.string()));
     for (const auto& [name, entry] : file->tensors()) map[name] = "beacon.safetensors";
@@ -59,6 +62,25 @@ absl::StatusOr<std::string> MakeBeaconCheckpoint(const std::string& tag, const j
   for (const auto& [k, v] : keys.items()) config[k] = v;
   std::ofstream(dir / "config.json") << config.dump(1);
   return dir.string();
+}
+
+absl::Status WriteZeroTensors(const std::string& path,
+                              const std::map<std::string, std::vector<int64_t>>& shapes) {
+  json header = json::object();
+  size_t offset = 0;
+  for (const auto& [name, shape] : shapes) {
+    size_t bytes = sizeof(float);
+    for (int64_t d : shape) bytes *= static_cast<size_t>(d);
+    header[name] = {{"dtype", "F32"}, {"shape", shape}, {"data_offsets", {offset, offset + bytes}}};
+    offset += bytes;
+  }
+  std::string text = header.dump();
+  text.append((8 - text.size() % 8) % 8, ' ');
+  std::ofstream f(path, std::ios::binary);
+  const uint64_t n = text.size();
+  f.write(reinterpret_cast<const char*>(&n), sizeof(n));
+  f << text << std::string(offset, '\0');
+  return f.good() ? absl::OkStatus() : absl::InternalError("cannot write " + path);
 }
 
 absl::StatusOr<BeaconModel> LoadBeaconModel(Backend* backend, const std::string& dir,

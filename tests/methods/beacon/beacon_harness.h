@@ -6,6 +6,7 @@
 #ifndef TESSERA_TESTS_METHODS_BEACON_BEACON_HARNESS_H_
 #define TESSERA_TESTS_METHODS_BEACON_BEACON_HARNESS_H_
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -26,10 +27,15 @@ absl::StatusOr<nlohmann::json> BeaconCase(const std::string& name);
 
 // A checkpoint directory (under the test's temporary directory, named `tag`) of the base model's
 // tensors and the beacon tensors, with config.json's beacon_* keys set from `beacon_keys`
-// (beacon_window, beacon_ratio, ...). `with_beacon_tensors` false: the base model only.
+// (beacon_window, beacon_ratio, ...). `with_beacon_tensors` false: the base model only;
+// `beacon_file` non-empty: that safetensors file instead of the reference's beacon tensors.
 absl::StatusOr<std::string> MakeBeaconCheckpoint(const std::string& tag,
                                                  const nlohmann::json& beacon_keys,
-                                                 bool with_beacon_tensors = true);
+                                                 bool with_beacon_tensors = true,
+                                                 const std::string& beacon_file = "");
+// A safetensors file of zero F32 tensors of the given shapes.
+absl::Status WriteZeroTensors(const std::string& path,
+                              const std::map<std::string, std::vector<int64_t>>& shapes);
 // config.json beacon_* keys of a reference case.
 nlohmann::json CaseKeys(const nlohmann::json& reference_case);
 

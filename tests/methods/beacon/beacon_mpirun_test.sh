@@ -64,27 +64,8 @@ with open(os.path.join(out, "..", "texts.jsonl"), "w") as f:
         f.write(json.dumps({"text": texts[i][:5000]}) + "\n")
 PY
 
-launch() {  # np, then the command
-  local np="$1"
-  shift
-  if [ "$np" -gt 1 ]; then
-    timeout 300 "$mpiexec" --oversubscribe --allow-run-as-root -np "$np" "$@"
-  else
-    timeout 300 "$@"
-  fi
-}
-
-check() {  # name, then a command that succeeds
-  local name="$1"
-  shift
-  if "$@"; then
-    echo "ok   $name"
-    passed=$((passed + 1))
-  else
-    echo "FAIL $name"
-    failed=$((failed + 1))
-  fi
-}
+# shellcheck source=../mpirun_helpers.sh
+source "$(dirname "$0")/../mpirun_helpers.sh"
 
 generate() {  # output, np, flags...
   local out="$1" np="$2"

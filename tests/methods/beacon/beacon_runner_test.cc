@@ -177,13 +177,17 @@ TEST(BeaconLoadTest, MissingOrMisshapenTensorsTheConfigNamesAreRefused) {
   auto m = testing::LoadBeaconModel(backend.get(), missing);
   ASSERT_FALSE(m.ok());
   EXPECT_THAT(std::string(m.status().message()), ::testing::HasSubstr("beacon_q_proj"));
-  // A config whose heads differ from the tensors' rows: the shape is named.
-  nlohmann::json keys = testing::CaseKeys(c);
-  keys["head_dim"] = 4;
-  keys["num_attention_heads"] = 32;
-  ASSERT_OK_AND_ASSIGN(const std::string shaped, testing::MakeBeaconCheckpoint("shape", keys));
+  // A beacon projection of the wrong shape: the loader names it and the shape it expects.
+  const std::string bad = ::testing::TempDir() + "/bad_beacon.safetensors";
+  ASSERT_OK(testing::WriteZeroTensors(
+      bad, {{"model.layers.0.self_attn.beacon_q_proj.weight", {8, 128}}}));
+  ASSERT_OK_AND_ASSIGN(const std::string shaped, testing::MakeBeaconCheckpoint(
+                                                     "shape", testing::CaseKeys(c), true, bad));
   m = testing::LoadBeaconModel(backend.get(), shaped);
   ASSERT_FALSE(m.ok());
+  EXPECT_THAT(std::string(m.status().message()),
+              ::testing::HasSubstr("model.layers.0.self_attn.beacon_q_proj.weight"));
+  EXPECT_THAT(std::string(m.status().message()), ::testing::HasSubstr("128"));
   // Without beacon keys the tensors are optional: beacon rows use the base projections and the
   // EOS embedding (the reference's initialisation), which differs from the trained tensors.
   ASSERT_OK_AND_ASSIGN(const std::string bare, testing::MakeBeaconCheckpoint(

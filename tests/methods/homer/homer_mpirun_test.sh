@@ -20,27 +20,8 @@ homer=(--set method.homer.max_chunk_len=256 --set method.homer.target_len=256
        --set method.homer.layers_warmup=2 --set method.homer.prefix_len=24
        --set method.homer.suffix_len=24)
 
-launch() {  # np, then the command
-  local np="$1"
-  shift
-  if [ "$np" -gt 1 ]; then
-    timeout 300 "$mpiexec" --oversubscribe --allow-run-as-root -np "$np" "$@"
-  else
-    timeout 300 "$@"
-  fi
-}
-
-check() {  # name, then a command that succeeds
-  local name="$1"
-  shift
-  if "$@"; then
-    echo "ok   $name"
-    passed=$((passed + 1))
-  else
-    echo "FAIL $name"
-    failed=$((failed + 1))
-  fi
-}
+# shellcheck source=../mpirun_helpers.sh
+source "$(dirname "$0")/../mpirun_helpers.sh"
 
 # Long prompts: held-out code files, cut to about 3000 and 6000 characters.
 python3 - "$work/prompts.jsonl" <<'PY'
