@@ -15,6 +15,10 @@ so that a runtime that used the base weights for beacon rows would fail the comp
 written under the official names to BEACON_FILE; the runtime's test assembles a checkpoint of the
 base model's file and this one.
 
+A second record is on the shipped beacon-trained embedded model (models/tessera-code-tiny-beacon,
+bf16 weights computed in F32): held-out code of 4096 and 8192 tokens at the ratio its config's
+adapt-256 chooses, into TRAINED_FILE.
+
 Perplexity follows the reference harness: labels shifted once over the whole input, beacon rows
 unlabelled, NLL per ordinal token. Generation feeds one token per call through the same loop.
 
@@ -31,6 +35,9 @@ from transformers import LlamaForCausalLM
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
 
 BASE = "tests/fixtures/models/llama70b_gqa"
+TRAINED = "models/tessera-code-tiny-beacon"
+TRAINED_BASE = "models/tessera-code-tiny"
+TRAINED_LENGTHS = [4096, 8192]
 CASES = [
     # name, window, ratio, mask, attend_previous, input tokens, prompt for generation, new tokens
     ("step", 64, 4, "step-expansion", True, 300, 250, 12),
@@ -160,6 +167,45 @@ def feed(model, bw, mem, tokens, ratio, mask, attend_previous, window):
     return torch.cat(logits, 0), top
 
 
+def adapt_ratio(config, tokens):
+    """The reference's adapt-N over config.json's ratios."""
+    n = int(config["beacon_ratio_mix"].split("-")[1])
+    w, top = config["beacon_window"], config["max_position_embeddings"]
+    for r in sorted(config["beacon_ratio"]):
+        if (top - w) * r + w >= tokens + n:
+            return r
+    return max(config["beacon_ratio"])
+
+
+def record_trained(rng):
+    from safetensors.torch import load_file
+    model = LlamaForCausalLM.from_pretrained(TRAINED_BASE, torch_dtype=torch.float32).eval()
+    bw = {k: v.float() for k, v in load_file(os.path.join(TRAINED, "beacon.safetensors")).items()}
+    config = json.load(open(os.path.join(TRAINED, "config.json")))
+    import sentencepiece as spm
+    sp = spm.SentencePieceProcessor(model_file=os.path.join(TRAINED_BASE, "tokenizer.model"))
+    texts = [json.loads(l)["text"] for l in open("configs/tasks/data/code_files.jsonl")]
+    ids = [1]
+    for t in texts:
+        ids += sp.encode(t) + [2]
+    arrays, ratios = {}, []
+    with torch.no_grad():
+        for length in TRAINED_LENGTHS:
+            tokens = ids[:length]
+            ratio = adapt_ratio(config, length)
+            mem = Memory(len(model.model.layers))
+            logits, _ = feed(model, bw, mem, tokens, ratio, "step-expansion", True,
+                             config["beacon_window"])
+            logp = torch.log_softmax(logits.double(), -1)
+            nll = -logp[torch.arange(length - 1), torch.tensor(tokens[1:])].float()
+            arrays[f"trained_{length}.tokens"] = np.array(tokens, dtype=np.int32)
+            arrays[f"trained_{length}.nll"] = nll.numpy()
+            ratios.append(ratio)
+            print("trained", length, "ratio", ratio, "nll mean", float(nll.mean()),
+                  "memory", mem.m, "raw", mem.r)
+    return {"arrays": arrays, "ratios": ratios}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
@@ -201,6 +247,10 @@ def main():
             print(name, "nll mean", float(nll.mean()), "memory", mem.m, "raw", mem.r,
                   "generated", generated)
     save_file(arrays, os.path.join(args.out, "cases.safetensors"))
+    trained = record_trained(rng)
+    save_file(trained["arrays"], os.path.join(args.out, "trained.safetensors"))
+    cases.append({"name": "trained", "model": TRAINED, "lengths": TRAINED_LENGTHS,
+                  "ratios": trained["ratios"]})
     with open(os.path.join(args.out, "MANIFEST.json"), "w") as f:
         json.dump({"producer": "tools/reference/beacon.py", "base_model": BASE,
                    "beacon_tensors": "beacon.safetensors (base projections + noise, seed 11)",
