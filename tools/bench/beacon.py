@@ -106,6 +106,8 @@ def main():
     ap.add_argument("--layout-tokens", type=int, default=32768)
     ap.add_argument("--plot", default=os.path.join(REPO, "methods/beacon/quality_vs_cost.png"))
     ap.add_argument("--reuse", action="store_true")
+    ap.add_argument("--cost-only", action="store_true",
+                    help="rerun the cost part only, over an earlier run's results.json in --out")
     args = ap.parse_args()
     shared.REUSE = args.reuse
     out = os.path.abspath(args.out)
@@ -126,7 +128,10 @@ def main():
                                     lengths, 0),
     }
     results = {"retrieval": {}, "perplexity": {}, "prefill": {}, "layouts": {}}
-    for name, (model, extra, ls, max_seq) in methods.items():
+    if args.cost_only:
+        results = json.load(open(os.path.join(out, "results.json")))
+        results["prefill"], results["layouts"] = {}, {}
+    for name, (model, extra, ls, max_seq) in ({} if args.cost_only else methods).items():
         for length in ls:
             tag = name.replace(" ", "_").replace("(", "").replace(")", "")
             r = shared.passkey(args.tessera, out, tag, model, files[length], length, extra, max_seq)
@@ -135,7 +140,7 @@ def main():
                   flush=True)
     data = long_texts(out, args.ppl_tokens, args.ppl_texts)
     beacon_flags = BEACON_ON
-    for name, model, window, max_seq, extra in (
+    for name, model, window, max_seq, extra in () if args.cost_only else (
             ("plain (rolling 1024)", PLAIN, 1024, 0, []),
             ("YaRN x8 (whole text)", scaled["yarn"], args.ppl_tokens + 4096,
              args.ppl_tokens + 4096, []),
@@ -154,7 +159,8 @@ def main():
         row = {"beacon_prefill_s": tokens / b["prefill_tokens_per_s"],
                "beacon_us_per_token": 1e6 / b["prefill_tokens_per_s"],
                "beacon_entries": memory + raw,
-               "formula_entries": (tokens // 256) * 1 + tokens % 256,
+               # the prompt and the one decoded token: floor(n / 256) beacons + n mod 256 raw
+               "formula_entries": (tokens + 1) // 256 + (tokens + 1) % 256,
                "beacon_kv_bytes": (memory + raw) * kv_per_token,
                "beacon_peak_rss": b["peak_rss_bytes_rank0"],
                "plain_kv_bytes": tokens * kv_per_token}
