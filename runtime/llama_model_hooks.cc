@@ -114,6 +114,10 @@ absl::Status LlamaModel::NarrowTo(const std::vector<int32_t>& keep, int64_t from
 }
 
 absl::Status LlamaModel::KeepRows(const std::vector<int32_t>& keep, int64_t from, KvCache& cache) {
+  if (!running_->key_positions.empty() || !ext_rows_host_.empty()) {
+    return absl::UnimplementedError(
+        "a hook kept a subset of rows in a pass with key positions or extension rows");
+  }
   const int64_t m = static_cast<int64_t>(keep.size()), dim = config_.hidden_size;
   if (m > 0) {  // x_ rows keep -> h_ -> x_ rows [0, m)
     RETURN_IF_ERROR(backend_->Synchronize());
