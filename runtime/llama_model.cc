@@ -176,8 +176,9 @@ absl::Status LlamaModel::Layer(const LayerWeights& w, const LayerContext& ctx,
   if (ctx.batch->kv_only) {
     RETURN_IF_ERROR(be.Gemm({h_.view(), w.wk, k_.view()}));
     RETURN_IF_ERROR(be.Gemm({h_.view(), w.wv, v_.view()}));
-    RETURN_IF_ERROR(ProjectExtensionRows(h_.view(), w.ext_wk, k_.view()));
-    RETURN_IF_ERROR(ProjectExtensionRows(h_.view(), w.ext_wv, v_.view()));
+    if (!w.ext_wk.empty() || !w.ext_wv.empty()) RETURN_IF_ERROR(GatherExtensionRows(h_.view()));
+    RETURN_IF_ERROR(ProjectExtensionRows(w.ext_wk, k_.view()));
+    RETURN_IF_ERROR(ProjectExtensionRows(w.ext_wv, v_.view()));
     RETURN_IF_ERROR(keep_unrotated_keys());
     RETURN_IF_ERROR(ApplyRope(*ctx.batch, TensorView(), k));
     return write_kv();
@@ -185,9 +186,12 @@ absl::Status LlamaModel::Layer(const LayerWeights& w, const LayerContext& ctx,
   RETURN_IF_ERROR(be.Gemm({h_.view(), w.wq, q_.view()}));
   RETURN_IF_ERROR(be.Gemm({h_.view(), w.wk, k_.view()}));
   RETURN_IF_ERROR(be.Gemm({h_.view(), w.wv, v_.view()}));
-  RETURN_IF_ERROR(ProjectExtensionRows(h_.view(), w.ext_wq, q_.view()));
-  RETURN_IF_ERROR(ProjectExtensionRows(h_.view(), w.ext_wk, k_.view()));
-  RETURN_IF_ERROR(ProjectExtensionRows(h_.view(), w.ext_wv, v_.view()));
+  if (!w.ext_wq.empty() || !w.ext_wk.empty() || !w.ext_wv.empty()) {
+    RETURN_IF_ERROR(GatherExtensionRows(h_.view()));  // once for q, k and v
+  }
+  RETURN_IF_ERROR(ProjectExtensionRows(w.ext_wq, q_.view()));
+  RETURN_IF_ERROR(ProjectExtensionRows(w.ext_wk, k_.view()));
+  RETURN_IF_ERROR(ProjectExtensionRows(w.ext_wv, v_.view()));
   TensorView q = q_.view().Reshaped({n, plan_.heads, c.head_dim});
   RETURN_IF_ERROR(keep_unrotated_keys());
   RETURN_IF_ERROR(ApplyRope(*ctx.batch, q, k));
@@ -229,7 +233,10 @@ absl::Status LlamaModel::RowParallelResidual(TensorView x, TensorView w, TensorV
   RETURN_IF_ERROR(partial_.Resize({x.dim(0), w.dim(0)}));
   RETURN_IF_ERROR(backend_->Gemm({x, w, partial_.view()}));
   // Both row sets' partial sums share one all-reduce.
-  if (ext) RETURN_IF_ERROR(ProjectExtensionRows(x, ext_w, partial_.view()));
+  if (ext) {
+    RETURN_IF_ERROR(GatherExtensionRows(x));
+    RETURN_IF_ERROR(ProjectExtensionRows(ext_w, partial_.view()));
+  }
   if (plan_.tp_size == 1) return backend_->Add({x_.view(), partial_.view(), x_.view()});
   RETURN_IF_ERROR(backend_->Synchronize());
   RETURN_IF_ERROR(parallel_.tp->AllReduce(partial_.view(), ReduceOp::kSum));

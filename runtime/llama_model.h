@@ -213,8 +213,10 @@ class LlamaModel {
   absl::Status UploadExtensionRows(const ForwardBatch& batch);
   // Replaces the embeddings of the extension rows (after any tp all-reduce).
   absl::Status EmbedExtensionRows();
-  // out's extension rows become in's extension rows x w^T (w empty: nothing to do).
-  absl::Status ProjectExtensionRows(TensorView in, TensorView w, TensorView out);
+  // The extension rows of `in` [n, width] into ext_in_ (once per projection input), then out's
+  // extension rows become those rows x w^T (w empty: nothing to do).
+  absl::Status GatherExtensionRows(TensorView in);
+  absl::Status ProjectExtensionRows(TensorView w, TensorView out);
   // target [n, width] = rows of [target ; rows] (rows: [m, width]) picked by `map` ([n] I32):
   // row i of target becomes row map[i] of the concatenation.
   absl::Status MergeRows(TensorView target, TensorView rows, TensorView map);

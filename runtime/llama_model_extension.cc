@@ -87,11 +87,16 @@ absl::Status LlamaModel::EmbedExtensionRows() {
   return MergeRows(x_.view(), ext_in_.view(), ext_map_.view());
 }
 
-absl::Status LlamaModel::ProjectExtensionRows(TensorView in, TensorView w, TensorView out) {
-  if (w.empty() || ext_rows_host_.empty()) return absl::OkStatus();
+absl::Status LlamaModel::GatherExtensionRows(TensorView in) {
+  if (ext_rows_host_.empty()) return absl::OkStatus();
   const int64_t m = static_cast<int64_t>(ext_rows_host_.size());
   RETURN_IF_ERROR(ext_in_.Resize({m, in.dim(1)}));
-  RETURN_IF_ERROR(backend_->Embedding({ext_rows_.view(), in, ext_in_.view()}));
+  return backend_->Embedding({ext_rows_.view(), in, ext_in_.view()});
+}
+
+absl::Status LlamaModel::ProjectExtensionRows(TensorView w, TensorView out) {
+  if (w.empty() || ext_rows_host_.empty()) return absl::OkStatus();
+  const int64_t m = static_cast<int64_t>(ext_rows_host_.size());
   // The projected rows go to the scratch's tail, then the merge gathers them in place.
   const int64_t n = out.dim(0), width = out.dim(1);
   RETURN_IF_ERROR(ext_cat_.Resize({n + m, width}));
